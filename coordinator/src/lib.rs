@@ -1,0 +1,3 @@
+//! Coordinator: the catalog group, placement, and distributed insert routing.
+
+pub use replication;

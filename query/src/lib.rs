@@ -1,0 +1,3 @@
+//! Query: the ClickHouse SQL dialect, DataFusion integration and the front ends (issue 4).
+
+pub use coordinator;

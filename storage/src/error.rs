@@ -1,0 +1,87 @@
+//! Typed errors of the storage engine. The protocol boundary maps them to
+//! ClickHouse-style codes; [`StorageError::code`] gives the stable code here so
+//! every front end maps them the same way.
+
+use std::path::PathBuf;
+
+/// Result alias for the storage crate.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Everything the storage engine can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Parquet error in {context}: {source}")]
+    Parquet {
+        context: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("Arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("{0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("Invalid part name '{0}'")]
+    BadPartName(String),
+    #[error("Part {part} is corrupted: {reason}")]
+    CorruptedPart { part: String, reason: String },
+    #[error("Part {new} intersects active part {existing}: neither covers the other")]
+    IntersectingParts { new: String, existing: String },
+    #[error("Part {0} is not active")]
+    PartNotActive(String),
+    #[error("Part {part} does not cover {source_part}")]
+    DoesNotCover { part: String, source_part: String },
+    #[error(
+        "Too many parts ({parts}) in partition {partition}. Merges are processing significantly slower than inserts"
+    )]
+    TooManyParts { partition: String, parts: usize },
+    #[error("Cannot compile expression '{expr}': {reason}")]
+    BadExpression { expr: String, reason: String },
+    #[error("Cannot UPDATE key column `{0}`")]
+    UpdateKeyColumn(String),
+    #[error("There is no column `{0}` in table")]
+    NoSuchColumn(String),
+    #[error("Invalid table definition: {0}")]
+    BadTable(String),
+    #[error("Bad aggregate state: {0}")]
+    BadAggregateState(String),
+    #[error("simulated crash at failpoint {0}")]
+    SimulatedCrash(&'static str),
+}
+
+impl StorageError {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StorageError::Io { path: path.into(), source }
+    }
+
+    /// Wraps a Parquet error with what was being done.
+    pub fn parquet(context: impl Into<String>, source: parquet::errors::ParquetError) -> Self {
+        StorageError::Parquet { context: context.into(), source }
+    }
+
+    /// ClickHouse error code and name for this error.
+    pub fn code(&self) -> (u32, &'static str) {
+        match self {
+            StorageError::Io { .. } => (1001, "STD_EXCEPTION"),
+            StorageError::Parquet { .. } => (1002, "UNKNOWN_EXCEPTION"),
+            StorageError::Arrow(_) | StorageError::DataFusion(_) => (1002, "UNKNOWN_EXCEPTION"),
+            StorageError::BadPartName(_) => (233, "BAD_DATA_PART_NAME"),
+            StorageError::CorruptedPart { .. } => (40, "CHECKSUM_DOESNT_MATCH"),
+            StorageError::IntersectingParts { .. } => (49, "LOGICAL_ERROR"),
+            StorageError::PartNotActive(_) | StorageError::DoesNotCover { .. } => (49, "LOGICAL_ERROR"),
+            StorageError::TooManyParts { .. } => (252, "TOO_MANY_PARTS"),
+            StorageError::BadExpression { .. } => (36, "BAD_ARGUMENTS"),
+            StorageError::UpdateKeyColumn(_) => (420, "CANNOT_UPDATE_COLUMN"),
+            StorageError::NoSuchColumn(_) => (16, "NO_SUCH_COLUMN_IN_TABLE"),
+            StorageError::BadTable(_) => (36, "BAD_ARGUMENTS"),
+            StorageError::BadAggregateState(_) => (117, "INCORRECT_DATA"),
+            StorageError::SimulatedCrash(_) => (1002, "UNKNOWN_EXCEPTION"),
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Merge selection modelled on ClickHouse's `SimpleMergeSelector`: among ranges
+//! of adjacent parts of one partition, allow a range when it is big enough
+//! relative to its largest part (the base, lowered for partitions with many
+//! small parts), and pick the allowed range with the lowest cost per part.
+
+use crate::part::name::PartName;
+
+/// A part the selector may consider.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub name: PartName,
+    pub bytes: u64,
+    /// Parts merge together only when their barriers are equal — the caller
+    /// sets it to the first mutation each part still needs, so a merge never
+    /// mixes parts on different sides of a pending mutation. A part already
+    /// being merged or mutated is not a candidate at all.
+    pub barrier: i64,
+}
+
+/// `SimpleMergeSelector` settings (ClickHouse's defaults).
+#[derive(Debug, Clone)]
+pub struct SelectorSettings {
+    pub base: f64,
+    pub min_parts_to_lower_base: f64,
+    pub max_parts_to_lower_base: f64,
+    pub size_fixed_cost_to_add: f64,
+    pub max_parts_to_merge_at_once: usize,
+    pub max_total_bytes: u64,
+}
+
+impl Default for SelectorSettings {
+    fn default() -> Self {
+        SelectorSettings {
+            base: 5.0,
+            min_parts_to_lower_base: 10.0,
+            max_parts_to_lower_base: 50.0,
+            size_fixed_cost_to_add: 5.0 * 1024.0 * 1024.0,
+            max_parts_to_merge_at_once: 100,
+            max_total_bytes: 150 << 30,
+        }
+    }
+}
+
+fn map_to_unit(value: f64, min: f64, max: f64) -> f64 {
+    if value <= min {
+        0.0
+    } else if value >= max {
+        1.0
+    } else {
+        (value - min) / (max - min)
+    }
+}
+
+fn allow(sum: f64, max: f64, range_len: usize, partition_parts: usize, s: &SelectorSettings) -> bool {
+    // ClickHouse also lowers the base for old parts; merges here are chosen by a
+    // group leader and must not depend on wall-clock age, so only the number of
+    // parts in the partition lowers it.
+    let combined = map_to_unit(partition_parts as f64, s.min_parts_to_lower_base, s.max_parts_to_lower_base);
+    let lowered_base = s.base + (2.0f64.min(s.base) - s.base) * combined;
+    (sum + range_len as f64 * s.size_fixed_cost_to_add) / (max + s.size_fixed_cost_to_add) >= lowered_base
+}
+
+fn score(sum: f64, count: usize, s: &SelectorSettings) -> f64 {
+    (sum + s.size_fixed_cost_to_add * count as f64) / (count as f64 - 1.9)
+}
+
+/// Chooses one merge among `parts` (any order, any partitions), or `None`.
+pub fn select_merge(parts: &[Candidate], s: &SelectorSettings) -> Option<Vec<PartName>> {
+    let mut sorted: Vec<&Candidate> = parts.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut best: Option<(f64, Vec<PartName>)> = None;
+    let mut start = 0;
+    while start < sorted.len() {
+        let pid = &sorted[start].name.partition_id;
+        let mut end = start;
+        while end < sorted.len() && &sorted[end].name.partition_id == pid {
+            end += 1;
+        }
+        let partition = &sorted[start..end];
+        for i in 0..partition.len() {
+            let (mut sum, mut max) = (0u64, 0u64);
+            for j in i..partition.len().min(i + s.max_parts_to_merge_at_once) {
+                if partition[j].barrier != partition[i].barrier {
+                    break;
+                }
+                sum += partition[j].bytes;
+                max = max.max(partition[j].bytes);
+                if sum > s.max_total_bytes {
+                    break;
+                }
+                let len = j - i + 1;
+                if len < 2 {
+                    continue;
+                }
+                if allow(sum as f64, max as f64, len, partition.len(), s) {
+                    let sc = score(sum as f64, len, s);
+                    if best.as_ref().is_none_or(|(b, _)| sc < *b) {
+                        best = Some((sc, partition[i..=j].iter().map(|c| c.name.clone()).collect()));
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+    best.map(|(_, v)| v)
+}
+
+/// OPTIMIZE: the parts to merge in each partition (or only `partition`). With
+/// `final_` a partition with a single part is merged too (re-applying the
+/// engine's rules); without it, a partition needs two parts or more.
+pub fn select_optimize(parts: &[Candidate], partition: Option<&str>, final_: bool, max_parts: usize) -> Vec<Vec<PartName>> {
+    let mut by_partition: std::collections::BTreeMap<&str, Vec<&Candidate>> = Default::default();
+    for c in parts {
+        if partition.is_none_or(|p| p == c.name.partition_id) {
+            by_partition.entry(c.name.partition_id.as_str()).or_default().push(c);
+        }
+    }
+    let mut out = Vec::new();
+    for (_, mut v) in by_partition {
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        if v.len() >= 2 || (final_ && v.len() == 1) {
+            if final_ {
+                out.push(v.iter().map(|c| c.name.clone()).collect());
+            } else {
+                out.push(v.iter().take(max_parts.max(2)).map(|c| c.name.clone()).collect());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cands(sizes: &[u64]) -> Vec<Candidate> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| Candidate { name: PartName::new_insert("all", i as i64 + 1), bytes: b, barrier: 0 })
+            .collect()
+    }
+
+    #[test]
+    fn merges_small_equal_parts_and_not_one_huge_with_a_tiny() {
+        let picked = select_merge(&cands(&[1000; 6]), &SelectorSettings::default()).unwrap();
+        assert!(picked.len() >= 5, "{picked:?}");
+        // A 10 GB part next to one small part: the range is not base times its max.
+        assert!(select_merge(&cands(&[10 << 30, 1 << 20]), &SelectorSettings::default()).is_none());
+    }
+
+    #[test]
+    fn never_mixes_partitions_or_barriers() {
+        let mut c = cands(&[100; 4]);
+        c[2].name.partition_id = "other".into();
+        c[3].name.partition_id = "other".into();
+        let mut c2 = cands(&[100; 8]);
+        for x in c2.iter_mut().skip(4) {
+            x.barrier = 7;
+        }
+        for set in [c, c2] {
+            if let Some(p) = select_merge(&set, &SelectorSettings::default()) {
+                let first = set.iter().find(|x| x.name == p[0]).unwrap();
+                for n in &p {
+                    let x = set.iter().find(|x| &x.name == n).unwrap();
+                    assert_eq!(x.name.partition_id, first.name.partition_id);
+                    assert_eq!(x.barrier, first.barrier);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn selection_is_a_contiguous_range_within_limits(sizes in proptest::collection::vec(1u64..1_000_000_000, 0..300)) {
+            let s = SelectorSettings::default();
+            let c = cands(&sizes);
+            if let Some(p) = select_merge(&c, &s) {
+                prop_assert!(p.len() >= 2 && p.len() <= s.max_parts_to_merge_at_once);
+                for w in p.windows(2) {
+                    prop_assert_eq!(w[0].max_block + 1, w[1].min_block);
+                }
+                let total: u64 = p.iter().map(|n| sizes[(n.min_block - 1) as usize]).sum();
+                prop_assert!(total <= s.max_total_bytes);
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! A part: an immutable directory of sorted column data plus its metadata.
+
+pub mod checksum;
+pub mod meta;
+pub mod name;
+pub mod reader;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+
+use roaring::RoaringBitmap;
+
+use crate::error::{Result, StorageError};
+use checksum::checksum_file;
+use meta::{MASK_FILE, PartMeta};
+use name::PartName;
+
+/// A loaded, checked part.
+#[derive(Debug)]
+pub struct Part {
+    pub name: PartName,
+    pub dir: PathBuf,
+    pub meta: PartMeta,
+    /// Row offsets hidden by lightweight deletes.
+    pub mask: Option<RoaringBitmap>,
+}
+
+impl Part {
+    /// Loads the part in `dir`: parses and checks its metadata and the size of
+    /// every file (the cheap check done at startup). Any failure is
+    /// [`StorageError::CorruptedPart`].
+    pub fn load(dir: &Path) -> Result<Part> {
+        let file_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name: PartName = file_name.parse()?;
+        let meta = PartMeta::read(dir, &file_name)?;
+        let corrupt = |reason: String| StorageError::CorruptedPart { part: file_name.clone(), reason };
+        for (file, sum) in &meta.files {
+            let len = std::fs::metadata(dir.join(file))
+                .map_err(|e| corrupt(format!("file {file}: {e}")))?
+                .len();
+            if len != sum.size {
+                return Err(corrupt(format!("file {file} has {len} bytes, expected {}", sum.size)));
+            }
+        }
+        let mask = if meta.files.contains_key(MASK_FILE) {
+            let bytes = std::fs::read(dir.join(MASK_FILE)).map_err(|e| corrupt(format!("{MASK_FILE}: {e}")))?;
+            let sum = crc32fast::hash(&bytes);
+            if Some(sum) != meta.files.get(MASK_FILE).map(|c| c.crc32) {
+                return Err(corrupt(format!("{MASK_FILE} checksum mismatch")));
+            }
+            Some(RoaringBitmap::deserialize_from(&bytes[..]).map_err(|e| corrupt(format!("{MASK_FILE}: {e}")))?)
+        } else {
+            None
+        };
+        Ok(Part { name, dir: dir.to_path_buf(), meta, mask })
+    }
+
+    /// Full verification (`CHECK TABLE`): every file's size and CRC32.
+    pub fn verify(&self) -> Result<()> {
+        let part = self.name.to_string();
+        for (file, want) in &self.meta.files {
+            let got = checksum_file(&self.dir.join(file)).map_err(|e| StorageError::CorruptedPart {
+                part: part.clone(),
+                reason: format!("file {file}: {e}"),
+            })?;
+            if got != *want {
+                return Err(StorageError::CorruptedPart {
+                    part: part.clone(),
+                    reason: format!(
+                        "checksum mismatch in {file}: expected size {} crc {:08x}, got size {} crc {:08x}",
+                        want.size, want.crc32, got.size, got.crc32
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Path of the column data file.
+    pub fn data_path(&self) -> PathBuf {
+        self.dir.join(meta::DATA_FILE)
+    }
+
+    /// Rows a read returns.
+    pub fn live_rows(&self) -> u64 {
+        self.meta.live_rows()
+    }
+}

@@ -1,0 +1,87 @@
+//! Reading a part's data: projection, row selection, and the lightweight-delete
+//! mask applied to every read.
+
+use std::fs::File;
+use std::ops::Range;
+
+use arrow::array::RecordBatch;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
+};
+
+use parquet::file::metadata::PageIndexPolicy;
+
+use super::Part;
+use crate::error::{Result, StorageError};
+
+/// Opens the part's data file, with the page index loaded when `page_index`.
+pub fn builder(part: &Part, page_index: bool) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let path = part.data_path();
+    let file = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
+    ParquetRecordBatchReaderBuilder::try_new_with_options(file, ArrowReaderOptions::new().with_page_index_policy(if page_index {
+        PageIndexPolicy::Optional
+    } else {
+        PageIndexPolicy::Skip
+    }))
+        .map_err(|e| corrupted(part, e))
+}
+
+fn corrupted(part: &Part, e: parquet::errors::ParquetError) -> StorageError {
+    StorageError::CorruptedPart { part: part.name.to_string(), reason: format!("data.parquet: {e}") }
+}
+
+/// Row ranges of the part not hidden by its mask; `None` when nothing is masked.
+pub fn unmasked_ranges(part: &Part) -> Option<Vec<Range<usize>>> {
+    let mask = part.mask.as_ref()?;
+    let total = part.meta.rows as usize;
+    let mut ranges = Vec::new();
+    let mut start = 0usize;
+    for r in mask.iter() {
+        let r = r as usize;
+        if r > start {
+            ranges.push(start..r);
+        }
+        start = r + 1;
+    }
+    if start < total {
+        ranges.push(start..total);
+    }
+    Some(ranges)
+}
+
+/// The selection that skips masked rows, intersected with `selection`.
+pub fn effective_selection(part: &Part, selection: Option<RowSelection>) -> Option<RowSelection> {
+    let mask_sel = unmasked_ranges(part)
+        .map(|r| RowSelection::from_consecutive_ranges(r.into_iter(), part.meta.rows as usize));
+    match (mask_sel, selection) {
+        (Some(a), Some(b)) => Some(a.intersection(&b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Opens a batch reader over the part's live rows. `columns` are table column
+/// indices (`None` reads all); output columns come in table order.
+pub fn open(
+    part: &Part,
+    columns: Option<&[usize]>,
+    selection: Option<RowSelection>,
+    batch_rows: usize,
+) -> Result<ParquetRecordBatchReader> {
+    let mut b = builder(part, false)?.with_batch_size(batch_rows);
+    if let Some(cols) = columns {
+        let mask = ProjectionMask::roots(b.parquet_schema(), cols.iter().copied());
+        b = b.with_projection(mask);
+    }
+    if let Some(sel) = effective_selection(part, selection) {
+        b = b.with_row_selection(sel);
+    }
+    b.build().map_err(|e| corrupted(part, e))
+}
+
+/// Reads every live row of a part (tests and small tools).
+pub fn read_all(part: &Part) -> Result<Vec<RecordBatch>> {
+    let r = open(part, None, None, 8192)?;
+    r.map(|b| b.map_err(|e| StorageError::CorruptedPart { part: part.name.to_string(), reason: e.to_string() }))
+        .collect()
+}
