@@ -1,40 +1,42 @@
 //! Crash points for tests: a named point that, when armed, makes the operation
 //! stop right there and return [`StorageError::SimulatedCrash`], leaving the disk
 //! exactly as a crash at that instant would (nothing is cleaned up).
+//!
+//! Points are armed per thread, so tests running in parallel don't trip over
+//! each other's; the storage operations they exercise run on the caller's thread.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Result, StorageError};
 
-static ANY_ARMED: AtomicBool = AtomicBool::new(false);
-static ARMED: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+static ARMED_ANYWHERE: AtomicUsize = AtomicUsize::new(0);
 
-/// Arms a failpoint: the next time code passes it, the operation stops there.
-/// Each arm fires once.
+thread_local! {
+    static ARMED: RefCell<HashSet<&'static str>> = RefCell::new(HashSet::new());
+}
+
+/// Arms a failpoint on this thread; it fires once.
 pub fn arm(name: &'static str) {
-    let mut g = ARMED.lock().unwrap_or_else(|e| e.into_inner());
-    g.get_or_insert_with(HashSet::new).insert(name);
-    ANY_ARMED.store(true, Ordering::SeqCst);
+    if ARMED.with(|a| a.borrow_mut().insert(name)) {
+        ARMED_ANYWHERE.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
-/// Disarms every failpoint.
+/// Disarms every failpoint of this thread.
 pub fn disarm_all() {
-    let mut g = ARMED.lock().unwrap_or_else(|e| e.into_inner());
-    *g = None;
-    ANY_ARMED.store(false, Ordering::SeqCst);
+    let n = ARMED.with(|a| std::mem::take(&mut *a.borrow_mut()).len());
+    ARMED_ANYWHERE.fetch_sub(n, Ordering::SeqCst);
 }
 
-/// Checks a failpoint; cheap when nothing is armed.
+/// Checks a failpoint; cheap when nothing is armed anywhere.
 pub fn hit(name: &'static str) -> Result<()> {
-    if !ANY_ARMED.load(Ordering::Relaxed) {
+    if ARMED_ANYWHERE.load(Ordering::Relaxed) == 0 {
         return Ok(());
     }
-    let mut g = ARMED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(set) = g.as_mut()
-        && set.remove(name)
-    {
+    if ARMED.with(|a| a.borrow_mut().remove(name)) {
+        ARMED_ANYWHERE.fetch_sub(1, Ordering::SeqCst);
         tracing::warn!(failpoint = name, "simulated crash");
         return Err(StorageError::SimulatedCrash(name));
     }

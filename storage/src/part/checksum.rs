@@ -45,9 +45,14 @@ impl<W> ChecksumWriter<W> {
         ChecksumWriter { inner, hasher: crc32fast::Hasher::new(), size: 0 }
     }
 
-    /// The wrapped writer and the checksum of everything written.
-    pub fn finish(self) -> (W, FileChecksum) {
-        (self.inner, FileChecksum { size: self.size, crc32: self.hasher.finalize() })
+    /// The checksum of everything written so far.
+    pub fn checksum(&self) -> FileChecksum {
+        FileChecksum { size: self.size, crc32: self.hasher.clone().finalize() }
+    }
+
+    /// The wrapped writer.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
     }
 }
 

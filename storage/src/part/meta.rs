@@ -77,8 +77,9 @@ impl PartMeta {
             .split_once('\n')
             .ok_or_else(|| corrupt("meta.json has no checksum line".into()))?;
         let want = trailer
-            .trim_end()
-            .strip_prefix("crc32 ")
+            .strip_suffix('\n')
+            .and_then(|t| t.strip_prefix("crc32 "))
+            .filter(|h| h.len() == 8)
             .and_then(|h| u32::from_str_radix(h, 16).ok())
             .ok_or_else(|| corrupt("meta.json checksum line is malformed".into()))?;
         let got = crc32fast::hash(body.as_bytes());
@@ -147,7 +148,7 @@ mod tests {
     #[test]
     fn reads_version_1_fixture() {
         let fixture = include_bytes!("../../tests/fixtures/meta_v1.json");
-        let m = PartMeta::decode("202306_1_1_0", fixture).unwrap();
+        let m = PartMeta::decode("201306_1_1_0", fixture).unwrap();
         assert_eq!(m.format_version, 1);
         assert_eq!(m.rows, 2);
     }

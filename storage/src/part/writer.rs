@@ -123,13 +123,10 @@ impl<'t> PartWriter<'t> {
         let mut writer = self.writer.take().ok_or_else(|| StorageError::BadTable("writer finished twice".into()))?;
         let pq_meta = writer.finish().map_err(|e| StorageError::parquet(format!("closing part {name}"), e))?;
         let uncompressed: i64 = pq_meta.row_groups().iter().map(|rg| rg.total_byte_size()).sum();
-        let (file, data_sum) = writer
-            .into_inner()
-            .map_err(|e| StorageError::parquet(format!("closing part {name}"), e))?
-            .finish();
+        let data_sum = writer.inner_mut().checksum();
         let data_path = self.tmp_dir.join(DATA_FILE);
-        file.sync_all().map_err(|e| StorageError::io(&data_path, e))?;
-        drop(file);
+        writer.inner_mut().get_mut().sync_all().map_err(|e| StorageError::io(&data_path, e))?;
+        drop(writer);
         failpoint::hit("part_write:after_data")?;
         let mut files = std::collections::BTreeMap::new();
         files.insert(DATA_FILE.to_string(), data_sum);

@@ -1,0 +1,106 @@
+//! Mutations: ALTER DELETE / UPDATE rewrites, ordering, versions, hard links,
+//! lightweight deletes.
+
+use std::os::unix::fs::MetadataExt;
+
+use storage::merge::{ReduceMode, merge_parts};
+use storage::mutation::{Mutation, MutationCommand, mutate_part};
+use storage::{Engine, StorageError};
+
+use crate::common::*;
+
+fn delete(version: i64, p: &str) -> Mutation {
+    Mutation { version, commands: vec![MutationCommand::Delete { predicate: p.into() }] }
+}
+
+fn update(version: i64, col: &str, e: &str, p: &str) -> Mutation {
+    Mutation {
+        version,
+        commands: vec![MutationCommand::Update { assignments: vec![(col.into(), e.into())], predicate: p.into() }],
+    }
+}
+
+#[test]
+fn delete_and_update_rewrite_into_versioned_part() {
+    let t = kv_table(Engine::MergeTree, vec![]);
+    let d = tmp();
+    let p = insert(&t, d.path(), 1, &kv_batch(&t, &[1, 2, 3, 4], &[10, 20, 30, 40]));
+    let muts = vec![delete(5, "k = 2"), update(6, "v", "v * 100", "k >= 3")];
+    let m = mutate_part(&t, d.path(), &p, &muts).unwrap().unwrap();
+    assert_eq!(m.name.to_string(), "all_1_1_0_6");
+    assert_eq!(m.meta.data_version, 6);
+    let b = read(&m);
+    assert_eq!(i64s(&b, "k"), vec![1, 3, 4]);
+    assert_eq!(i64s(&b, "v"), vec![10, 3000, 4000]);
+    // Applied again: nothing pending.
+    assert!(mutate_part(&t, d.path(), &std::sync::Arc::new(m), &muts).unwrap().is_none());
+}
+
+#[test]
+fn pending_mutations_apply_in_version_order() {
+    let t = kv_table(Engine::MergeTree, vec![]);
+    let d = tmp();
+    let p = insert(&t, d.path(), 1, &kv_batch(&t, &[1, 2], &[10, 20]));
+    // Given out of order: update (v=5 where k=1) then delete where v=5 must both apply.
+    let muts = vec![delete(8, "v = 5"), update(7, "v", "5", "k = 1")];
+    let b = read(&mutate_part(&t, d.path(), &p, &muts).unwrap().unwrap());
+    assert_eq!(i64s(&b, "k"), vec![2]);
+}
+
+#[test]
+fn mutation_skips_parts_inserted_after_it() {
+    let t = kv_table(Engine::MergeTree, vec![]);
+    let d = tmp();
+    let newer = insert(&t, d.path(), 9, &kv_batch(&t, &[1], &[1]));
+    assert!(mutate_part(&t, d.path(), &newer, &[delete(5, "k = 1")]).unwrap().is_none());
+}
+
+#[test]
+fn unmatched_part_is_carried_over_by_hard_link() {
+    let t = kv_table(Engine::MergeTree, vec![]);
+    let d = tmp();
+    let p = insert(&t, d.path(), 1, &kv_batch(&t, &[1, 2], &[10, 20]));
+    let m = mutate_part(&t, d.path(), &p, &[delete(3, "k = 99")]).unwrap().unwrap();
+    assert_eq!(m.name.to_string(), "all_1_1_0_3");
+    let (a, b) = (std::fs::metadata(p.data_path()).unwrap(), std::fs::metadata(m.data_path()).unwrap());
+    assert_eq!(a.ino(), b.ino(), "data file is shared");
+    m.verify().unwrap();
+    assert_eq!(read(&m).num_rows(), 2);
+}
+
+#[test]
+fn update_of_a_key_column_is_refused() {
+    let t = kv_table(Engine::MergeTree, vec![]);
+    let d = tmp();
+    let p = insert(&t, d.path(), 1, &kv_batch(&t, &[1], &[1]));
+    let e = mutate_part(&t, d.path(), &p, &[update(2, "k", "k + 1", "1 = 1")]).unwrap_err();
+    assert!(matches!(e, StorageError::UpdateKeyColumn(_)), "{e}");
+    let e = mutate_part(&t, d.path(), &p, &[delete(2, "nope = 1")]).unwrap_err();
+    assert!(matches!(e, StorageError::BadExpression { .. }), "{e}");
+}
+
+#[test]
+fn lightweight_delete_masks_rows_until_the_next_merge() {
+    let t = kv_table(Engine::MergeTree, vec![]);
+    let d = tmp();
+    let p = insert(&t, d.path(), 1, &kv_batch(&t, &[1, 2, 3, 4], &[10, 20, 30, 40]));
+    let lw = |v: i64, pred: &str| Mutation { version: v, commands: vec![MutationCommand::LightweightDelete { predicate: pred.into() }] };
+    let m1 = std::sync::Arc::new(mutate_part(&t, d.path(), &p, &[lw(2, "k = 2")]).unwrap().unwrap());
+    assert_eq!(m1.meta.masked_rows, 1);
+    assert_eq!(i64s(&read(&m1), "k"), vec![1, 3, 4]);
+    let m2 = std::sync::Arc::new(mutate_part(&t, d.path(), &m1, &[lw(2, "k = 2"), lw(3, "v >= 40")]).unwrap().unwrap());
+    assert_eq!(m2.name.to_string(), "all_1_1_0_3");
+    assert_eq!(m2.meta.masked_rows, 2);
+    assert_eq!(i64s(&read(&m2), "k"), vec![1, 3]);
+    // The data file is shared; only the mask is new.
+    assert_eq!(std::fs::metadata(p.data_path()).unwrap().ino(), std::fs::metadata(m2.data_path()).unwrap().ino());
+    // A scan honours the mask too.
+    let scan = storage::scan::Scan::new(&t, vec![m2.clone()], &Default::default()).unwrap();
+    assert_eq!(scan.map(|b| b.unwrap().num_rows()).sum::<usize>(), 2);
+    // The next merge drops masked rows for good.
+    let other = insert(&t, d.path(), 4, &kv_batch(&t, &[5], &[50]));
+    let merged = merge_parts(&t, d.path(), &[m2, other], ReduceMode::default()).unwrap();
+    assert_eq!(merged.meta.masked_rows, 0);
+    assert_eq!(i64s(&read(&merged), "k"), vec![1, 3, 5]);
+    assert_eq!(merged.name.to_string(), "all_1_4_1_3");
+}
