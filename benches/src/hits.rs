@@ -115,14 +115,13 @@ pub fn generate(rows: usize, batch_rows: usize) -> Vec<RecordBatch> {
             })
             .collect();
         let counter: Vec<u32> = (0..n).map(|_| rng.log_uniform_rank(1000) as u32 + 1).collect();
-        let url: StringArray =
-            (0..n).map(|_| Some(vocab[perm[rng.log_uniform_rank(vocab.len() as u64) as usize] as usize].as_str())).collect();
+        let url: StringArray = (0..n)
+            .map(|_| Some(vocab[perm[rng.log_uniform_rank(vocab.len() as u64) as usize] as usize].as_str()))
+            .collect();
         let region: Vec<u16> = (0..n).map(|_| rng.log_uniform_rank(300) as u16).collect();
         let duration: Vec<u32> = (0..n).map(|_| ((-rng.f64().max(1e-300).ln()) * 60.0).min(86400.0) as u32).collect();
         let revenue: Vec<f64> = (0..n)
-            .map(|_| {
-                if rng.f64() < 0.1 { ((2.0 + rng.normal()).exp() * 100.0).round() / 100.0 } else { 0.0 }
-            })
+            .map(|_| if rng.f64() < 0.1 { ((2.0 + rng.normal()).exp() * 100.0).round() / 100.0 } else { 0.0 })
             .collect();
         let mobile: Vec<u8> = (0..n).map(|_| (rng.f64() < 0.3) as u8).collect();
         let cols: Vec<ArrayRef> = vec![

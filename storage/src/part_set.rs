@@ -179,8 +179,20 @@ pub fn recover(dir: &Path) -> Result<(PartSet, RecoveryReport)> {
     // Widest parts first, so a covering part is added before what it covers.
     loaded.sort_by(|a, b| {
         let (x, y) = (&a.name, &b.name);
-        (&x.partition_id, x.min_block, std::cmp::Reverse(x.max_block), std::cmp::Reverse(x.level), std::cmp::Reverse(x.mutation))
-            .cmp(&(&y.partition_id, y.min_block, std::cmp::Reverse(y.max_block), std::cmp::Reverse(y.level), std::cmp::Reverse(y.mutation)))
+        (
+            &x.partition_id,
+            x.min_block,
+            std::cmp::Reverse(x.max_block),
+            std::cmp::Reverse(x.level),
+            std::cmp::Reverse(x.mutation),
+        )
+            .cmp(&(
+                &y.partition_id,
+                y.min_block,
+                std::cmp::Reverse(y.max_block),
+                std::cmp::Reverse(y.level),
+                std::cmp::Reverse(y.mutation),
+            ))
     });
     let mut set = PartSet::new();
     for part in loaded {

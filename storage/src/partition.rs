@@ -33,8 +33,7 @@ pub fn split_by_partition(table: &Table, batch: &RecordBatch) -> Result<Vec<Part
         return Ok(vec![PartitionBlock { partition_id: "all".into(), value: vec![], batch: batch.clone() }]);
     };
     let n = batch.num_rows();
-    let keys: Vec<ArrayRef> =
-        exprs.iter().map(|e| Ok(e.evaluate(batch)?.into_array(n)?)).collect::<Result<_>>()?;
+    let keys: Vec<ArrayRef> = exprs.iter().map(|e| Ok(e.evaluate(batch)?.into_array(n)?)).collect::<Result<_>>()?;
     let conv = RowConverter::new(keys.iter().map(|k| SortField::new(k.data_type().clone())).collect())?;
     let rows = conv.convert_columns(&keys)?;
     let mut groups: Vec<Vec<u32>> = Vec::new();
@@ -106,8 +105,16 @@ fn integral_id(one: &ArrayRef) -> Result<Option<String>> {
             let date = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163).unwrap_or(chrono::NaiveDate::MIN);
             Some(format!("{}", date.year() as i64 * 10000 + date.month() as i64 * 100 + date.day() as i64))
         }
-        DataType::Boolean => Some(cast(one, &DataType::UInt8).map(|a| cast(&a, &DataType::UInt64))??.as_primitive::<UInt64Type>().value(0).to_string()),
-        t if t.is_unsigned_integer() => Some(cast(one, &DataType::UInt64)?.as_primitive::<UInt64Type>().value(0).to_string()),
+        DataType::Boolean => Some(
+            cast(one, &DataType::UInt8)
+                .map(|a| cast(&a, &DataType::UInt64))??
+                .as_primitive::<UInt64Type>()
+                .value(0)
+                .to_string(),
+        ),
+        t if t.is_unsigned_integer() => {
+            Some(cast(one, &DataType::UInt64)?.as_primitive::<UInt64Type>().value(0).to_string())
+        }
         t if t.is_signed_integer() || matches!(t, DataType::Timestamp(_, _) | DataType::Date64) => {
             let v = if let DataType::Timestamp(_, _) = t {
                 // DateTime partitions are named by seconds, as ClickHouse does.

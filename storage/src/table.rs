@@ -169,17 +169,12 @@ impl Table {
 
     /// Evaluates the ORDER BY expressions on a batch.
     pub(crate) fn eval_sort_key(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-        self.order_by
-            .iter()
-            .map(|e| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?))
-            .collect()
+        self.order_by.iter().map(|e| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?)).collect()
     }
 
     /// A row converter for the sort key: its rows compare as the ORDER BY does.
     pub(crate) fn sort_key_converter(&self) -> Result<RowConverter> {
-        Ok(RowConverter::new(
-            self.order_by_types.iter().map(|t| SortField::new(t.clone())).collect(),
-        )?)
+        Ok(RowConverter::new(self.order_by_types.iter().map(|t| SortField::new(t.clone())).collect())?)
     }
 
     /// The sort key of a batch in row format.

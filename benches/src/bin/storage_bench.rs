@@ -27,7 +27,8 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { rows: 10_000_000, workdir: "benches/work".into(), out: "storage.json".into(), parquet_out: None };
+    let mut a =
+        Args { rows: 10_000_000, workdir: "benches/work".into(), out: "storage.json".into(), parquet_out: None };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i + 1 < v.len() {
@@ -109,8 +110,12 @@ fn main() {
     for b in &batches {
         let s = Instant::now();
         for piece in split_by_partition(&t, b).expect("split") {
-            backpressure::check_insert(&piece.partition_id, set.parts_in_partition(&piece.partition_id), &t.def.settings)
-                .expect("too many parts");
+            backpressure::check_insert(
+                &piece.partition_id,
+                set.parts_in_partition(&piece.partition_id),
+                &t.def.settings,
+            )
+            .expect("too many parts");
             block += 1;
             let name = PartName::new_insert(piece.partition_id.clone(), block);
             let part = write_block(&t, &dir, name, piece.value, &piece.batch).expect("write part");
@@ -161,7 +166,10 @@ fn main() {
     let delete_s = mutate_all(&t, &dir, &mut set, &del);
     let rows_after_delete = stats(&set)["rows"].clone();
     block += 1;
-    let lw = Mutation { version: block, commands: vec![MutationCommand::LightweightDelete { predicate: "region = 11".into() }] };
+    let lw = Mutation {
+        version: block,
+        commands: vec![MutationCommand::LightweightDelete { predicate: "region = 11".into() }],
+    };
     let lw_s = mutate_all(&t, &dir, &mut set, &lw);
     eprintln!("update {update_s:.2}s, delete {delete_s:.2}s, lightweight delete {lw_s:.2}s");
 

@@ -65,10 +65,7 @@ impl AggregateFunction {
     pub fn from_field(f: &Field) -> Result<Option<Self>> {
         let Some(name) = f.metadata().get(AGG_META_KEY) else { return Ok(None) };
         if f.data_type() != &DataType::Binary {
-            return Err(StorageError::BadTable(format!(
-                "aggregate state column `{}` must be Binary",
-                f.name()
-            )));
+            return Err(StorageError::BadTable(format!("aggregate state column `{}` must be Binary", f.name())));
         }
         let func = Self::parse(name).ok_or_else(|| {
             StorageError::BadTable(format!("unsupported aggregate function {name} in column `{}`", f.name()))
@@ -78,9 +75,8 @@ impl AggregateFunction {
 
     /// A state column field named `name` for this function.
     pub fn field(self, name: &str) -> Field {
-        Field::new(name, DataType::Binary, false).with_metadata(
-            [(AGG_META_KEY.to_string(), self.name().to_string())].into_iter().collect(),
-        )
+        Field::new(name, DataType::Binary, false)
+            .with_metadata([(AGG_META_KEY.to_string(), self.name().to_string())].into_iter().collect())
     }
 
     /// Builds one state per row from plain values (what `fState(x)` does).

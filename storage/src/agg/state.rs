@@ -271,10 +271,9 @@ impl AggState {
             AggregateFunction::Any => AggState::Any(Value::read(&mut r)?),
             AggregateFunction::AnyLast => AggState::AnyLast(Value::read(&mut r)?),
             AggregateFunction::Count => AggState::Count(u64::from_le_bytes(r.array()?)),
-            AggregateFunction::Avg => AggState::Avg {
-                sum: f64::from_le_bytes(r.array()?),
-                count: u64::from_le_bytes(r.array()?),
-            },
+            AggregateFunction::Avg => {
+                AggState::Avg { sum: f64::from_le_bytes(r.array()?), count: u64::from_le_bytes(r.array()?) }
+            }
             AggregateFunction::UniqExact => {
                 let n = u64::from_le_bytes(r.array()?) as usize;
                 if n.saturating_mul(16) > r.buf.len() {

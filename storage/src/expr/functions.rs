@@ -9,9 +9,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Date32Type, Int64Type, TimeUnit, UInt64Type};
 use chrono::{Datelike, NaiveDate};
 use datafusion::common::{Result, exec_err};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
 type Kernel = fn(&[ArrayRef]) -> Result<ArrayRef>;
 type ReturnType = fn(&[DataType]) -> DataType;
@@ -53,11 +51,7 @@ impl ScalarUDFImpl for ChFunction {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(n))
-            .collect::<Result<Vec<_>>>()?;
+        let arrays = args.args.iter().map(|a| a.to_array(n)).collect::<Result<Vec<_>>>()?;
         Ok(ColumnarValue::Array((self.kernel)(&arrays)?))
     }
 }
@@ -78,29 +72,47 @@ fn udf(name: &'static str, arity: usize, ret: ReturnType, kernel: Kernel) -> Sca
 pub fn clickhouse_udfs() -> Vec<ScalarUDF> {
     vec![
         udf("toYYYYMM", 1, |_| DataType::UInt32, |a| date_to_u32(&a[0], |d| d.year() as u32 * 100 + d.month())),
-        udf("toYYYYMMDD", 1, |_| DataType::UInt32, |a| {
-            date_to_u32(&a[0], |d| d.year() as u32 * 10000 + d.month() * 100 + d.day())
-        }),
+        udf(
+            "toYYYYMMDD",
+            1,
+            |_| DataType::UInt32,
+            |a| date_to_u32(&a[0], |d| d.year() as u32 * 10000 + d.month() * 100 + d.day()),
+        ),
         udf("toDate", 1, |_| DataType::Date32, |a| Ok(cast(&days(&a[0])?, &DataType::Date32)?)),
-        udf("toStartOfMonth", 1, |_| DataType::Date32, |a| {
-            let d = days(&a[0])?;
-            let out: PrimitiveArray<Date32Type> = d.as_primitive::<Date32Type>().unary(|v| {
-                let date = from_days(v);
-                v - (date.day() as i32 - 1)
-            });
-            Ok(Arc::new(out))
-        }),
+        udf(
+            "toStartOfMonth",
+            1,
+            |_| DataType::Date32,
+            |a| {
+                let d = days(&a[0])?;
+                let out: PrimitiveArray<Date32Type> = d.as_primitive::<Date32Type>().unary(|v| {
+                    let date = from_days(v);
+                    v - (date.day() as i32 - 1)
+                });
+                Ok(Arc::new(out))
+            },
+        ),
         udf("toStartOfDay", 1, ts_sec, |a| trunc_seconds(&a[0], 86400)),
         udf("toStartOfHour", 1, ts_sec, |a| trunc_seconds(&a[0], 3600)),
-        udf("intHash64", 1, |_| DataType::UInt64, |a| {
-            let v = as_u64(&a[0])?;
-            Ok(Arc::new(v.unary::<_, UInt64Type>(int_hash64)))
-        }),
+        udf(
+            "intHash64",
+            1,
+            |_| DataType::UInt64,
+            |a| {
+                let v = as_u64(&a[0])?;
+                Ok(Arc::new(v.unary::<_, UInt64Type>(int_hash64)))
+            },
+        ),
         udf("xxHash64", 1, |_| DataType::UInt64, |a| xx_hash64(&a[0])),
-        udf("modulo", 2, |t| t[0].clone(), |a| {
-            let rhs = cast(&a[1], a[0].data_type())?;
-            Ok(arrow::compute::kernels::numeric::rem(&a[0], &rhs)?)
-        }),
+        udf(
+            "modulo",
+            2,
+            |t| t[0].clone(),
+            |a| {
+                let rhs = cast(&a[1], a[0].data_type())?;
+                Ok(arrow::compute::kernels::numeric::rem(&a[0], &rhs)?)
+            },
+        ),
     ]
 }
 
@@ -173,9 +185,8 @@ fn xx_hash64(a: &ArrayRef) -> Result<ArrayRef> {
         }
         _ => {
             let v = as_u64(a)?;
-            let out: UInt64Array = (0..v.len())
-                .map(|i| (!v.is_null(i)).then(|| xxh64(&v.value(i).to_le_bytes(), 0)))
-                .collect();
+            let out: UInt64Array =
+                (0..v.len()).map(|i| (!v.is_null(i)).then(|| xxh64(&v.value(i).to_le_bytes(), 0))).collect();
             Ok(Arc::new(out))
         }
     }

@@ -236,7 +236,6 @@ impl KWayMerge {
         self.batches = new_batches;
         Ok(Some(out))
     }
-
 }
 
 impl Iterator for KWayMerge {
@@ -258,7 +257,6 @@ pub(crate) fn pad_to_table(table: &Table, b: &RecordBatch) -> Result<RecordBatch
             Err(_) => arrow::array::new_null_array(f.data_type(), b.num_rows()),
         })
         .collect();
-    let nullable: Vec<_> =
-        schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    let nullable: Vec<_> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
     Ok(RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(nullable)), cols)?)
 }

@@ -108,7 +108,12 @@ pub fn select_merge(parts: &[Candidate], s: &SelectorSettings) -> Option<Vec<Par
 /// OPTIMIZE: the parts to merge in each partition (or only `partition`). With
 /// `final_` a partition with a single part is merged too (re-applying the
 /// engine's rules); without it, a partition needs two parts or more.
-pub fn select_optimize(parts: &[Candidate], partition: Option<&str>, final_: bool, max_parts: usize) -> Vec<Vec<PartName>> {
+pub fn select_optimize(
+    parts: &[Candidate],
+    partition: Option<&str>,
+    final_: bool,
+    max_parts: usize,
+) -> Vec<Vec<PartName>> {
     let mut by_partition: std::collections::BTreeMap<&str, Vec<&Candidate>> = Default::default();
     for c in parts {
         if partition.is_none_or(|p| p == c.name.partition_id) {

@@ -112,7 +112,12 @@ fn apply(cmds: &[Compiled], mut batch: RecordBatch) -> Result<(RecordBatch, bool
 /// Applies every mutation `part` still needs. Returns the new part
 /// `<name>_<version>` (rewritten, or hard-linked when no row changes), or
 /// `None` when no mutation applies to it.
-pub fn mutate_part(table: &Arc<Table>, parent: &Path, part: &Arc<Part>, mutations: &[Mutation]) -> Result<Option<Part>> {
+pub fn mutate_part(
+    table: &Arc<Table>,
+    parent: &Path,
+    part: &Arc<Part>,
+    mutations: &[Mutation],
+) -> Result<Option<Part>> {
     let pending = pending_for(part, mutations);
     let Some(last) = pending.last() else { return Ok(None) };
     let new_name = part.name.mutated(last.version);
@@ -163,7 +168,8 @@ fn lightweight_mask(
     let r = b.build().map_err(|e| StorageError::parquet(part.name.to_string(), e))?;
     let mut offset = 0u32;
     for batch in r {
-        let batch = batch.map_err(|e| StorageError::CorruptedPart { part: part.name.to_string(), reason: e.to_string() })?;
+        let batch =
+            batch.map_err(|e| StorageError::CorruptedPart { part: part.name.to_string(), reason: e.to_string() })?;
         let full = pad_to_table(table, &batch)?;
         for c in cmds {
             if let Compiled::Lightweight(p) = c {

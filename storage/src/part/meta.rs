@@ -73,9 +73,7 @@ impl PartMeta {
     pub fn decode(part: &str, bytes: &[u8]) -> Result<PartMeta> {
         let corrupt = |reason: String| StorageError::CorruptedPart { part: part.to_string(), reason };
         let text = std::str::from_utf8(bytes).map_err(|_| corrupt("meta.json is not UTF-8".into()))?;
-        let (body, trailer) = text
-            .split_once('\n')
-            .ok_or_else(|| corrupt("meta.json has no checksum line".into()))?;
+        let (body, trailer) = text.split_once('\n').ok_or_else(|| corrupt("meta.json has no checksum line".into()))?;
         let want = trailer
             .strip_suffix('\n')
             .and_then(|t| t.strip_prefix("crc32 "))
@@ -126,7 +124,12 @@ mod tests {
             max_block: 1,
             level: 0,
             data_version: 1,
-            columns: vec![ColumnMeta { name: "a".into(), data_type: "Int64".into(), min: Some("1".into()), max: Some("3".into()) }],
+            columns: vec![ColumnMeta {
+                name: "a".into(),
+                data_type: "Int64".into(),
+                min: Some("1".into()),
+                max: Some("3".into()),
+            }],
             files: [("data.parquet".to_string(), FileChecksum { size: 10, crc32: 7 })].into_iter().collect(),
             modification_time_ms: 0,
         }

@@ -35,9 +35,7 @@ impl Part {
         let meta = PartMeta::read(dir, &file_name)?;
         let corrupt = |reason: String| StorageError::CorruptedPart { part: file_name.clone(), reason };
         for (file, sum) in &meta.files {
-            let len = std::fs::metadata(dir.join(file))
-                .map_err(|e| corrupt(format!("file {file}: {e}")))?
-                .len();
+            let len = std::fs::metadata(dir.join(file)).map_err(|e| corrupt(format!("file {file}: {e}")))?.len();
             if len != sum.size {
                 return Err(corrupt(format!("file {file} has {len} bytes, expected {}", sum.size)));
             }
@@ -59,10 +57,8 @@ impl Part {
     pub fn verify(&self) -> Result<()> {
         let part = self.name.to_string();
         for (file, want) in &self.meta.files {
-            let got = checksum_file(&self.dir.join(file)).map_err(|e| StorageError::CorruptedPart {
-                part: part.clone(),
-                reason: format!("file {file}: {e}"),
-            })?;
+            let got = checksum_file(&self.dir.join(file))
+                .map_err(|e| StorageError::CorruptedPart { part: part.clone(), reason: format!("file {file}: {e}") })?;
             if got != *want {
                 return Err(StorageError::CorruptedPart {
                     part: part.clone(),

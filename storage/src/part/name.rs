@@ -142,7 +142,9 @@ mod tests {
         assert_eq!(m.mutation, 7);
         assert_eq!(m.data_version(), 7);
         assert_eq!(m.to_string(), "all_3_3_0_7");
-        for bad in ["", "all", "all_1_2", "all_2_1_0", "all_1_2_x", "_1_2_0", "all_1_2_0_1_2", "all_1_2_-1", "all_+1_2_0"] {
+        for bad in
+            ["", "all", "all_1_2", "all_2_1_0", "all_1_2_x", "_1_2_0", "all_1_2_0_1_2", "all_1_2_-1", "all_+1_2_0"]
+        {
             assert!(bad.parse::<PartName>().is_err(), "{bad}");
         }
     }

@@ -19,12 +19,15 @@ use crate::error::{Result, StorageError};
 pub fn builder(part: &Part, page_index: bool) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let path = part.data_path();
     let file = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
-    ParquetRecordBatchReaderBuilder::try_new_with_options(file, ArrowReaderOptions::new().with_page_index_policy(if page_index {
-        PageIndexPolicy::Optional
-    } else {
-        PageIndexPolicy::Skip
-    }))
-        .map_err(|e| corrupted(part, e))
+    ParquetRecordBatchReaderBuilder::try_new_with_options(
+        file,
+        ArrowReaderOptions::new().with_page_index_policy(if page_index {
+            PageIndexPolicy::Optional
+        } else {
+            PageIndexPolicy::Skip
+        }),
+    )
+    .map_err(|e| corrupted(part, e))
 }
 
 fn corrupted(part: &Part, e: parquet::errors::ParquetError) -> StorageError {
@@ -52,8 +55,8 @@ pub fn unmasked_ranges(part: &Part) -> Option<Vec<Range<usize>>> {
 
 /// The selection that skips masked rows, intersected with `selection`.
 pub fn effective_selection(part: &Part, selection: Option<RowSelection>) -> Option<RowSelection> {
-    let mask_sel = unmasked_ranges(part)
-        .map(|r| RowSelection::from_consecutive_ranges(r.into_iter(), part.meta.rows as usize));
+    let mask_sel =
+        unmasked_ranges(part).map(|r| RowSelection::from_consecutive_ranges(r.into_iter(), part.meta.rows as usize));
     match (mask_sel, selection) {
         (Some(a), Some(b)) => Some(a.intersection(&b)),
         (a, b) => a.or(b),

@@ -67,12 +67,9 @@ impl<'t> PartWriter<'t> {
         fs::create_dir_all(&tmp_dir).map_err(|e| StorageError::io(&tmp_dir, e))?;
         let path = tmp_dir.join(DATA_FILE);
         let file = File::create(&path).map_err(|e| StorageError::io(&path, e))?;
-        let writer = ArrowWriter::try_new(
-            ChecksumWriter::new(file),
-            table.schema().clone(),
-            Some(writer_properties(table)?),
-        )
-        .map_err(|e| StorageError::parquet(format!("creating part {name}"), e))?;
+        let writer =
+            ArrowWriter::try_new(ChecksumWriter::new(file), table.schema().clone(), Some(writer_properties(table)?))
+                .map_err(|e| StorageError::parquet(format!("creating part {name}"), e))?;
         let mut stats = Vec::new();
         for col in table.key_columns().iter().chain(table.partition_columns()) {
             let i = table.schema().index_of(col)?;
@@ -82,15 +79,7 @@ impl<'t> PartWriter<'t> {
             let t = table.schema().field(i).data_type();
             stats.push((i, MinAccumulator::try_new(t)?, MaxAccumulator::try_new(t)?));
         }
-        Ok(PartWriter {
-            table,
-            parent: parent.to_path_buf(),
-            name,
-            tmp_dir,
-            writer: Some(writer),
-            stats,
-            rows: 0,
-        })
+        Ok(PartWriter { table, parent: parent.to_path_buf(), name, tmp_dir, writer: Some(writer), stats, rows: 0 })
     }
 
     /// Appends rows, which must continue the sort order.

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int8Array, Int64Array, RecordBatch, UInt8Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
+use storage::Engine;
 use storage::agg::{AggState, AggregateFunction, Value};
 use storage::merge::{ReduceMode, merge_parts};
-use storage::Engine;
 
 use crate::common::*;
 
@@ -146,7 +146,9 @@ fn collapsing_follows_clickhouse_order_dependent_rules() {
     assert_eq!(got, vec![(1, 6, 1), (3, 7, -1), (3, 7, 1), (4, 9, -1), (5, 2, 1)]);
 
     // FINAL keeps only positive rows.
-    let scan = storage::scan::Scan::new(&t, vec![p1, p2], &storage::scan::ScanRequest { final_: true, ..Default::default() }).unwrap();
+    let scan =
+        storage::scan::Scan::new(&t, vec![p1, p2], &storage::scan::ScanRequest { final_: true, ..Default::default() })
+            .unwrap();
     let rows: Vec<RecordBatch> = scan.map(|b| b.unwrap()).collect();
     let b = concat(&rows);
     assert_eq!(rows_kvs(&b), vec![(1, 6), (3, 7), (5, 2)]);

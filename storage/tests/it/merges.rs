@@ -66,7 +66,7 @@ fn final_merge_of_a_single_part_and_deduplicate() {
     let d = tmp();
     let p = insert(&t, d.path(), 1, &kv_batch(&t, &[1, 1, 2, 1], &[5, 5, 6, 7]));
     let p2 = insert(&t, d.path(), 2, &kv_batch(&t, &[1, 2], &[5, 6]));
-    let single = merge_parts(&t, d.path(), &[p.clone()], ReduceMode::default()).unwrap();
+    let single = merge_parts(&t, d.path(), std::slice::from_ref(&p), ReduceMode::default()).unwrap();
     assert_eq!(single.name.to_string(), "all_1_1_1");
     assert_eq!(read(&single).num_rows(), 4);
     let mode = ReduceMode { deduplicate: true, ..Default::default() };
@@ -78,7 +78,7 @@ fn final_merge_of_a_single_part_and_deduplicate() {
 
 #[test]
 fn crash_mid_merge_leaves_sources_active() {
-    let mut t = (*kv_table(Engine::MergeTree, vec![])).def.clone();
+    let mut t = kv_table(Engine::MergeTree, vec![]).def.clone();
     t.settings.merge_batch_rows = 100;
     let t = storage::Table::new(t).unwrap();
     let d = tmp();
@@ -110,7 +110,7 @@ fn crash_mid_merge_leaves_sources_active() {
 fn merge_holds_one_batch_per_input_not_the_whole_input() {
     // 40 inputs of 2000 rows merged with 100-row batches: every chunk the merge
     // yields is bounded by the batch size, whatever the input size.
-    let mut def = (*kv_table(Engine::MergeTree, vec![])).def.clone();
+    let mut def = kv_table(Engine::MergeTree, vec![]).def.clone();
     def.settings.merge_batch_rows = 100;
     let t = storage::Table::new(def).unwrap();
     let d = tmp();
@@ -134,7 +134,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
     #[test]
     fn merge_equals_stable_sort_of_concatenation(blocks in proptest::collection::vec(proptest::collection::vec(0i64..50, 1..60), 1..6), batch in 1usize..40) {
-        let mut def = (*kv_table(Engine::MergeTree, vec![])).def.clone();
+        let mut def = kv_table(Engine::MergeTree, vec![]).def.clone();
         def.settings.merge_batch_rows = batch;
         let t = storage::Table::new(def).unwrap();
         let d = tmp();

@@ -84,7 +84,10 @@ fn lightweight_delete_masks_rows_until_the_next_merge() {
     let t = kv_table(Engine::MergeTree, vec![]);
     let d = tmp();
     let p = insert(&t, d.path(), 1, &kv_batch(&t, &[1, 2, 3, 4], &[10, 20, 30, 40]));
-    let lw = |v: i64, pred: &str| Mutation { version: v, commands: vec![MutationCommand::LightweightDelete { predicate: pred.into() }] };
+    let lw = |v: i64, pred: &str| Mutation {
+        version: v,
+        commands: vec![MutationCommand::LightweightDelete { predicate: pred.into() }],
+    };
     let m1 = std::sync::Arc::new(mutate_part(&t, d.path(), &p, &[lw(2, "k = 2")]).unwrap().unwrap());
     assert_eq!(m1.meta.masked_rows, 1);
     assert_eq!(i64s(&read(&m1), "k"), vec![1, 3, 4]);

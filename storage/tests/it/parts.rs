@@ -161,7 +161,9 @@ fn crash_at_every_step_of_a_part_write_leaves_no_half_part() {
             assert_eq!(names, vec!["all_1_1_0"], "{point}");
             assert_eq!(report.removed_temp.len(), 1, "{point}");
         }
-        assert!(std::fs::read_dir(d.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("tmp_")));
+        assert!(
+            std::fs::read_dir(d.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("tmp_"))
+        );
     }
 }
 
@@ -209,10 +211,15 @@ fn part_set_covering_swap_and_recovery() {
 #[test]
 #[ignore]
 fn write_meta_v1_fixture() {
-    let s = Arc::new(Schema::new(vec![Field::new("d", DataType::Date32, false), Field::new("x", DataType::Int64, false)]));
+    let s =
+        Arc::new(Schema::new(vec![Field::new("d", DataType::Date32, false), Field::new("x", DataType::Int64, false)]));
     let t = table(s.clone(), Engine::MergeTree, Some("toYYYYMM(d)"), vec!["x".into()]);
     let d = tmp();
-    let b = RecordBatch::try_new(s, vec![Arc::new(Date32Array::from(vec![15857, 15858])), Arc::new(Int64Array::from(vec![2, 1]))]).unwrap();
+    let b = RecordBatch::try_new(
+        s,
+        vec![Arc::new(Date32Array::from(vec![15857, 15858])), Arc::new(Int64Array::from(vec![2, 1]))],
+    )
+    .unwrap();
     let p = insert(&t, d.path(), 1, &b);
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/meta_v1.json");
     std::fs::copy(p.dir.join(META_FILE), out).unwrap();

@@ -39,7 +39,8 @@ fn partition_and_primary_key_pruning_read_only_what_matches() {
         parts.push(insert(&t, d.path(), block, &b));
     }
     let run = |filter: &str| {
-        let req = ScanRequest { columns: Some(vec!["x".into()]), ..Default::default() }.with_filter_sql(&t, filter).unwrap();
+        let req =
+            ScanRequest { columns: Some(vec!["x".into()]), ..Default::default() }.with_filter_sql(&t, filter).unwrap();
         let s = Scan::new(&t, parts.clone(), &req).unwrap();
         let stats = s.stats().clone();
         let rows: usize = s.map(|b| b.unwrap().num_rows()).sum();

@@ -12,7 +12,12 @@ use arrow::datatypes::Int8Type;
 
 use crate::error::Result;
 
-pub(super) fn select(chunk: &RecordBatch, runs: &[Range<usize>], sign_col: usize, only_positive: bool) -> Result<Vec<u32>> {
+pub(super) fn select(
+    chunk: &RecordBatch,
+    runs: &[Range<usize>],
+    sign_col: usize,
+    only_positive: bool,
+) -> Result<Vec<u32>> {
     let sign = chunk.column(sign_col).as_primitive::<Int8Type>();
     let mut out = Vec::new();
     for run in runs {
@@ -39,14 +44,23 @@ pub(super) fn select(chunk: &RecordBatch, runs: &[Range<usize>], sign_col: usize
             continue;
         }
         if last_is_positive || pos != neg {
-            if pos <= neg && !only_positive && let Some(i) = first_neg {
+            if pos <= neg
+                && !only_positive
+                && let Some(i) = first_neg
+            {
                 out.push(i as u32);
             }
-            if pos >= neg && let Some(i) = last_pos {
+            if pos >= neg
+                && let Some(i) = last_pos
+            {
                 out.push(i as u32);
             }
             if pos.abs_diff(neg) > 1 {
-                tracing::warn!(pos, neg, "CollapsingMergeTree: incorrect data, counts of sign 1 and -1 differ by more than one");
+                tracing::warn!(
+                    pos,
+                    neg,
+                    "CollapsingMergeTree: incorrect data, counts of sign 1 and -1 differ by more than one"
+                );
             }
         }
     }

@@ -40,10 +40,11 @@ pub(crate) fn runs(table: &Table, chunk: &RecordBatch) -> Result<Vec<Range<usize
         return Ok(vec![]);
     }
     if table.order_by.is_empty() {
-        return Ok(vec![0..n]);
+        return Ok(std::iter::once(0..n).collect());
     }
     let conv = table.sort_key_converter()?;
-    let full = if chunk.num_columns() == table.schema().fields().len() { chunk.clone() } else { pad_to_table(table, chunk)? };
+    let full =
+        if chunk.num_columns() == table.schema().fields().len() { chunk.clone() } else { pad_to_table(table, chunk)? };
     let rows = table.sort_key_rows(&conv, &full)?;
     let mut out = Vec::new();
     let mut start = 0;
@@ -91,7 +92,8 @@ pub(crate) fn take_rows(chunk: &RecordBatch, idx: Vec<u32>) -> Result<RecordBatc
 /// Drops rows identical in every column to an earlier row with the same key.
 fn deduplicate(table: &Table, chunk: RecordBatch) -> Result<RecordBatch> {
     let runs = runs(table, &chunk)?;
-    let conv = RowConverter::new(chunk.schema().fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+    let conv =
+        RowConverter::new(chunk.schema().fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
     let all = conv.convert_columns(chunk.columns())?;
     let mut keep = Vec::with_capacity(chunk.num_rows());
     for run in runs {
