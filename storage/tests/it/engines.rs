@@ -154,3 +154,91 @@ fn collapsing_follows_clickhouse_order_dependent_rules() {
     assert_eq!(rows_kvs(&b), vec![(1, 6), (3, 7), (5, 2)]);
     assert!(b.column_by_name("sign").unwrap().null_count() == 0);
 }
+
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn blocks() -> impl Strategy<Value = Vec<Vec<(i64, u64, i64)>>> {
+        proptest::collection::vec(proptest::collection::vec((0i64..12, 0u64..4, -3i64..4), 1..25), 1..5)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+        /// ReplacingMergeTree(ver): per key, the highest ver; ties to the later insert.
+        #[test]
+        fn replacing_matches_model(blocks in blocks()) {
+            let t = replacing(true);
+            let d = tmp();
+            let mut model: BTreeMap<i64, (u64, i64)> = BTreeMap::new();
+            let mut parts = Vec::new();
+            for (bi, rows) in blocks.iter().enumerate() {
+                let ks: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                let vs: Vec<i64> = rows.iter().map(|r| r.2).collect();
+                let b = with_col(&kv_batch(&t, &ks, &vs), "ver", Arc::new(UInt64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())));
+                parts.push(insert(&t, d.path(), bi as i64 + 1, &b));
+                for &(k, ver, v) in rows {
+                    match model.get(&k) {
+                        Some((mv, _)) if *mv > ver => {}
+                        _ => { model.insert(k, (ver, v)); }
+                    }
+                }
+            }
+            let m = merge_parts(&t, d.path(), &parts, ReduceMode::default()).unwrap();
+            let want: Vec<(i64, i64)> = model.iter().map(|(k, (_, v))| (*k, *v)).collect();
+            prop_assert_eq!(rows_kvs(&read(&m)), want.clone());
+            // FINAL on the unmerged parts agrees with the merge.
+            let scan = storage::scan::Scan::new(&t, parts, &storage::scan::ScanRequest { final_: true, ..Default::default() }).unwrap();
+            let got: Vec<RecordBatch> = scan.map(|b| b.unwrap()).collect();
+            prop_assert_eq!(rows_kvs(&concat(&got)), want);
+        }
+
+        /// SummingMergeTree: per key, the sum; zero sums vanish. Merging in
+        /// stages gives the same as merging at once.
+        #[test]
+        fn summing_matches_model_and_is_associative(blocks in blocks()) {
+            let t = kv_table(Engine::Summing { columns: None }, vec![]);
+            let d = tmp();
+            let mut model: BTreeMap<i64, i64> = BTreeMap::new();
+            let mut parts = Vec::new();
+            for (bi, rows) in blocks.iter().enumerate() {
+                let ks: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                let vs: Vec<i64> = rows.iter().map(|r| r.2).collect();
+                parts.push(insert(&t, d.path(), bi as i64 + 1, &kv_batch(&t, &ks, &vs)));
+                for &(k, _, v) in rows { *model.entry(k).or_default() += v; }
+            }
+            let want: Vec<(i64, i64)> = model.into_iter().filter(|(_, v)| *v != 0).collect();
+            let m = merge_parts(&t, d.path(), &parts, ReduceMode::default()).unwrap();
+            prop_assert_eq!(rows_kvs(&read(&m)), want.clone());
+            if parts.len() >= 2 {
+                let d2 = tmp();
+                let first = Arc::new(merge_parts(&t, d2.path(), &parts[..parts.len() - 1], ReduceMode::default()).unwrap());
+                let staged = merge_parts(&t, d2.path(), &[first, parts[parts.len() - 1].clone()], ReduceMode::default()).unwrap();
+                prop_assert_eq!(rows_kvs(&read(&staged)), want);
+            }
+        }
+
+        /// DEDUPLICATE leaves exactly the distinct rows.
+        #[test]
+        fn deduplicate_leaves_distinct_rows(blocks in blocks()) {
+            let t = kv_table(Engine::MergeTree, vec![]);
+            let d = tmp();
+            let mut model = std::collections::BTreeSet::new();
+            let mut parts = Vec::new();
+            for (bi, rows) in blocks.iter().enumerate() {
+                let ks: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                let vs: Vec<i64> = rows.iter().map(|r| r.2).collect();
+                parts.push(insert(&t, d.path(), bi as i64 + 1, &kv_batch(&t, &ks, &vs)));
+                for &(k, _, v) in rows { model.insert((k, v)); }
+            }
+            let m = merge_parts(&t, d.path(), &parts, ReduceMode { deduplicate: true, ..Default::default() }).unwrap();
+            let mut got = rows_kvs(&read(&m));
+            got.sort();
+            prop_assert_eq!(got, model.into_iter().collect::<Vec<_>>());
+        }
+    }
+}
