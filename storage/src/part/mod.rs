@@ -1,6 +1,7 @@
 //! A part: an immutable directory of sorted column data plus its metadata.
 
 pub mod checksum;
+pub mod encode;
 pub mod meta;
 pub mod name;
 pub mod reader;

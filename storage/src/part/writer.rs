@@ -9,13 +9,13 @@ use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
 use datafusion::logical_expr::Accumulator;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use roaring::RoaringBitmap;
 
 use super::Part;
 use super::checksum::{ChecksumWriter, FileChecksum};
+use super::encode::ParallelEncoder;
 use super::meta::{ColumnMeta, DATA_FILE, MASK_FILE, META_FILE, META_FORMAT_VERSION, PartMeta};
 use super::name::PartName;
 use crate::error::{Result, StorageError};
@@ -31,7 +31,7 @@ pub struct PartWriter<'t> {
     parent: PathBuf,
     name: PartName,
     tmp_dir: PathBuf,
-    writer: Option<ArrowWriter<ChecksumWriter<File>>>,
+    writer: Option<ParallelEncoder<ChecksumWriter<File>>>,
     stats: Vec<(usize, MinAccumulator, MaxAccumulator)>,
     rows: u64,
 }
@@ -68,7 +68,12 @@ impl<'t> PartWriter<'t> {
         let path = tmp_dir.join(DATA_FILE);
         let file = File::create(&path).map_err(|e| StorageError::io(&path, e))?;
         let writer =
-            ArrowWriter::try_new(ChecksumWriter::new(file), table.schema().clone(), Some(writer_properties(table)?))
+            ParallelEncoder::try_new(
+                ChecksumWriter::new(file),
+                table.schema().clone(),
+                writer_properties(table)?,
+                table.def.settings.row_group_size,
+            )
                 .map_err(|e| StorageError::parquet(format!("creating part {name}"), e))?;
         let mut stats = Vec::new();
         for col in table.key_columns().iter().chain(table.partition_columns()) {
