@@ -5,12 +5,15 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use arrow::array::{RecordBatch, UInt32Array};
+use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
+use arrow::datatypes::DataType;
+use arrow::row::{RowConverter, SortField};
 use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
 use datafusion::logical_expr::Accumulator;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use roaring::RoaringBitmap;
 
 use super::Part;
@@ -31,18 +34,29 @@ pub struct PartWriter<'t> {
     parent: PathBuf,
     name: PartName,
     tmp_dir: PathBuf,
+    file: Option<File>,
     writer: Option<ParallelEncoder<ChecksumWriter<File>>>,
+    finished: bool,
     stats: Vec<(usize, MinAccumulator, MaxAccumulator)>,
     rows: u64,
 }
 
 /// Parquet settings for part data: zstd, page statistics and a page index,
-/// pages of at most `index_granularity` rows.
-pub(crate) fn writer_properties(table: &Table) -> Result<WriterProperties> {
+/// pages of at most `index_granularity` rows. Columns that look nearly unique
+/// in `sample` skip dictionary encoding: the dictionary would overflow and fall
+/// back to plain anyway, after paying for hashing every value.
+pub(crate) fn writer_properties(table: &Table, sample: Option<&RecordBatch>) -> Result<WriterProperties> {
     let s = &table.def.settings;
     let level = ZstdLevel::try_new(s.zstd_level).map_err(|e| StorageError::parquet("zstd level", e))?;
-    Ok(WriterProperties::builder()
-        .set_compression(Compression::ZSTD(level))
+    let mut b = WriterProperties::builder();
+    if let Some(batch) = sample {
+        for (f, col) in table.schema().fields().iter().zip(batch.columns()) {
+            if mostly_distinct(col)? {
+                b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+            }
+        }
+    }
+    Ok(b.set_compression(Compression::ZSTD(level))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_data_page_row_count_limit(s.index_granularity)
         .set_write_batch_size(s.index_granularity.min(1024))
@@ -50,6 +64,21 @@ pub(crate) fn writer_properties(table: &Table) -> Result<WriterProperties> {
         // A fixed writer identity keeps output byte-identical across replicas.
         .set_created_by("shardhouse".to_string())
         .build())
+}
+
+/// Whether more than half of a sample of up to 4096 values are distinct.
+fn mostly_distinct(col: &ArrayRef) -> Result<bool> {
+    let n = col.len();
+    if n < 1024 || !col.data_type().is_primitive() && !matches!(col.data_type(), DataType::Utf8 | DataType::Binary) {
+        return Ok(false);
+    }
+    let step = n.div_ceil(4096);
+    let idx = UInt32Array::from_iter_values((0..n).step_by(step).map(|i| i as u32));
+    let sample = arrow::compute::take(col, &idx, None)?;
+    let conv = RowConverter::new(vec![SortField::new(col.data_type().clone())])?;
+    let rows = conv.convert_columns(&[sample])?;
+    let distinct: std::collections::HashSet<_> = rows.iter().collect();
+    Ok(distinct.len() * 2 > idx.len())
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -67,14 +96,6 @@ impl<'t> PartWriter<'t> {
         fs::create_dir_all(&tmp_dir).map_err(|e| StorageError::io(&tmp_dir, e))?;
         let path = tmp_dir.join(DATA_FILE);
         let file = File::create(&path).map_err(|e| StorageError::io(&path, e))?;
-        let writer =
-            ParallelEncoder::try_new(
-                ChecksumWriter::new(file),
-                table.schema().clone(),
-                writer_properties(table)?,
-                table.def.settings.row_group_size,
-            )
-                .map_err(|e| StorageError::parquet(format!("creating part {name}"), e))?;
         let mut stats = Vec::new();
         for col in table.key_columns().iter().chain(table.partition_columns()) {
             let i = table.schema().index_of(col)?;
@@ -84,7 +105,33 @@ impl<'t> PartWriter<'t> {
             let t = table.schema().field(i).data_type();
             stats.push((i, MinAccumulator::try_new(t)?, MaxAccumulator::try_new(t)?));
         }
-        Ok(PartWriter { table, parent: parent.to_path_buf(), name, tmp_dir, writer: Some(writer), stats, rows: 0 })
+        Ok(PartWriter {
+            table,
+            parent: parent.to_path_buf(),
+            name,
+            tmp_dir,
+            file: Some(file),
+            writer: None,
+            finished: false,
+            stats,
+            rows: 0,
+        })
+    }
+
+    /// The encoder, created on first use so its settings can follow the data.
+    fn encoder(&mut self, sample: Option<&RecordBatch>) -> Result<&mut ParallelEncoder<ChecksumWriter<File>>> {
+        if self.writer.is_none() {
+            let file = self.file.take().ok_or_else(|| StorageError::BadTable("part writer reused".into()))?;
+            let w = ParallelEncoder::try_new(
+                ChecksumWriter::new(file),
+                self.table.schema().clone(),
+                writer_properties(self.table, sample)?,
+                self.table.def.settings.row_group_size,
+            )
+            .map_err(|e| StorageError::parquet(format!("creating part {}", self.name), e))?;
+            self.writer = Some(w);
+        }
+        self.writer.as_mut().ok_or_else(|| StorageError::BadTable("part writer reused".into()))
     }
 
     /// Appends rows, which must continue the sort order.
@@ -98,11 +145,8 @@ impl<'t> PartWriter<'t> {
             max.update_batch(&col)?;
         }
         self.rows += batch.num_rows() as u64;
-        let name = &self.name;
-        match self.writer.as_mut() {
-            Some(w) => w.write(batch).map_err(|e| StorageError::parquet(format!("writing part {name}"), e)),
-            None => Ok(()),
-        }
+        let name = self.name.to_string();
+        self.encoder(Some(batch))?.write(batch).map_err(|e| StorageError::parquet(format!("writing part {name}"), e))
     }
 
     /// Rows written so far.
@@ -114,26 +158,37 @@ impl<'t> PartWriter<'t> {
     /// a lightweight-delete row mask to store with it.
     pub fn finish(mut self, partition_value: Vec<String>, mask: Option<&RoaringBitmap>) -> Result<Part> {
         let name = self.name.to_string();
+        self.encoder(None)?;
+        self.finished = true;
         let mut writer = self.writer.take().ok_or_else(|| StorageError::BadTable("writer finished twice".into()))?;
         let pq_meta = writer.finish().map_err(|e| StorageError::parquet(format!("closing part {name}"), e))?;
         let uncompressed: i64 = pq_meta.row_groups().iter().map(|rg| rg.total_byte_size()).sum();
         let data_sum = writer.inner_mut().checksum();
         let data_path = self.tmp_dir.join(DATA_FILE);
-        writer.inner_mut().get_mut().sync_all().map_err(|e| StorageError::io(&data_path, e))?;
+        let data_file = writer.inner_mut().get_mut().try_clone().map_err(|e| StorageError::io(&data_path, e))?;
         drop(writer);
         failpoint::hit("part_write:after_data")?;
         let mut files = std::collections::BTreeMap::new();
         files.insert(DATA_FILE.to_string(), data_sum);
-        let mut masked_rows = 0;
-        if let Some(mask) = mask.filter(|m| !m.is_empty()) {
-            let mut bytes = Vec::new();
-            mask.serialize_into(&mut bytes).map_err(|e| StorageError::io(MASK_FILE, e))?;
-            files.insert(MASK_FILE.to_string(), write_synced(&self.tmp_dir.join(MASK_FILE), &bytes)?);
-            masked_rows = mask.len();
-        }
-        let meta = self.build_meta(partition_value, files, uncompressed.max(0) as u64, masked_rows)?;
-        write_synced(&self.tmp_dir.join(META_FILE), &meta.encode())?;
-        sync_dir(&self.tmp_dir)?;
+        // The data file's fsync overlaps writing and syncing the small files:
+        // each fsync costs milliseconds of waiting, not CPU.
+        std::thread::scope(|s| -> Result<()> {
+            let data_sync = s.spawn(move || data_file.sync_all());
+            let mut masked_rows = 0;
+            if let Some(mask) = mask.filter(|m| !m.is_empty()) {
+                let mut bytes = Vec::new();
+                mask.serialize_into(&mut bytes).map_err(|e| StorageError::io(MASK_FILE, e))?;
+                files.insert(MASK_FILE.to_string(), write_synced(&self.tmp_dir.join(MASK_FILE), &bytes)?);
+                masked_rows = mask.len();
+            }
+            let meta = self.build_meta(partition_value, files, uncompressed.max(0) as u64, masked_rows)?;
+            write_synced(&self.tmp_dir.join(META_FILE), &meta.encode())?;
+            sync_dir(&self.tmp_dir)?;
+            match data_sync.join() {
+                Ok(r) => r.map_err(|e| StorageError::io(&data_path, e)),
+                Err(_) => Err(StorageError::io(&data_path, std::io::Error::other("fsync thread panicked"))),
+            }
+        })?;
         failpoint::hit("part_write:before_rename")?;
         let final_dir = self.parent.join(&name);
         publish(&self.tmp_dir, &final_dir, &self.parent)?;
@@ -185,7 +240,7 @@ impl Drop for PartWriter<'_> {
     fn drop(&mut self) {
         // An abandoned writer (error before finish) leaves a temp dir; startup
         // removes those, but don't leave litter while running either.
-        if self.writer.is_some() {
+        if !self.finished {
             let _ = fs::remove_dir_all(&self.tmp_dir);
         }
     }
@@ -233,12 +288,46 @@ pub fn sort_block(table: &Table, batch: &RecordBatch) -> Result<RecordBatch> {
     }
     let conv = table.sort_key_converter()?;
     let rows = table.sort_key_rows(&conv, batch)?;
-    let mut idx: Vec<u32> = (0..batch.num_rows() as u32).collect();
-    if idx.windows(2).all(|w| rows.row(w[0] as usize) <= rows.row(w[1] as usize)) {
+    let idx = match sort_fixed_width(&rows) {
+        Some(idx) => idx,
+        None => {
+            let mut idx: Vec<u32> = (0..batch.num_rows() as u32).collect();
+            if rows.iter().zip(rows.iter().skip(1)).all(|(a, b)| a <= b) {
+                return Ok(batch.clone());
+            }
+            idx.sort_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
+            idx
+        }
+    };
+    if idx.iter().enumerate().all(|(i, &j)| i as u32 == j) {
         return Ok(batch.clone());
     }
-    idx.sort_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
     Ok(take_record_batch(batch, &UInt32Array::from(idx))?)
+}
+
+/// Fast path for keys whose row encoding is at most 32 bytes and equal in
+/// length (fixed-width key columns): pack each key big-endian into two u128s,
+/// which compare like the bytes, and sort `(key, index)` — stable by index.
+fn sort_fixed_width(rows: &arrow::row::Rows) -> Option<Vec<u32>> {
+    let first = rows.iter().next()?.as_ref().len();
+    if first > 32 || rows.iter().any(|r| r.as_ref().len() != first) {
+        return None;
+    }
+    let mut keys: Vec<(u128, u128, u32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut buf = [0u8; 32];
+            buf[..first].copy_from_slice(r.as_ref());
+            let hi = u128::from_be_bytes(buf[..16].try_into().unwrap_or([0; 16]));
+            let lo = u128::from_be_bytes(buf[16..].try_into().unwrap_or([0; 16]));
+            (hi, lo, i as u32)
+        })
+        .collect();
+    if !keys.windows(2).all(|w| w[0] <= w[1]) {
+        keys.sort_unstable();
+    }
+    Some(keys.into_iter().map(|k| k.2).collect())
 }
 
 /// Sorts and writes one inserted block as a level-0 part.
