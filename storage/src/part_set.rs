@@ -110,6 +110,18 @@ impl PartSet {
             .collect()
     }
 
+    /// Takes a part found corrupted out of the active set and moves its files to
+    /// `detached/broken_<name>` with the reason, so nothing reads it again. A
+    /// replica then fetches the part from a peer.
+    pub fn quarantine(&mut self, name: &PartName, reason: &str) -> Result<Arc<Part>> {
+        let part = self.active.remove(name).ok_or_else(|| StorageError::PartNotActive(name.to_string()))?;
+        tracing::error!(part = %name, reason, "corrupted part quarantined");
+        if let Some(dir) = part.dir.parent() {
+            detach(dir, &part.dir, &name.to_string(), "broken", reason)?;
+        }
+        Ok(part)
+    }
+
     /// Takes the outdated parts older than `grace` that no reader still holds.
     pub fn take_expired(&mut self, grace: Duration) -> Vec<Arc<Part>> {
         let now = Instant::now();

@@ -8,6 +8,7 @@ pub mod reader;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use roaring::RoaringBitmap;
 
@@ -24,6 +25,8 @@ pub struct Part {
     pub meta: PartMeta,
     /// Row offsets hidden by lightweight deletes.
     pub mask: Option<RoaringBitmap>,
+    /// Outcome of the full checksum verification, done once before the first read.
+    verified: OnceLock<Result<(), String>>,
 }
 
 impl Part {
@@ -51,7 +54,7 @@ impl Part {
         } else {
             None
         };
-        Ok(Part { name, dir: dir.to_path_buf(), meta, mask })
+        Ok(Part { name, dir: dir.to_path_buf(), meta, mask, verified: OnceLock::new() })
     }
 
     /// Full verification (`CHECK TABLE`): every file's size and CRC32.
@@ -71,6 +74,21 @@ impl Part {
             }
         }
         Ok(())
+    }
+
+    /// Verifies every file once per process before the part's data is first
+    /// read, so bit rot since the part was written is caught by name instead
+    /// of being read as rows. Later calls return the first outcome.
+    pub fn ensure_verified(&self) -> Result<()> {
+        match self.verified.get_or_init(|| self.verify().map_err(|e| e.to_string())) {
+            Ok(()) => Ok(()),
+            Err(reason) => Err(StorageError::CorruptedPart { part: self.name.to_string(), reason: reason.clone() }),
+        }
+    }
+
+    /// Records that the files were just written and checksummed by this process.
+    pub(crate) fn mark_verified(&self) {
+        let _ = self.verified.set(Ok(()));
     }
 
     /// Path of the column data file.

@@ -17,6 +17,7 @@ use crate::error::{Result, StorageError};
 
 /// Opens the part's data file, with the page index loaded when `page_index`.
 pub fn builder(part: &Part, page_index: bool) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    part.ensure_verified()?;
     let path = part.data_path();
     let file = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
     ParquetRecordBatchReaderBuilder::try_new_with_options(

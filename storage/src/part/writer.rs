@@ -193,7 +193,9 @@ impl<'t> PartWriter<'t> {
         let final_dir = self.parent.join(&name);
         publish(&self.tmp_dir, &final_dir, &self.parent)?;
         failpoint::hit("part_write:after_rename")?;
-        Part::load(&final_dir)
+        let part = Part::load(&final_dir)?;
+        part.mark_verified();
+        Ok(part)
     }
 
     fn build_meta(

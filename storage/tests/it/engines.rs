@@ -68,9 +68,13 @@ fn summing_sums_and_drops_all_zero_rows() {
     let d = tmp();
     let p1 = insert(&t, d.path(), 1, &kv_batch(&t, &[1, 2, 3], &[5, 1, 7]));
     let p2 = insert(&t, d.path(), 2, &kv_batch(&t, &[1, 2], &[-5, 2]));
-    let m = merge_parts(&t, d.path(), &[p1, p2], ReduceMode::default()).unwrap();
+    let m = merge_parts(&t, d.path(), &[p1.clone(), p2.clone()], ReduceMode::default()).unwrap();
     let b = read(&m);
     assert_eq!(rows_kvs(&b), vec![(2, 3), (3, 7)]);
+    // SELECT … FINAL sums on read, the same way.
+    let req = storage::scan::ScanRequest { final_: true, ..Default::default() };
+    let fin: Vec<RecordBatch> = storage::scan::Scan::new(&t, vec![p1, p2], &req).unwrap().map(|b| b.unwrap()).collect();
+    assert_eq!(rows_kvs(&concat(&fin)), vec![(2, 3), (3, 7)]);
     // Non-summed columns come from the first row of the key.
     assert_eq!(strs(&b, "s"), vec!["s2", "s3"]);
     // Explicit columns: only those are summed; a key column can't be summed.
@@ -100,8 +104,12 @@ fn aggregating_merges_every_state_kind() {
     };
     let p1 = insert(&t, d.path(), 1, &mk(&[1, 1, 2], &[4, 9, 100]));
     let p2 = insert(&t, d.path(), 2, &mk(&[1, 1], &[4, 2]));
-    let m = merge_parts(&t, d.path(), &[p1, p2], ReduceMode::default()).unwrap();
+    let m = merge_parts(&t, d.path(), &[p1.clone(), p2.clone()], ReduceMode::default()).unwrap();
     let b = read(&m);
+    // FINAL merges the states on read into the same bytes the merge wrote.
+    let req = storage::scan::ScanRequest { final_: true, ..Default::default() };
+    let fin: Vec<RecordBatch> = storage::scan::Scan::new(&t, vec![p1, p2], &req).unwrap().map(|b| b.unwrap()).collect();
+    assert_eq!(concat(&fin), b);
     assert_eq!(i64s(&b, "k"), vec![1, 2]);
     let fin = |f: AggregateFunction| {
         let col = b.column_by_name(f.name()).unwrap().as_binary::<i32>();
