@@ -4,6 +4,7 @@
 //! mutation's version are affected; pending mutations apply in order in one
 //! rewrite; a part no row of which changes is carried over by hard link.
 
+mod columns;
 mod rewrite;
 
 pub use rewrite::mutate_part;

@@ -20,7 +20,7 @@ use crate::part::writer::{PartWriter, TMP_PREFIX, publish, write_synced};
 use crate::part::{Part, reader};
 use crate::table::Table;
 
-enum Compiled {
+pub(super) enum Compiled {
     Delete(Arc<dyn PhysicalExpr>),
     Lightweight(Arc<dyn PhysicalExpr>),
     Update { predicate: Arc<dyn PhysicalExpr>, assignments: Vec<(usize, Arc<dyn PhysicalExpr>)> },
@@ -78,7 +78,7 @@ fn matched(pred: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<BooleanA
 }
 
 /// Applies the commands to a batch; returns the new batch and whether anything changed.
-fn apply(cmds: &[Compiled], mut batch: RecordBatch) -> Result<(RecordBatch, bool)> {
+pub(super) fn apply(cmds: &[Compiled], mut batch: RecordBatch) -> Result<(RecordBatch, bool)> {
     let mut changed = false;
     for c in cmds {
         match c {
@@ -140,6 +140,23 @@ pub fn mutate_part(
     }
     if !any {
         return link_part(parent, part, &new_name, part.mask.as_ref()).map(Some);
+    }
+
+    // UPDATE only: re-encode just the updated columns, copy the rest.
+    let updated: Vec<usize> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Compiled::Update { assignments, .. } => Some(assignments.iter().map(|(i, _)| *i)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let only_updates = cmds.iter().all(|c| matches!(c, Compiled::Update { .. }));
+    if only_updates && super::columns::flat_schema(reader::builder(part, false)?.metadata(), table) {
+        let mut updated = updated;
+        updated.sort();
+        updated.dedup();
+        return super::columns::rewrite_columns(table, parent, part, &cmds, &used_cols, &updated, &new_name).map(Some);
     }
 
     // Pass 2: rewrite every column.
