@@ -118,7 +118,7 @@ fn update_rewrites_only_the_updated_column_and_keeps_page_index_and_mask() {
     let ks: Vec<i64> = (0..10_000).collect();
     let p = insert(&t, d.path(), 1, &kv_batch(&t, &ks, &ks));
     let lw = Mutation { version: 2, commands: vec![MutationCommand::LightweightDelete { predicate: "k < 10".into() }] };
-    let masked = std::sync::Arc::new(mutate_part(&t, d.path(), &p, &[lw.clone()]).unwrap().unwrap());
+    let masked = std::sync::Arc::new(mutate_part(&t, d.path(), &p, std::slice::from_ref(&lw)).unwrap().unwrap());
     let up = update(3, "v", "v * 2 + 1", "k % 2 = 0");
     let m = std::sync::Arc::new(mutate_part(&t, d.path(), &masked, &[lw, up]).unwrap().unwrap());
     assert_eq!(m.name.to_string(), "all_1_1_0_3");
