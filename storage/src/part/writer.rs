@@ -44,15 +44,21 @@ pub struct PartWriter<'t> {
 /// Parquet settings for part data: zstd, page statistics and a page index,
 /// pages of at most `index_granularity` rows. Columns that look nearly unique
 /// in `sample` skip dictionary encoding: the dictionary would overflow and fall
-/// back to plain anyway, after paying for hashing every value.
+/// back to plain anyway, after paying for hashing every value. Strings that
+/// repeat get a dictionary big enough to hold them all (URLs, names): far
+/// smaller and faster to write than zstd over plain strings.
 pub(crate) fn writer_properties(table: &Table, sample: Option<&RecordBatch>) -> Result<WriterProperties> {
     let s = &table.def.settings;
     let level = ZstdLevel::try_new(s.zstd_level).map_err(|e| StorageError::parquet("zstd level", e))?;
     let mut b = WriterProperties::builder();
     if let Some(batch) = sample {
         for (f, col) in table.schema().fields().iter().zip(batch.columns()) {
-            if mostly_distinct(col)? {
-                b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+            let path = ColumnPath::from(f.name().as_str());
+            let distinct = distinct_fraction(col)?;
+            if matches!(col.data_type(), DataType::Utf8 | DataType::Binary) && distinct <= 0.9 {
+                b = b.set_column_dictionary_page_size_limit(path, STRING_DICTIONARY_LIMIT);
+            } else if distinct > 0.5 {
+                b = b.set_column_dictionary_enabled(path, false);
             }
         }
     }
@@ -66,11 +72,15 @@ pub(crate) fn writer_properties(table: &Table, sample: Option<&RecordBatch>) -> 
         .build())
 }
 
-/// Whether more than half of a sample of up to 4096 values are distinct.
-fn mostly_distinct(col: &ArrayRef) -> Result<bool> {
+/// The largest dictionary page of a repeating string column.
+const STRING_DICTIONARY_LIMIT: usize = 16 << 20;
+
+/// The fraction of distinct values in a sample of up to 4096 values (0 for
+/// columns too short to judge or of other types).
+fn distinct_fraction(col: &ArrayRef) -> Result<f64> {
     let n = col.len();
     if n < 1024 || !col.data_type().is_primitive() && !matches!(col.data_type(), DataType::Utf8 | DataType::Binary) {
-        return Ok(false);
+        return Ok(0.0);
     }
     let step = n.div_ceil(4096);
     let idx = UInt32Array::from_iter_values((0..n).step_by(step).map(|i| i as u32));
@@ -78,7 +88,7 @@ fn mostly_distinct(col: &ArrayRef) -> Result<bool> {
     let conv = RowConverter::new(vec![SortField::new(col.data_type().clone())])?;
     let rows = conv.convert_columns(&[sample])?;
     let distinct: std::collections::HashSet<_> = rows.iter().collect();
-    Ok(distinct.len() * 2 > idx.len())
+    Ok(distinct.len() as f64 / idx.len() as f64)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
