@@ -57,13 +57,35 @@ fn stats(set: &PartSet) -> serde_json::Value {
     })
 }
 
+/// Applies a mutation to every part on a pool of one thread per core, as
+/// ClickHouse's background pool does for `mutations_sync = 1`.
 fn mutate_all(t: &Arc<Table>, dir: &std::path::Path, set: &mut PartSet, m: &Mutation) -> f64 {
     let start = Instant::now();
-    for part in set.snapshot() {
-        if let Some(new) = mutate_part(t, dir, &part, std::slice::from_ref(m)).expect("mutation") {
-            set.replace(std::slice::from_ref(&part.name), Arc::new(new)).expect("swap");
-        }
+    let parts = set.snapshot();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(parts.len().max(1));
+    let results: Vec<(usize, storage::Part)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(part) = parts.get(i) else { break };
+                        if let Some(new) = mutate_part(t, dir, part, std::slice::from_ref(m)).expect("mutation") {
+                            out.push((i, new));
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("mutation thread")).collect()
+    });
+    for (i, new) in results {
+        set.replace(std::slice::from_ref(&parts[i].name), Arc::new(new)).expect("swap");
     }
+    drop(parts);
     let s = secs(start);
     for p in set.take_expired(std::time::Duration::ZERO) {
         storage::part_set::remove_part_files(&p).expect("remove");
