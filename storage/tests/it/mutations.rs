@@ -153,3 +153,32 @@ fn update_rewrites_only_the_updated_column_and_keeps_page_index_and_mask() {
     let rows: Vec<_> = s.map(|b| b.unwrap()).collect();
     assert_eq!(i64s(&concat(&rows), "v"), vec![10_001]);
 }
+
+#[test]
+fn crash_during_a_mutation_leaves_the_source_part_active() {
+    use storage::{failpoint, part_set};
+    let t = kv_table(Engine::MergeTree, vec![]);
+    // Hard-link path, column-rewrite path, full-rewrite path.
+    for (m, point) in [
+        (delete(5, "k = 99"), "mutate:before_rename"),
+        (update(5, "v", "0", "k = 1"), "mutate:before_rename"),
+        (delete(5, "k = 1"), "part_write:before_rename"),
+        (delete(5, "k = 1"), "part_write:after_data"),
+    ] {
+        let d = tmp();
+        let p = insert(&t, d.path(), 1, &kv_batch(&t, &[1, 2], &[10, 20]));
+        failpoint::arm(point);
+        let r = mutate_part(&t, d.path(), &p, std::slice::from_ref(&m));
+        failpoint::disarm_all();
+        assert!(matches!(r, Err(StorageError::SimulatedCrash(_))), "{point}: {r:?}");
+        drop(p);
+        let (set, report) = part_set::recover(d.path()).unwrap();
+        let names: Vec<String> = set.snapshot().iter().map(|p| p.name.to_string()).collect();
+        assert_eq!(names, vec!["all_1_1_0"], "{point}");
+        assert_eq!(report.removed_temp.len(), 1, "{point}");
+        // Re-running the mutation after the restart completes it.
+        let p = set.snapshot()[0].clone();
+        let done = mutate_part(&t, d.path(), &p, &[m]).unwrap().unwrap();
+        assert_eq!(done.name.to_string(), "all_1_1_0_5");
+    }
+}
