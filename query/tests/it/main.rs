@@ -1,3 +1,4 @@
 //! The query crate's integration tests (one binary).
 
+mod formats;
 mod statements;

@@ -1,0 +1,148 @@
+//! ClickHouse text formats in and out of Arrow: TabSeparated (+WithNames,
+//! +WithNamesAndTypes), CSV (+WithNames) and JSONEachRow. Binary formats
+//! (Parquet, Arrow, RowBinary, Native) are issue 4's next step.
+
+mod read;
+pub mod value;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, TimeUnit};
+
+use crate::error::QueryError;
+use crate::parse::types::CH_TYPE_KEY;
+pub use read::read;
+use value::{Style, write_value};
+
+/// A data format by its ClickHouse name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    TabSeparated,
+    TabSeparatedWithNames,
+    TabSeparatedWithNamesAndTypes,
+    Csv,
+    CsvWithNames,
+    JsonEachRow,
+}
+
+impl Format {
+    /// Parses a format name as ClickHouse does (`TSV` is `TabSeparated`, …).
+    pub fn from_name(name: &str) -> Result<Format, QueryError> {
+        Ok(match name {
+            "TabSeparated" | "TSV" => Format::TabSeparated,
+            "TabSeparatedWithNames" | "TSVWithNames" => Format::TabSeparatedWithNames,
+            "TabSeparatedWithNamesAndTypes" | "TSVWithNamesAndTypes" => Format::TabSeparatedWithNamesAndTypes,
+            "CSV" => Format::Csv,
+            "CSVWithNames" => Format::CsvWithNames,
+            "JSONEachRow" | "JSONLines" | "NDJSON" => Format::JsonEachRow,
+            other => {
+                return Err(QueryError {
+                    code: 73,
+                    name: "UNKNOWN_FORMAT",
+                    message: format!("Unknown format {other}"),
+                });
+            }
+        })
+    }
+
+    /// The `Content-Type` ClickHouse answers with.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Csv | Format::CsvWithNames => "text/csv; charset=UTF-8; header=absent",
+            Format::JsonEachRow => "application/x-ndjson; charset=UTF-8",
+            _ => "text/tab-separated-values; charset=UTF-8",
+        }
+    }
+}
+
+/// The ClickHouse type name of a field: the declared one, else derived from Arrow.
+pub fn ch_type_name(f: &Field) -> String {
+    if let Some(t) = f.metadata().get(CH_TYPE_KEY) {
+        return t.clone();
+    }
+    let base = match f.data_type() {
+        DataType::Int8 => "Int8".to_string(),
+        DataType::Int16 => "Int16".into(),
+        DataType::Int32 => "Int32".into(),
+        DataType::Int64 => "Int64".into(),
+        DataType::UInt8 => "UInt8".into(),
+        DataType::UInt16 => "UInt16".into(),
+        DataType::UInt32 => "UInt32".into(),
+        DataType::UInt64 => "UInt64".into(),
+        DataType::Float32 => "Float32".into(),
+        DataType::Float64 => "Float64".into(),
+        DataType::Boolean => "Bool".into(),
+        DataType::Decimal128(p, s) => format!("Decimal({p}, {s})"),
+        DataType::Date32 => "Date32".into(),
+        DataType::Timestamp(TimeUnit::Second, _) => "DateTime".into(),
+        DataType::Timestamp(u, _) => format!("DateTime64({})", value::datetime_digits(*u, None)),
+        DataType::FixedSizeBinary(n) => format!("FixedString({n})"),
+        DataType::List(inner) => format!("Array({})", ch_type_name(inner)),
+        _ => "String".into(),
+    };
+    if f.is_nullable() && !matches!(f.data_type(), DataType::List(_)) { format!("Nullable({base})") } else { base }
+}
+
+fn write_header(out: &mut String, names: &[String], style: Style) {
+    for (i, n) in names.iter().enumerate() {
+        if i > 0 {
+            out.push(if style == Style::Csv { ',' } else { '\t' });
+        }
+        match style {
+            Style::Csv => {
+                out.push('"');
+                out.push_str(&n.replace('"', "\"\""));
+                out.push('"');
+            }
+            _ => out.push_str(n),
+        }
+    }
+    out.push('\n');
+}
+
+/// Writes batches in a text format.
+pub fn write(format: Format, batches: &[RecordBatch], schema: &arrow::datatypes::Schema) -> Vec<u8> {
+    let mut out = String::new();
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let types: Vec<Option<String>> = schema.fields().iter().map(|f| f.metadata().get(CH_TYPE_KEY).cloned()).collect();
+    let style = match format {
+        Format::Csv | Format::CsvWithNames => Style::Csv,
+        Format::JsonEachRow => Style::Json,
+        _ => Style::Tsv,
+    };
+    match format {
+        Format::TabSeparatedWithNames | Format::TabSeparatedWithNamesAndTypes | Format::CsvWithNames => {
+            write_header(&mut out, &names, style)
+        }
+        _ => {}
+    }
+    if format == Format::TabSeparatedWithNamesAndTypes {
+        let t: Vec<String> = schema.fields().iter().map(|f| ch_type_name(f)).collect();
+        write_header(&mut out, &t, style);
+    }
+    let sep = if style == Style::Csv { ',' } else { '\t' };
+    for b in batches {
+        for row in 0..b.num_rows() {
+            if style == Style::Json {
+                out.push('{');
+                for (c, col) in b.columns().iter().enumerate() {
+                    if c > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::to_string(&names[c]).unwrap_or_default());
+                    out.push(':');
+                    write_value(&mut out, col, row, style, types[c].as_deref());
+                }
+                out.push_str("}\n");
+            } else {
+                for (c, col) in b.columns().iter().enumerate() {
+                    if c > 0 {
+                        out.push(sep);
+                    }
+                    write_value(&mut out, col, row, style, types[c].as_deref());
+                }
+                out.push('\n');
+            }
+        }
+    }
+    out.into_bytes()
+}
