@@ -1,20 +1,104 @@
 //! The `shardhouse` binary.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+const USAGE: &str = "shardhouse — a replicated, sharded, columnar SQL database
+
+USAGE:
+  shardhouse server [--data DIR] [--listen ADDR] [--max-body BYTES]
+      Runs a one-node server: data in ./shardhouse-data, the ClickHouse HTTP
+      interface on 127.0.0.1:8123. Stops cleanly on SIGTERM or Ctrl-C.
+  shardhouse --version";
+
+struct ServerArgs {
+    data: PathBuf,
+    listen: SocketAddr,
+    max_body: usize,
+}
+
+fn parse_server_args(args: &[String]) -> Result<ServerArgs, String> {
+    let mut a = ServerArgs {
+        data: PathBuf::from("shardhouse-data"),
+        listen: SocketAddr::from(([127, 0, 0, 1], 8123)),
+        max_body: query::server::http::DEFAULT_MAX_BODY,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--data" => a.data = PathBuf::from(value),
+            "--listen" => a.listen = value.parse().map_err(|e| format!("--listen {value}: {e}"))?,
+            "--max-body" => a.max_body = value.parse().map_err(|e| format!("--max-body {value}: {e}"))?,
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(a)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn run_server(args: ServerArgs) -> Result<(), String> {
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let server = query::server::Server::open(&args.data).map_err(|e| e.to_string())?;
+        let data = args.data.display().to_string();
+        query::server::http::serve(
+            server.clone(),
+            args.listen,
+            args.max_body,
+            |addr| tracing::info!(%addr, data = %data, "shardhouse serving the ClickHouse HTTP interface"),
+            shutdown_signal(),
+        )
+        .await
+        .map_err(|e| format!("{}: {e}", args.listen))?;
+        server.shutdown();
+        tracing::info!("shut down");
+        Ok(())
+    })
+}
+
 fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version") | Some("-V") => println!("shardhouse {}", env!("CARGO_PKG_VERSION")),
-        Some("server") => {
-            eprintln!(
-                "shardhouse server: the single-node server lands with issue 4; the storage engine is in the `storage` crate"
-            );
-            std::process::exit(2);
+    let result = match args.first().map(String::as_str) {
+        Some("--version") | Some("-V") => {
+            println!("shardhouse {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
         }
-        _ => {
-            println!(
-                "shardhouse {}\n\nUSAGE:\n  shardhouse server    run a server (not yet implemented)\n  shardhouse --version",
-                env!("CARGO_PKG_VERSION")
-            );
+        Some("server") => parse_server_args(&args[1..]).and_then(run_server),
+        Some("--help") | Some("-h") | None => {
+            println!("{USAGE}");
+            Ok(())
         }
+        Some(other) => Err(format!("unknown command {other}\n\n{USAGE}")),
+    };
+    if let Err(e) = result {
+        eprintln!("shardhouse: {e}");
+        std::process::exit(2);
     }
 }

@@ -8,6 +8,8 @@
 pub mod error;
 pub mod format;
 pub mod parse;
+pub mod server;
+pub mod table;
 
 pub use coordinator;
 pub use error::QueryError;

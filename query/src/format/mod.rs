@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, TimeUnit};
 
 use crate::error::QueryError;
 use crate::parse::types::CH_TYPE_KEY;
-pub use read::read;
+pub use read::{default_column, read};
 use value::{Style, write_value};
 
 /// A data format by its ClickHouse name.
@@ -42,6 +42,18 @@ impl Format {
                 });
             }
         })
+    }
+
+    /// The canonical ClickHouse name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::TabSeparated => "TabSeparated",
+            Format::TabSeparatedWithNames => "TabSeparatedWithNames",
+            Format::TabSeparatedWithNamesAndTypes => "TabSeparatedWithNamesAndTypes",
+            Format::Csv => "CSV",
+            Format::CsvWithNames => "CSVWithNames",
+            Format::JsonEachRow => "JSONEachRow",
+        }
     }
 
     /// The `Content-Type` ClickHouse answers with.

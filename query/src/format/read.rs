@@ -218,6 +218,11 @@ fn json_each_row(text: &str, schema: &SchemaRef) -> Result<Table, QueryError> {
     Ok(Table { columns, rows })
 }
 
+/// A column of `n` default values (NULL for Nullable columns).
+pub fn default_column(field: &Field, n: usize) -> Result<ArrayRef, QueryError> {
+    column_array(field, vec![None; n], 0)
+}
+
 /// The text of a column's default value (what a missing or NULL value
 /// becomes in a non-Nullable column).
 fn default_text(t: &DataType) -> &'static str {

@@ -1,0 +1,187 @@
+//! Databases and tables on disk: `metadata/<db>/<table>.sql` holds each
+//! table's CREATE statement, `data/<db>/<table>/` its parts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use datafusion::catalog::MemorySchemaProvider;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::error::QueryError;
+use crate::parse::{Statement, parse_statement};
+use crate::table::{EngineProvider, LocalTable, TableEngine};
+
+/// Name of the catalog DataFusion resolves `db.table` in.
+pub(crate) const CATALOG: &str = "shardhouse";
+
+/// Tables by database, then by name.
+pub(crate) type Tables = BTreeMap<String, BTreeMap<String, Arc<dyn TableEngine>>>;
+
+/// The server's state: its data directory, tables and SQL session.
+pub struct Server {
+    pub data_dir: PathBuf,
+    pub(crate) ctx: SessionContext,
+    tables: Mutex<Tables>,
+    stop: Arc<AtomicBool>,
+}
+
+fn io(path: &Path, e: std::io::Error) -> QueryError {
+    QueryError::storage(&storage::StorageError::io(path, e))
+}
+
+pub(crate) fn unknown_table(db: &str, t: &str) -> QueryError {
+    QueryError { code: 60, name: "UNKNOWN_TABLE", message: format!("Table {db}.{t} does not exist") }
+}
+
+pub(crate) fn unknown_database(db: &str) -> QueryError {
+    QueryError { code: 81, name: "UNKNOWN_DATABASE", message: format!("Database {db} does not exist") }
+}
+
+/// Writes a file atomically and durably (temp file, fsync, rename, fsync dir).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), QueryError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .and_then(|_| std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all())
+        .map_err(|e| io(path, e))
+}
+
+impl Server {
+    /// Opens the data directory, loading every database and table, and starts
+    /// the background merge thread.
+    pub fn open(data_dir: &Path) -> Result<Arc<Server>, QueryError> {
+        let mut config =
+            SessionConfig::new().with_default_catalog_and_schema(CATALOG, "default").with_information_schema(true);
+        config.options_mut().sql_parser.enable_ident_normalization = false;
+        config.options_mut().sql_parser.dialect = datafusion::config::Dialect::ClickHouse;
+        let ctx = SessionContext::new_with_config(config);
+        for udf in storage::expr::clickhouse_udfs() {
+            ctx.register_udf(udf);
+        }
+        let server = Arc::new(Server {
+            data_dir: data_dir.to_path_buf(),
+            ctx,
+            tables: Mutex::new(BTreeMap::new()),
+            stop: Arc::new(AtomicBool::new(false)),
+        });
+        let meta = data_dir.join("metadata");
+        std::fs::create_dir_all(meta.join("default")).map_err(|e| io(&meta, e))?;
+        let mut dbs: Vec<String> = std::fs::read_dir(&meta)
+            .map_err(|e| io(&meta, e))?
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        dbs.sort();
+        for db in dbs {
+            server.register_database(&db)?;
+            let dir = meta.join(&db);
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|e| io(&dir, e))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+                .collect();
+            files.sort();
+            for f in files {
+                let sql = std::fs::read_to_string(&f).map_err(|e| io(&f, e))?;
+                let Statement::CreateTable(create) = parse_statement(&sql)? else {
+                    return Err(QueryError::bad_arguments(format!("{} is not a CREATE TABLE", f.display())));
+                };
+                let table = LocalTable::open(&server.table_dir(&db, &create.name), *create.clone())?;
+                server.register_table(&db, &create.name, table)?;
+            }
+        }
+        server.start_merges();
+        Ok(server)
+    }
+
+    pub(crate) fn table_dir(&self, db: &str, table: &str) -> PathBuf {
+        self.data_dir.join("data").join(db).join(table)
+    }
+
+    pub(crate) fn metadata_path(&self, db: &str, table: &str) -> PathBuf {
+        self.data_dir.join("metadata").join(db).join(format!("{table}.sql"))
+    }
+
+    pub(crate) fn tables(&self) -> MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn register_database(&self, db: &str) -> Result<(), QueryError> {
+        let catalog = self.ctx.catalog(CATALOG).ok_or_else(|| QueryError::bad_arguments("no default catalog"))?;
+        if catalog.schema(db).is_none() {
+            catalog
+                .register_schema(db, Arc::new(MemorySchemaProvider::new()))
+                .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
+        }
+        self.tables().entry(db.to_string()).or_default();
+        Ok(())
+    }
+
+    pub(crate) fn register_table(&self, db: &str, name: &str, table: Arc<dyn TableEngine>) -> Result<(), QueryError> {
+        let schema = self.ctx.catalog(CATALOG).and_then(|c| c.schema(db)).ok_or_else(|| unknown_database(db))?;
+        schema
+            .register_table(name.to_string(), Arc::new(EngineProvider { engine: table.clone() }))
+            .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
+        self.tables().entry(db.to_string()).or_default().insert(name.to_string(), table);
+        Ok(())
+    }
+
+    pub(crate) fn deregister_table(&self, db: &str, name: &str) -> Option<Arc<dyn TableEngine>> {
+        if let Some(s) = self.ctx.catalog(CATALOG).and_then(|c| c.schema(db)) {
+            let _ = s.deregister_table(name);
+        }
+        self.tables().get_mut(db).and_then(|t| t.remove(name))
+    }
+
+    /// The table `db.name`.
+    pub fn table(&self, db: &str, name: &str) -> Result<Arc<dyn TableEngine>, QueryError> {
+        let tables = self.tables();
+        let d = tables.get(db).ok_or_else(|| unknown_database(db))?;
+        d.get(name).cloned().ok_or_else(|| unknown_table(db, name))
+    }
+
+    /// One thread merging every table's parts in the background and deleting
+    /// outdated ones.
+    fn start_merges(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let stop = self.stop.clone();
+        let _ = std::thread::Builder::new().name("merges".into()).spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let Some(server) = weak.upgrade() else { break };
+                let all: Vec<Arc<dyn TableEngine>> =
+                    server.tables().values().flat_map(|t| t.values().cloned()).collect();
+                drop(server);
+                let mut merged = false;
+                for t in all {
+                    match t.merge_step() {
+                        Ok(m) => merged |= m,
+                        Err(e) => tracing::error!(table = %t.create().name, error = %e, "background merge failed"),
+                    }
+                    if let Err(e) = t.cleanup() {
+                        tracing::error!(table = %t.create().name, error = %e, "cleanup failed");
+                    }
+                }
+                if !merged {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        });
+    }
+
+    /// Stops background work.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,532 @@
+//! Statement execution: DDL and administrative statements run here against
+//! the catalog and the table engines; SELECT and INSERT … SELECT/VALUES run
+//! on DataFusion.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt8Array};
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use storage::mutation::MutationCommand;
+
+use super::catalog::{Server, unknown_database, write_atomic};
+use crate::error::QueryError;
+use crate::format::{self, Format};
+use crate::parse::cursor::Cursor;
+use crate::parse::{AlterCommand, PartitionSpec, Statement, parse_statement};
+use crate::table::{LocalTable, OptimizeOptions, TableEngine};
+
+/// What a statement returns.
+#[derive(Debug, Default)]
+pub struct QueryOutput {
+    pub schema: Option<SchemaRef>,
+    pub batches: Vec<RecordBatch>,
+    /// The format named in the query's FORMAT clause, if any.
+    pub format: Option<Format>,
+    pub written_rows: u64,
+}
+
+impl QueryOutput {
+    fn rows(schema: SchemaRef, batches: Vec<RecordBatch>, format: Option<Format>) -> Self {
+        QueryOutput { schema: Some(schema), batches, format, written_rows: 0 }
+    }
+}
+
+fn df(e: datafusion::error::DataFusionError) -> QueryError {
+    let msg = e.strip_backtrace();
+    let (code, name) = if msg.contains("SQL error") || msg.contains("ParserError") {
+        (62, "SYNTAX_ERROR")
+    } else if msg.contains("table") && msg.contains("not found") {
+        (60, "UNKNOWN_TABLE")
+    } else if msg.contains("No field named") || msg.contains("not found") {
+        (47, "UNKNOWN_IDENTIFIER")
+    } else if msg.contains("Invalid function") {
+        (46, "UNKNOWN_FUNCTION")
+    } else {
+        (1002, "UNKNOWN_EXCEPTION")
+    };
+    QueryError { code, name, message: msg }
+}
+
+fn st(e: storage::StorageError) -> QueryError {
+    QueryError::storage(&e)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, QueryError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| QueryError::bad_arguments(format!("task failed: {e}")))?
+}
+
+/// Splits a trailing `FORMAT <name>` (and `SETTINGS …`) off a SELECT.
+fn split_format(sql: &str) -> Result<(String, Option<Format>), QueryError> {
+    let c = Cursor::new(sql)?;
+    let mut end = c.toks.len();
+    let mut format = None;
+    if end >= 2 && c.toks[end - 2].is_kw("FORMAT") {
+        let name = c.toks[end - 1].ident().unwrap_or_default().to_string();
+        format = Some(Format::from_name(&name)?);
+        end -= 2;
+    }
+    // A trailing SETTINGS clause is accepted; its settings do not change a SELECT yet.
+    let mut depth = 0i32;
+    for (i, t) in c.toks[..end].iter().enumerate() {
+        if t.is_punct("(") {
+            depth += 1;
+        } else if t.is_punct(")") {
+            depth -= 1;
+        } else if depth == 0 && t.is_kw("SETTINGS") {
+            end = i;
+            break;
+        }
+    }
+    let text = match end {
+        0 => String::new(),
+        _ => sql[..c.toks[end - 1].end].to_string(),
+    };
+    Ok((text, format))
+}
+
+impl Server {
+    /// Executes one statement. `data` is the rest of the request body after
+    /// the statement (the rows of an `INSERT … FORMAT`).
+    pub async fn execute(self: &Arc<Self>, sql: &str, db: &str) -> Result<QueryOutput, QueryError> {
+        match parse_statement(sql)? {
+            Statement::CreateDatabase { name, if_not_exists } => {
+                if self.tables().contains_key(&name) {
+                    if if_not_exists {
+                        return Ok(QueryOutput::default());
+                    }
+                    return Err(QueryError {
+                        code: 82,
+                        name: "DATABASE_ALREADY_EXISTS",
+                        message: format!("Database {name} already exists"),
+                    });
+                }
+                let dir = self.data_dir.join("metadata").join(&name);
+                std::fs::create_dir_all(&dir).map_err(|e| st(storage::StorageError::io(&dir, e)))?;
+                self.register_database(&name)?;
+                Ok(QueryOutput::default())
+            }
+            Statement::CreateTable(mut create) => {
+                let db = create.database.clone().unwrap_or_else(|| db.to_string());
+                if !self.tables().contains_key(&db) {
+                    return Err(unknown_database(&db));
+                }
+                if self.table(&db, &create.name).is_ok() {
+                    if create.if_not_exists {
+                        return Ok(QueryOutput::default());
+                    }
+                    return Err(QueryError {
+                        code: 57,
+                        name: "TABLE_ALREADY_EXISTS",
+                        message: format!("Table {db}.{} already exists", create.name),
+                    });
+                }
+                if create.as_select.is_some() {
+                    return Err(QueryError::bad_arguments("CREATE TABLE … AS SELECT is not supported yet"));
+                }
+                if let Some((src_db, src)) = create.as_table.take() {
+                    let source = self.table(src_db.as_deref().unwrap_or(&db), &src)?;
+                    let orig = source.create();
+                    create.columns = orig.columns.clone();
+                    if create.engine.is_none() {
+                        create.engine = orig.engine.clone();
+                        create.partition_by = orig.partition_by.clone();
+                        create.order_by = orig.order_by.clone();
+                        create.primary_key = orig.primary_key.clone();
+                        create.settings = orig.settings.clone();
+                    }
+                }
+                create.table_def()?;
+                create.database = None;
+                let name = create.name.clone();
+                let text = render_create(&create);
+                let dir = self.table_dir(&db, &name);
+                let server = self.clone();
+                let (db2, name2) = (db.clone(), name.clone());
+                blocking(move || {
+                    let table = LocalTable::open(&dir, *create)?;
+                    write_atomic(&server.metadata_path(&db2, &name2), text.as_bytes())?;
+                    server.register_table(&db2, &name2, table)
+                })
+                .await?;
+                Ok(QueryOutput::default())
+            }
+            Statement::DropTable { table: (d, name), if_exists } => {
+                let db = d.unwrap_or_else(|| db.to_string());
+                if self.table(&db, &name).is_err() && if_exists {
+                    return Ok(QueryOutput::default());
+                }
+                self.table(&db, &name)?;
+                self.drop_table(&db, &name)?;
+                Ok(QueryOutput::default())
+            }
+            Statement::DropDatabase { name, if_exists } => {
+                let tables: Vec<String> = match self.tables().get(&name) {
+                    Some(t) => t.keys().cloned().collect(),
+                    None if if_exists => return Ok(QueryOutput::default()),
+                    None => return Err(unknown_database(&name)),
+                };
+                for t in tables {
+                    self.drop_table(&name, &t)?;
+                }
+                self.tables().remove(&name);
+                if let Some(c) = self.ctx.catalog(super::catalog::CATALOG) {
+                    let _ = c.deregister_schema(&name, true);
+                }
+                let _ = std::fs::remove_dir_all(self.data_dir.join("metadata").join(&name));
+                let _ = std::fs::remove_dir_all(self.data_dir.join("data").join(&name));
+                Ok(QueryOutput::default())
+            }
+            Statement::TruncateTable { table: (d, name), if_exists } => {
+                let db = d.unwrap_or_else(|| db.to_string());
+                match self.table(&db, &name) {
+                    Ok(t) => blocking(move || t.truncate()).await?,
+                    Err(_) if if_exists => {}
+                    Err(e) => return Err(e),
+                }
+                Ok(QueryOutput::default())
+            }
+            Statement::Optimize { table: (d, name), partition, final_, deduplicate, cleanup } => {
+                let t = self.table(&d.unwrap_or_else(|| db.to_string()), &name)?;
+                let partition_id = partition.map(|p| partition_id(&p)).transpose()?.flatten();
+                let opts = OptimizeOptions { partition_id, final_, deduplicate, cleanup };
+                blocking(move || t.optimize(&opts)).await?;
+                Ok(QueryOutput::default())
+            }
+            Statement::Alter { table: (d, name), commands, .. } => {
+                let t = self.table(&d.unwrap_or_else(|| db.to_string()), &name)?;
+                let mut mutation = Vec::new();
+                for c in commands {
+                    match c {
+                        AlterCommand::Delete { predicate } => mutation.push(MutationCommand::Delete { predicate }),
+                        AlterCommand::Update { assignments, predicate } => {
+                            mutation.push(MutationCommand::Update { assignments, predicate })
+                        }
+                        AlterCommand::DropPartition(p) => {
+                            let t = t.clone();
+                            match partition_id(&p)? {
+                                Some(id) => blocking(move || t.drop_partition(&id)).await?,
+                                None => blocking(move || t.truncate()).await?,
+                            }
+                        }
+                    }
+                }
+                if !mutation.is_empty() {
+                    let text = sql.to_string();
+                    blocking(move || t.mutate(mutation, &text)).await?;
+                }
+                Ok(QueryOutput::default())
+            }
+            Statement::Delete { table: (d, name), predicate, .. } => {
+                let t = self.table(&d.unwrap_or_else(|| db.to_string()), &name)?;
+                let text = sql.to_string();
+                blocking(move || t.mutate(vec![MutationCommand::LightweightDelete { predicate }], &text)).await?;
+                Ok(QueryOutput::default())
+            }
+            Statement::SystemMerges { start, table } => {
+                let targets: Vec<Arc<dyn TableEngine>> = match table {
+                    Some((d, name)) => vec![self.table(&d.unwrap_or_else(|| db.to_string()), &name)?],
+                    None => self.tables().values().flat_map(|t| t.values().cloned()).collect(),
+                };
+                for t in targets {
+                    t.set_merges_stopped(!start);
+                }
+                Ok(QueryOutput::default())
+            }
+            // Mutations run to completion inside their ALTER: nothing is left to kill.
+            Statement::KillMutation { .. } => Ok(QueryOutput::default()),
+            Statement::CheckTable { table: (d, name), .. } => {
+                let t = self.table(&d.unwrap_or_else(|| db.to_string()), &name)?;
+                let bad = blocking(move || {
+                    Ok(t.snapshot().iter().filter_map(|p| p.verify().err()).map(|e| e.to_string()).collect::<Vec<_>>())
+                })
+                .await?;
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new("result", DataType::UInt8, false),
+                    Field::new("message", DataType::Utf8, false),
+                ]));
+                let ok = bad.is_empty() as u8;
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(UInt8Array::from(vec![ok])), Arc::new(StringArray::from(vec![bad.join("; ")]))],
+                )
+                .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
+                Ok(QueryOutput::rows(schema, vec![batch], None))
+            }
+            Statement::RenameTable { .. } => Err(QueryError::bad_arguments("RENAME TABLE is not supported yet")),
+            Statement::Other(text) => self.execute_other(&text, db).await,
+        }
+    }
+
+    fn drop_table(&self, db: &str, name: &str) -> Result<(), QueryError> {
+        self.deregister_table(db, name);
+        let meta = self.metadata_path(db, name);
+        std::fs::remove_file(&meta).map_err(|e| st(storage::StorageError::io(&meta, e)))?;
+        let dir = self.table_dir(db, name);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    async fn execute_other(self: &Arc<Self>, sql: &str, db: &str) -> Result<QueryOutput, QueryError> {
+        let mut c = Cursor::new(sql)?;
+        if c.eat_kws(&["INSERT", "INTO"]) {
+            c.eat_kws(&["TABLE"]);
+            let (d, name) = c.qualified_name()?;
+            let table = self.table(&d.unwrap_or_else(|| db.to_string()), &name)?;
+            let mut columns = Vec::new();
+            if c.eat_punct("(") {
+                loop {
+                    columns.push(c.ident()?);
+                    if c.eat_punct(")") {
+                        break;
+                    }
+                    c.expect_punct(",")?;
+                }
+            }
+            let schema = table.storage().schema().clone();
+            let target: SchemaRef = if columns.is_empty() {
+                schema.clone()
+            } else {
+                let idx = columns
+                    .iter()
+                    .map(|n| schema.index_of(n).map_err(|_| st(storage::StorageError::NoSuchColumn(n.clone()))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Arc::new(schema.project(&idx).map_err(|e| QueryError::bad_arguments(e.to_string()))?)
+            };
+            let batch = if c.eat_kws(&["FORMAT"]) {
+                let fmt = Format::from_name(&c.ident()?)?;
+                let end = c.toks.get(c.pos - 1).map(|t| t.end).unwrap_or(sql.len());
+                let data = &sql[end..];
+                // The data starts after the whitespace that ends the FORMAT clause.
+                let data = data
+                    .strip_prefix("\r\n")
+                    .or_else(|| data.strip_prefix('\n'))
+                    .unwrap_or(data.trim_start_matches([' ', '\t']));
+                format::read(fmt, data.as_bytes(), &target)?
+            } else {
+                let source = c.rest();
+                let frame = self.ctx.sql(&source).await.map_err(df)?;
+                let batches = frame.collect().await.map_err(df)?;
+                let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+                let mut cols: Vec<Vec<ArrayRef>> = vec![Vec::new(); target.fields().len()];
+                for b in &batches {
+                    if b.num_columns() != target.fields().len() {
+                        return Err(QueryError::arguments(format!(
+                            "Number of columns doesn't match: the table expects {}, the query gives {}",
+                            target.fields().len(),
+                            b.num_columns()
+                        )));
+                    }
+                    for (i, col) in b.columns().iter().enumerate() {
+                        let f = target.field(i);
+                        let opts = CastOptions { safe: false, ..Default::default() };
+                        let cast = cast_with_options(col, f.data_type(), &opts).map_err(|e| QueryError {
+                            code: 53,
+                            name: "TYPE_MISMATCH",
+                            message: format!(
+                                "Cannot convert value for column `{}` to {}: {e}",
+                                f.name(),
+                                f.data_type()
+                            ),
+                        })?;
+                        cols[i].push(cast);
+                    }
+                }
+                let arrays = cols
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, parts)| {
+                        if parts.is_empty() {
+                            return format::default_column(target.field(i), 0);
+                        }
+                        let refs: Vec<&dyn arrow::array::Array> = parts.iter().map(|a| a.as_ref()).collect();
+                        arrow::compute::concat(&refs).map_err(|e| QueryError::bad_arguments(e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                RecordBatch::try_new_with_options(
+                    target.clone(),
+                    arrays,
+                    &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+                )
+                .map_err(|e| QueryError { code: 53, name: "TYPE_MISMATCH", message: e.to_string() })?
+            };
+            // Columns the INSERT leaves out take their defaults.
+            let full = if columns.is_empty() {
+                batch
+            } else {
+                let arrays = schema
+                    .fields()
+                    .iter()
+                    .map(|f| match target.index_of(f.name()) {
+                        Ok(i) => Ok(batch.column(i).clone()),
+                        Err(_) => format::default_column(f, batch.num_rows()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                RecordBatch::try_new_with_options(
+                    schema.clone(),
+                    arrays,
+                    &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+                )
+                .map_err(|e| QueryError::bad_arguments(e.to_string()))?
+            };
+            let rows = blocking(move || table.insert(&full)).await?;
+            return Ok(QueryOutput { written_rows: rows as u64, ..Default::default() });
+        }
+        if c.eat_kws(&["SHOW", "DATABASES"]) {
+            let names: Vec<String> = self.tables().keys().cloned().collect();
+            return Ok(names_output("name", names));
+        }
+        if c.eat_kws(&["SHOW", "TABLES"]) {
+            let from = if c.eat_kws(&["FROM"]) || c.eat_kws(&["IN"]) { c.ident()? } else { db.to_string() };
+            let names: Vec<String> =
+                self.tables().get(&from).ok_or_else(|| unknown_database(&from))?.keys().cloned().collect();
+            return Ok(names_output("name", names));
+        }
+        if c.eat_kws(&["SHOW", "CREATE"]) {
+            c.eat_kws(&["TABLE"]);
+            let (d, name) = c.qualified_name()?;
+            let d = d.unwrap_or_else(|| db.to_string());
+            let t = self.table(&d, &name)?;
+            let mut create = t.create().clone();
+            create.database = Some(d);
+            return Ok(names_output("statement", vec![render_create(&create)]));
+        }
+        if c.eat_kws(&["DESCRIBE"]) || c.eat_kws(&["DESC"]) {
+            c.eat_kws(&["TABLE"]);
+            let (d, name) = c.qualified_name()?;
+            let t = self.table(&d.unwrap_or_else(|| db.to_string()), &name)?;
+            return Ok(describe(t.as_ref()));
+        }
+        let (text, format) = split_format(sql)?;
+        let frame = self.ctx.sql(&text).await.map_err(df)?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await.map_err(df)?;
+        Ok(QueryOutput::rows(schema, batches, format))
+    }
+}
+
+/// The partition id a `PARTITION …` clause names; `None` for ALL.
+fn partition_id(p: &PartitionSpec) -> Result<Option<String>, QueryError> {
+    match p {
+        PartitionSpec::Id(id) => Ok(Some(id.clone())),
+        PartitionSpec::All => Ok(None),
+        PartitionSpec::Value(v) => {
+            let v = v.trim().trim_matches('\'');
+            if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                Ok(Some(v.to_string()))
+            } else {
+                Err(QueryError::bad_arguments(format!(
+                    "PARTITION {v}: only integer and simple string partition values are supported yet; use PARTITION ID"
+                )))
+            }
+        }
+    }
+}
+
+fn names_output(column: &str, names: Vec<String>) -> QueryOutput {
+    let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(names))]);
+    match batch {
+        Ok(b) => QueryOutput::rows(schema, vec![b], None),
+        Err(_) => QueryOutput::default(),
+    }
+}
+
+fn describe(t: &dyn TableEngine) -> QueryOutput {
+    let cols = &t.create().columns;
+    let names = ["name", "type", "default_type", "default_expression", "comment", "codec_expression", "ttl_expression"];
+    let schema = Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect::<Vec<_>>()));
+    let col = |f: &dyn Fn(&crate::parse::ColumnDef) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(cols.iter().map(f).collect::<Vec<_>>()))
+    };
+    let arrays = vec![
+        col(&|c| c.name.clone()),
+        col(&|c| c.ty.to_string()),
+        col(&|c| c.default.as_ref().map(|d| d.0.as_str().to_string()).unwrap_or_default()),
+        col(&|c| c.default.as_ref().map(|d| d.1.clone()).unwrap_or_default()),
+        col(&|c| c.comment.clone().unwrap_or_default()),
+        col(&|c| c.codec.as_ref().map(|x| format!("CODEC{x}")).unwrap_or_default()),
+        col(&|c| c.ttl.clone().unwrap_or_default()),
+    ];
+    match RecordBatch::try_new(schema.clone(), arrays) {
+        Ok(b) => QueryOutput::rows(schema, vec![b], None),
+        Err(_) => QueryOutput::default(),
+    }
+}
+
+fn quote_ident(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+    {
+        s.to_string()
+    } else {
+        format!("`{}`", s.replace('`', "\\`"))
+    }
+}
+
+fn quote_str(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// A CREATE TABLE statement in canonical form (stored in metadata/, shown by
+/// SHOW CREATE TABLE).
+pub(crate) fn render_create(t: &crate::parse::CreateTable) -> String {
+    let mut s = String::from("CREATE TABLE ");
+    if let Some(d) = &t.database {
+        s.push_str(&quote_ident(d));
+        s.push('.');
+    }
+    s.push_str(&quote_ident(&t.name));
+    s.push_str("\n(\n");
+    let cols: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| {
+            let mut line = format!("    {} {}", quote_ident(&c.name), c.ty);
+            if let Some((k, e)) = &c.default {
+                line.push_str(&format!(" {} {e}", k.as_str()));
+            }
+            if let Some(x) = &c.comment {
+                line.push_str(&format!(" COMMENT {}", quote_str(x)));
+            }
+            if let Some(x) = &c.codec {
+                line.push_str(&format!(" CODEC{x}"));
+            }
+            if let Some(x) = &c.ttl {
+                line.push_str(&format!(" TTL {x}"));
+            }
+            line
+        })
+        .collect();
+    s.push_str(&cols.join(",\n"));
+    s.push_str("\n)");
+    if let Some(e) = &t.engine {
+        s.push_str(&format!("\nENGINE = {}", e.name));
+        if !e.args.is_empty() {
+            s.push_str(&format!("({})", e.args.join(", ")));
+        }
+    }
+    if let Some(p) = &t.partition_by {
+        s.push_str(&format!("\nPARTITION BY {p}"));
+    }
+    if let Some(p) = &t.primary_key {
+        s.push_str(&format!("\nPRIMARY KEY {p}"));
+    }
+    if let Some(o) = &t.order_by {
+        s.push_str(&format!("\nORDER BY {o}"));
+    }
+    if let Some(x) = &t.ttl {
+        s.push_str(&format!("\nTTL {x}"));
+    }
+    if !t.settings.is_empty() {
+        let kv: Vec<String> = t.settings.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        s.push_str(&format!("\nSETTINGS {}", kv.join(", ")));
+    }
+    if let Some(c) = &t.comment {
+        s.push_str(&format!("\nCOMMENT {}", quote_str(c)));
+    }
+    s
+}

@@ -1,0 +1,125 @@
+//! The ClickHouse HTTP interface (https://clickhouse.com/docs/interfaces/http):
+//! the query in the `query` parameter and/or the body, results in the
+//! requested format, errors as `Code: N. DB::Exception: … (NAME)` with
+//! `X-ClickHouse-Exception-Code`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::catalog::Server;
+use crate::error::QueryError;
+use crate::format::{self, Format};
+
+/// Largest request body accepted by default.
+pub const DEFAULT_MAX_BODY: usize = 1 << 30;
+
+fn status_of(code: u32) -> StatusCode {
+    match code {
+        60 | 81 => StatusCode::NOT_FOUND,
+        6 | 16 | 27 | 36 | 42 | 43 | 46 | 47 | 50 | 53 | 56 | 57 | 62 | 73 | 82 | 115 | 117 | 131 => {
+            StatusCode::BAD_REQUEST
+        }
+        252 => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error_response(e: &QueryError) -> Response {
+    let mut r = (status_of(e.code), format!("{e}\n")).into_response();
+    if let Ok(v) = HeaderValue::from_str(&e.code.to_string()) {
+        r.headers_mut().insert("X-ClickHouse-Exception-Code", v);
+    }
+    r
+}
+
+async fn handle(
+    State(server): State<Arc<Server>>,
+    Query(params): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let body = match std::str::from_utf8(&body) {
+        Ok(b) => b.to_string(),
+        Err(e) => {
+            return error_response(&QueryError {
+                code: 27,
+                name: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+                message: format!("the request body is not valid UTF-8 at byte {}", e.valid_up_to()),
+            });
+        }
+    };
+    // With a `query` parameter the body continues it (INSERT data); without, the body is the query.
+    let sql = match params.get("query") {
+        Some(q) if body.is_empty() => q.clone(),
+        Some(q) => format!("{q}\n{body}"),
+        None => body,
+    };
+    let db = params.get("database").cloned().unwrap_or_else(|| "default".to_string());
+    let query_id = params.get("query_id").cloned().unwrap_or_else(|| format!("{:016x}", rand_id()));
+    match server.execute(&sql, &db).await {
+        Ok(out) => {
+            let fmt = out.format.or_else(|| params.get("default_format").and_then(|f| Format::from_name(f).ok()));
+            let fmt = fmt.unwrap_or(Format::TabSeparated);
+            let body = match &out.schema {
+                Some(schema) => format::write(fmt, &out.batches, schema),
+                None => Vec::new(),
+            };
+            let read_rows: usize = out.batches.iter().map(|b| b.num_rows()).sum();
+            let mut headers = HeaderMap::new();
+            let summary = format!(
+                "{{\"read_rows\":\"{read_rows}\",\"read_bytes\":\"0\",\"written_rows\":\"{}\",\"written_bytes\":\"0\",\"total_rows_to_read\":\"0\",\"result_rows\":\"{read_rows}\"}}",
+                out.written_rows
+            );
+            for (k, v) in [
+                ("X-ClickHouse-Summary", summary),
+                ("X-ClickHouse-Query-Id", query_id),
+                ("X-ClickHouse-Format", fmt.name().to_string()),
+                ("X-ClickHouse-Timezone", "UTC".to_string()),
+                ("Content-Type", fmt.content_type().to_string()),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    headers.insert(k, v);
+                }
+            }
+            (StatusCode::OK, headers, body).into_response()
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}
+
+/// The HTTP router of a server.
+pub fn router(server: Arc<Server>, max_body: usize) -> Router {
+    Router::new()
+        .route("/ping", get(|| async { "Ok.\n" }))
+        .route("/", get(handle).post(handle))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(server)
+}
+
+/// Serves HTTP on `addr` until `shutdown` resolves. Returns the bound address
+/// through `bound` (useful with port 0).
+pub async fn serve(
+    server: Arc<Server>,
+    addr: SocketAddr,
+    max_body: usize,
+    bound: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    bound(listener.local_addr()?);
+    axum::serve(listener, router(server, max_body)).with_graceful_shutdown(shutdown).await
+}

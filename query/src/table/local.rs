@@ -1,0 +1,301 @@
+//! The single-node table: a part set in a directory, written and merged
+//! locally. Mutations are recorded as `mutation_<version>.txt` (the ALTER
+//! text) before they run, so a restart finishes any that were interrupted.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use storage::merge::selector::{Candidate, SelectorSettings, select_merge, select_optimize};
+use storage::merge::{ReduceMode, merge_parts};
+use storage::mutation::{Mutation, MutationCommand, mutate_part};
+use storage::part::writer::write_block;
+use storage::part_set::{self, PartSet};
+use storage::partition::split_by_partition;
+use storage::{Part, PartName, backpressure};
+
+use super::{OptimizeOptions, TableEngine};
+use crate::error::QueryError;
+use crate::parse::{AlterCommand, CreateTable, Statement, parse_statement};
+
+#[derive(Debug)]
+struct State {
+    parts: PartSet,
+    next_block: i64,
+    mutations: Vec<Mutation>,
+}
+
+/// A MergeTree table on this node.
+#[derive(Debug)]
+pub struct LocalTable {
+    create: CreateTable,
+    table: Arc<storage::Table>,
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Serialises merges and mutations of this table.
+    rewrite: Mutex<()>,
+    merges_stopped: AtomicBool,
+}
+
+fn st(e: storage::StorageError) -> QueryError {
+    QueryError::storage(&e)
+}
+
+fn io(path: &Path, e: std::io::Error) -> QueryError {
+    QueryError::storage(&storage::StorageError::io(path, e))
+}
+
+/// Storage commands of an ALTER's mutation text.
+pub(crate) fn mutation_commands(text: &str) -> Result<Vec<MutationCommand>, QueryError> {
+    Ok(match parse_statement(text)? {
+        Statement::Alter { commands, .. } => commands
+            .into_iter()
+            .filter_map(|c| match c {
+                AlterCommand::Delete { predicate } => Some(MutationCommand::Delete { predicate }),
+                AlterCommand::Update { assignments, predicate } => {
+                    Some(MutationCommand::Update { assignments, predicate })
+                }
+                AlterCommand::DropPartition(_) => None,
+            })
+            .collect(),
+        Statement::Delete { predicate, .. } => vec![MutationCommand::LightweightDelete { predicate }],
+        _ => return Err(QueryError::bad_arguments(format!("not a mutation: {text}"))),
+    })
+}
+
+impl LocalTable {
+    /// Opens (or creates) the table in `dir`, recovering its parts and
+    /// finishing interrupted mutations.
+    pub fn open(dir: &Path, create: CreateTable) -> Result<Arc<LocalTable>, QueryError> {
+        let def = create.table_def()?;
+        let table = storage::Table::new(def).map_err(st)?;
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let (parts, report) = part_set::recover(dir).map_err(st)?;
+        if !report.detached.is_empty() {
+            tracing::warn!(table = %create.name, detached = ?report.detached, "parts detached at startup");
+        }
+        let mut mutations = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))?.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(v) = name.strip_prefix("mutation_").and_then(|n| n.strip_suffix(".txt")) {
+                let version: i64 =
+                    v.parse().map_err(|_| QueryError::bad_arguments(format!("bad mutation file {name}")))?;
+                let text = std::fs::read_to_string(entry.path()).map_err(|e| io(&entry.path(), e))?;
+                mutations.push(Mutation { version, commands: mutation_commands(&text)? });
+            }
+        }
+        mutations.sort_by_key(|m| m.version);
+        let max_block = parts.active().map(|p| p.name.max_block.max(p.name.mutation)).max().unwrap_or(0);
+        let max_mutation = mutations.last().map(|m| m.version).unwrap_or(0);
+        let t = Arc::new(LocalTable {
+            create,
+            table,
+            dir: dir.to_path_buf(),
+            state: Mutex::new(State { parts, next_block: max_block.max(max_mutation) + 1, mutations }),
+            rewrite: Mutex::new(()),
+            merges_stopped: AtomicBool::new(false),
+        });
+        t.apply_pending_mutations()?;
+        Ok(t)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rewrite_lock(&self) -> MutexGuard<'_, ()> {
+        self.rewrite.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies every recorded mutation to the parts that still need it.
+    fn apply_pending_mutations(&self) -> Result<(), QueryError> {
+        let _g = self.rewrite_lock();
+        let (parts, mutations) = {
+            let s = self.state();
+            (s.parts.snapshot(), s.mutations.clone())
+        };
+        for part in parts {
+            if let Some(new) = mutate_part(&self.table, &self.dir, &part, &mutations).map_err(st)? {
+                self.state().parts.replace(std::slice::from_ref(&part.name), Arc::new(new)).map_err(st)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the parts of matching partitions by covering each partition's
+    /// parts with an empty part, as ClickHouse's DROP_RANGE does: the drop
+    /// survives a restart (recovery sees the covering part) and readers that
+    /// still hold the old parts finish undisturbed.
+    fn drop_partitions(&self, matches: impl Fn(&str) -> bool) -> Result<(), QueryError> {
+        let mut by_partition: std::collections::BTreeMap<String, Vec<PartName>> = Default::default();
+        for p in self.state().parts.active() {
+            if matches(&p.name.partition_id) {
+                by_partition.entry(p.name.partition_id.clone()).or_default().push(p.name.clone());
+            }
+        }
+        for (_, names) in by_partition {
+            let Some(cover) = PartName::merged(&names) else { continue };
+            let w = storage::part::writer::PartWriter::create(&self.table, &self.dir, cover, "drop").map_err(st)?;
+            let empty = w.finish(vec![], None).map_err(st)?;
+            self.state().parts.replace(&names, Arc::new(empty)).map_err(st)?;
+        }
+        Ok(())
+    }
+
+    fn candidates(&self, s: &State) -> Vec<Candidate> {
+        s.parts
+            .active()
+            .map(|p| {
+                // The first mutation a part still needs: parts merge only with
+                // parts on the same side of every mutation.
+                let dv = p.name.data_version();
+                let barrier = s.mutations.iter().map(|m| m.version).find(|v| *v > dv).unwrap_or(i64::MAX);
+                Candidate { name: p.name.clone(), bytes: p.meta.bytes_on_disk, barrier }
+            })
+            .collect()
+    }
+
+    fn run_merge(&self, names: &[PartName], mode: ReduceMode) -> Result<(), QueryError> {
+        let sources: Vec<Arc<Part>> = {
+            let s = self.state();
+            names.iter().filter_map(|n| s.parts.get(n).cloned()).collect()
+        };
+        if sources.len() != names.len() || sources.is_empty() {
+            return Ok(());
+        }
+        let merged = merge_parts(&self.table, &self.dir, &sources, mode).map_err(st)?;
+        self.state().parts.replace(names, Arc::new(merged)).map_err(st)
+    }
+}
+
+impl TableEngine for LocalTable {
+    fn create(&self) -> &CreateTable {
+        &self.create
+    }
+
+    fn storage(&self) -> &Arc<storage::Table> {
+        &self.table
+    }
+
+    fn insert(&self, batch: &RecordBatch) -> Result<usize, QueryError> {
+        let settings = &self.table.def.settings;
+        let mut rows = 0;
+        for piece in split_by_partition(&self.table, batch).map_err(st)? {
+            let count = self.state().parts.parts_in_partition(&piece.partition_id);
+            if let Some(delay) = backpressure::check_insert(&piece.partition_id, count, settings).map_err(st)? {
+                std::thread::sleep(delay);
+            }
+            let block = {
+                let mut s = self.state();
+                s.next_block += 1;
+                s.next_block - 1
+            };
+            let name = PartName::new_insert(piece.partition_id.clone(), block);
+            let part = write_block(&self.table, &self.dir, name, piece.value, &piece.batch).map_err(st)?;
+            rows += piece.batch.num_rows();
+            self.state().parts.add(Arc::new(part)).map_err(st)?;
+        }
+        Ok(rows)
+    }
+
+    fn snapshot(&self) -> Vec<Arc<Part>> {
+        self.state().parts.snapshot()
+    }
+
+    fn merge_step(&self) -> Result<bool, QueryError> {
+        if self.merges_stopped.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let _g = self.rewrite_lock();
+        let settings = SelectorSettings {
+            max_parts_to_merge_at_once: self.table.def.settings.max_parts_to_merge_at_once,
+            max_total_bytes: self.table.def.settings.max_bytes_to_merge_at_max_space_in_pool,
+            ..Default::default()
+        };
+        let pick = {
+            let s = self.state();
+            select_merge(&self.candidates(&s), &settings)
+        };
+        match pick {
+            Some(names) => self.run_merge(&names, ReduceMode::default()).map(|_| true),
+            None => Ok(false),
+        }
+    }
+
+    fn optimize(&self, opts: &OptimizeOptions) -> Result<(), QueryError> {
+        let _g = self.rewrite_lock();
+        let groups = {
+            let s = self.state();
+            let cands = self.candidates(&s);
+            select_optimize(
+                &cands,
+                opts.partition_id.as_deref(),
+                opts.final_,
+                self.table.def.settings.max_parts_to_merge_at_once,
+            )
+        };
+        let mode = ReduceMode { final_read: false, cleanup: opts.cleanup, deduplicate: opts.deduplicate };
+        for names in groups {
+            self.run_merge(&names, mode)?;
+        }
+        Ok(())
+    }
+
+    fn mutate(&self, commands: Vec<MutationCommand>, text: &str) -> Result<i64, QueryError> {
+        // Check the commands compile before recording anything.
+        let probe = Mutation { version: i64::MAX, commands: commands.clone() };
+        for c in &probe.commands {
+            let p = match c {
+                MutationCommand::Delete { predicate }
+                | MutationCommand::LightweightDelete { predicate }
+                | MutationCommand::Update { predicate, .. } => predicate,
+            };
+            self.table.compiler.compile(p).map_err(st)?;
+            if let MutationCommand::Update { assignments, .. } = c {
+                for (col, e) in assignments {
+                    if self.table.key_columns().contains(col) || self.table.partition_columns().contains(col) {
+                        return Err(st(storage::StorageError::UpdateKeyColumn(col.clone())));
+                    }
+                    self.table.compiler.compile(e).map_err(st)?;
+                }
+            }
+        }
+        let _g = self.rewrite_lock();
+        let version = {
+            let mut s = self.state();
+            s.next_block += 1;
+            s.next_block - 1
+        };
+        let path = self.dir.join(format!("mutation_{version}.txt"));
+        std::fs::write(&path, text).and_then(|_| std::fs::File::open(&path)?.sync_all()).map_err(|e| io(&path, e))?;
+        self.state().mutations.push(Mutation { version, commands });
+        drop(_g);
+        self.apply_pending_mutations()?;
+        Ok(version)
+    }
+
+    fn drop_partition(&self, partition_id: &str) -> Result<(), QueryError> {
+        let _g = self.rewrite_lock();
+        self.drop_partitions(|id| id == partition_id)
+    }
+
+    fn truncate(&self) -> Result<(), QueryError> {
+        let _g = self.rewrite_lock();
+        self.drop_partitions(|_| true)
+    }
+
+    fn set_merges_stopped(&self, stopped: bool) {
+        self.merges_stopped.store(stopped, Ordering::SeqCst);
+    }
+
+    fn cleanup(&self) -> Result<(), QueryError> {
+        let grace = Duration::from_secs(self.table.def.settings.old_parts_lifetime_secs);
+        let expired = self.state().parts.take_expired(grace);
+        for p in expired {
+            part_set::remove_part_files(&p).map_err(st)?;
+        }
+        Ok(())
+    }
+}

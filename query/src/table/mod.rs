@@ -1,0 +1,55 @@
+//! Tables as the statement executor sees them: [`TableEngine`] is the
+//! interface a table offers (insert, read, merge, mutate); [`LocalTable`] is the
+//! single-node implementation over the storage engine. The replicated table
+//! (issue 5) implements the same interface through Raft.
+
+mod local;
+mod provider;
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use storage::Part;
+use storage::mutation::MutationCommand;
+
+pub use local::LocalTable;
+pub use provider::EngineProvider;
+
+use crate::error::QueryError;
+use crate::parse::CreateTable;
+
+/// `OPTIMIZE TABLE` options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OptimizeOptions {
+    /// A partition id; `None` is every partition.
+    pub partition_id: Option<String>,
+    pub final_: bool,
+    pub deduplicate: bool,
+    pub cleanup: bool,
+}
+
+/// What a table offers the statement executor.
+pub trait TableEngine: Send + Sync + std::fmt::Debug {
+    /// The parsed CREATE statement the table was made with.
+    fn create(&self) -> &CreateTable;
+    /// The compiled storage definition.
+    fn storage(&self) -> &Arc<storage::Table>;
+    /// Inserts a block; returns the rows written.
+    fn insert(&self, batch: &RecordBatch) -> Result<usize, QueryError>;
+    /// The active parts, for reads.
+    fn snapshot(&self) -> Vec<Arc<Part>>;
+    /// Runs one background merge if the selector finds one; true if it merged.
+    fn merge_step(&self) -> Result<bool, QueryError>;
+    /// `OPTIMIZE TABLE`.
+    fn optimize(&self, opts: &OptimizeOptions) -> Result<(), QueryError>;
+    /// Runs a mutation to completion; returns its version.
+    fn mutate(&self, commands: Vec<MutationCommand>, text: &str) -> Result<i64, QueryError>;
+    /// `ALTER TABLE … DROP PARTITION`.
+    fn drop_partition(&self, partition_id: &str) -> Result<(), QueryError>;
+    /// `TRUNCATE TABLE`.
+    fn truncate(&self) -> Result<(), QueryError>;
+    /// Stops or restarts background merges.
+    fn set_merges_stopped(&self, stopped: bool);
+    /// Deletes outdated parts whose grace period is over.
+    fn cleanup(&self) -> Result<(), QueryError>;
+}

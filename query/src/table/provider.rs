@@ -1,0 +1,109 @@
+//! A table as a DataFusion table provider: projection and filters are pushed
+//! into the storage scan (part, min/max and page-index pruning); the scan runs
+//! as a few streams over disjoint parts.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+use storage::Part;
+use storage::scan::{Scan, ScanRequest};
+
+use super::TableEngine;
+
+/// DataFusion's view of a table.
+#[derive(Debug)]
+pub struct EngineProvider {
+    pub engine: Arc<dyn TableEngine>,
+}
+
+struct PartsStream {
+    table: Arc<storage::Table>,
+    parts: Vec<Arc<Part>>,
+    req: ScanRequest,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for PartsStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PartsStream({} parts)", self.parts.len())
+    }
+}
+
+impl PartitionStream for PartsStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let to_df = |e: storage::StorageError| DataFusionError::External(Box::new(e));
+        let batches: Box<dyn Iterator<Item = datafusion::error::Result<arrow::array::RecordBatch>> + Send> =
+            match Scan::new(&self.table, self.parts.clone(), &self.req) {
+                Ok(scan) => Box::new(scan.map(move |b| b.map_err(to_df))),
+                Err(e) => Box::new(std::iter::once(Err(to_df(e)))),
+            };
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), futures::stream::iter(batches)))
+    }
+}
+
+#[async_trait]
+impl TableProvider for EngineProvider {
+    fn schema(&self) -> SchemaRef {
+        self.engine.storage().schema().clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        // The scan prunes with them; DataFusion still applies them exactly.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let table = self.engine.storage().clone();
+        let schema = table.schema().clone();
+        let projected = match projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => schema.clone(),
+        };
+        let columns = Some(projected.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>());
+        // Only filters the storage compiler understands are pushed down.
+        let pushed: Vec<Expr> =
+            filters.iter().filter(|f| table.compiler.compile_expr((*f).clone()).is_ok()).cloned().collect();
+        let filter = pushed.into_iter().reduce(|a, b| a.and(b));
+        let req = ScanRequest { columns, filter, final_: false };
+        let parts = self.engine.snapshot();
+        let n = state.config().target_partitions().clamp(1, parts.len().max(1));
+        let mut groups: Vec<Vec<Arc<Part>>> = vec![Vec::new(); n];
+        for (i, p) in parts.into_iter().enumerate() {
+            groups[i % n].push(p);
+        }
+        let streams: Vec<Arc<dyn PartitionStream>> = groups
+            .into_iter()
+            .map(|parts| {
+                Arc::new(PartsStream { table: table.clone(), parts, req: req.clone(), schema: projected.clone() })
+                    as Arc<dyn PartitionStream>
+            })
+            .collect();
+        Ok(Arc::new(StreamingTableExec::try_new(projected, streams, None, Vec::new(), false, None)?))
+    }
+}

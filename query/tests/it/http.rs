@@ -1,0 +1,178 @@
+//! The ClickHouse HTTP interface end to end, driven by curl against a server
+//! running in this process.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::mpsc;
+
+use query::server::{Server, http};
+
+struct Running {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(dir: &Path) -> Running {
+        let dir = dir.to_path_buf();
+        let (tx, rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let server = Server::open(&dir).unwrap();
+                let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+                http::serve(server.clone(), addr, 1 << 20, move |a| tx.send(a).unwrap(), async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+                server.shutdown();
+            });
+        });
+        let addr = rx.recv().unwrap();
+        Running { addr, stop: Some(stop_tx), thread: Some(thread) }
+    }
+
+    /// POSTs `body` (with `query` as the URL parameter when given); returns
+    /// (status, exception code header, body).
+    fn post(&self, query: Option<&str>, body: &[u8]) -> (u16, Option<String>, String) {
+        let mut url = format!("http://{}/", self.addr);
+        if let Some(q) = query {
+            url.push_str("?query=");
+            url.push_str(&q.replace('%', "%25").replace(' ', "%20").replace('\n', "%0A").replace('+', "%2B"));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let body_file = dir.path().join("body");
+        std::fs::write(&body_file, body).unwrap();
+        let headers = dir.path().join("headers");
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-D"])
+            .arg(&headers)
+            .args(["-w", "\n%{http_code}", "--data-binary"])
+            .arg(format!("@{}", body_file.display()))
+            .arg(&url)
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, status) = text.rsplit_once('\n').unwrap();
+        let headers = std::fs::read_to_string(&headers).unwrap_or_default();
+        let code = headers.lines().find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("x-clickhouse-exception-code: ").map(|v| v.trim().to_string())
+        });
+        (status.parse().unwrap(), code, body.to_string())
+    }
+
+    fn ok(&self, sql: &str) -> String {
+        let (status, code, body) = self.post(None, sql.as_bytes());
+        assert_eq!((status, code.as_deref()), (200, None), "{sql}: {body}");
+        body
+    }
+
+    fn err(&self, sql: &str) -> (u16, String, String) {
+        let (status, code, body) = self.post(None, sql.as_bytes());
+        assert_ne!(status, 200, "{sql} should fail: {body}");
+        (status, code.unwrap_or_default(), body)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const DDL: &str = "CREATE TABLE hits (d Date, counter_id UInt32, user_id UInt64, url String, revenue Float64) \
+                   ENGINE = MergeTree PARTITION BY toYYYYMM(d) ORDER BY (counter_id, d, user_id)";
+
+#[test]
+fn create_insert_select_mutate_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    assert_eq!(
+        Command::new("curl").arg("-s").arg(format!("http://{}/ping", s.addr)).output().unwrap().stdout,
+        b"Ok.\n"
+    );
+    s.ok(DDL);
+    let (status, _, _) = s.post(
+        Some("INSERT INTO hits FORMAT TSV"),
+        b"2013-06-01\t62\t1\thttp://a\t1.5\n2013-07-02\t62\t2\thttp://b\t0\n2013-07-03\t7\t3\thttp://google\t2.25\n",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(s.ok("SELECT count(*) FROM hits"), "3\n");
+    assert_eq!(
+        s.ok("SELECT counter_id, count(*) AS c FROM hits GROUP BY counter_id ORDER BY c DESC FORMAT JSONEachRow"),
+        "{\"counter_id\":62,\"c\":\"2\"}\n{\"counter_id\":7,\"c\":\"1\"}\n"
+    );
+    assert_eq!(
+        s.ok("SELECT toYYYYMM(d) AS m, count(*) FROM hits WHERE counter_id = 62 GROUP BY m ORDER BY m"),
+        "201306\t1\n201307\t1\n"
+    );
+    s.ok("INSERT INTO hits VALUES ('2013-08-01', 5, 9, 'x', 1.0), ('2013-08-02', 5, 10, 'y', 2.0)");
+    s.ok("INSERT INTO hits (d, counter_id) SELECT d, counter_id + 100 FROM hits WHERE counter_id = 62");
+    assert_eq!(s.ok("SELECT count(*), sum(user_id) FROM hits"), "7\t25\n");
+    s.ok("ALTER TABLE hits DELETE WHERE counter_id = 5");
+    s.ok("ALTER TABLE hits UPDATE revenue = revenue * 10 WHERE counter_id = 62");
+    s.ok("DELETE FROM hits WHERE url = 'http://google'");
+    s.ok("OPTIMIZE TABLE hits FINAL");
+    let expected = "62\t0\n62\t15\n162\t0\n162\t0\n";
+    assert_eq!(s.ok("SELECT counter_id, revenue FROM hits ORDER BY counter_id, revenue"), expected);
+    assert!(s.ok("SHOW CREATE TABLE hits").starts_with("CREATE TABLE default.hits"));
+    assert_eq!(s.ok("SHOW TABLES"), "hits\n");
+    drop(s);
+    // Everything acknowledged is there after a restart.
+    let s = Running::start(dir.path());
+    assert_eq!(s.ok("SELECT counter_id, revenue FROM hits ORDER BY counter_id, revenue"), expected);
+    s.ok("ALTER TABLE hits DROP PARTITION 201306");
+    assert_eq!(s.ok("SELECT count(*) FROM hits"), "2\n");
+    s.ok("TRUNCATE TABLE hits");
+    assert_eq!(s.ok("SELECT count(*) FROM hits"), "0\n");
+    s.ok("DROP TABLE hits");
+    drop(s);
+    let s = Running::start(dir.path());
+    assert_eq!(s.ok("SHOW TABLES"), "");
+}
+
+#[test]
+fn bad_input_is_a_clickhouse_error_and_nothing_is_half_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    s.ok(DDL);
+    s.post(Some("INSERT INTO hits FORMAT TSV"), b"2013-06-01\t62\t1\ta\t1\n");
+    let (status, code, body) =
+        s.post(Some("INSERT INTO hits FORMAT TSV"), b"2013-06-02\t1\t1\tb\t1\n2013-06-03\tx\t1\tc\t1\n");
+    assert_eq!((status, code.as_deref()), (400, Some("6")), "{body}");
+    assert!(
+        body.starts_with("Code: 6. DB::Exception: Cannot parse 'x' as UInt32 (at row 2, column 2: counter_id)"),
+        "{body}"
+    );
+    assert_eq!(s.ok("SELECT count(*) FROM hits"), "1\n", "nothing of the bad block is inserted");
+    for (sql, status, code) in [
+        ("SELEC 1", 400, "62"),
+        ("SELECT nope FROM hits", 400, "47"),
+        ("SELECT * FROM missing", 404, "60"),
+        ("CREATE TABLE t (a Strin) ENGINE = MergeTree ORDER BY a", 400, "50"),
+        ("CREATE TABLE t (a UInt8) ENGINE = Log", 400, "56"),
+        ("SELECT 1 FORMAT Nope", 400, "73"),
+        (DDL, 400, "57"),
+        ("ALTER TABLE hits UPDATE counter_id = 1 WHERE 1 = 1", 400, "420"),
+    ] {
+        let (st, c, body) = s.err(sql);
+        assert_eq!((st, c.as_str()), (status, code), "{sql}: {body}");
+        assert!(body.starts_with(&format!("Code: {code}. DB::Exception: ")), "{body}");
+    }
+    let (st, _, body) = s.post(None, &[b'S', 0xff, 0xfe]);
+    assert_eq!(st, 400, "{body}");
+    // Over the body limit (1 MiB in this test).
+    let (st, _, _) = s.post(Some("INSERT INTO hits FORMAT TSV"), &vec![b'x'; 2 << 20]);
+    assert_eq!(st, 413);
+    // The server keeps serving.
+    assert_eq!(s.ok("SELECT count(*) FROM hits"), "1\n");
+}
