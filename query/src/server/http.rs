@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 30;
 fn status_of(code: u32) -> StatusCode {
     match code {
         60 | 81 => StatusCode::NOT_FOUND,
-        6 | 16 | 27 | 36 | 42 | 43 | 46 | 47 | 50 | 53 | 56 | 57 | 62 | 73 | 82 | 115 | 117 | 131 => {
+        6 | 16 | 27 | 36 | 42 | 43 | 46 | 47 | 50 | 53 | 56 | 57 | 62 | 73 | 82 | 115 | 117 | 131 | 420 => {
             StatusCode::BAD_REQUEST
         }
         252 => StatusCode::TOO_MANY_REQUESTS,
