@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arrow::datatypes::DataType;
 use datafusion::catalog::MemorySchemaProvider;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::QueryError;
@@ -40,6 +43,11 @@ pub(crate) fn unknown_database(db: &str) -> QueryError {
     QueryError { code: 81, name: "UNKNOWN_DATABASE", message: format!("Database {db} does not exist") }
 }
 
+/// The hidden name under which `t FINAL` is registered.
+pub(crate) fn final_name(table: &str) -> String {
+    format!("{table} FINAL")
+}
+
 /// Writes a file atomically and durably (temp file, fsync, rename, fsync dir).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), QueryError> {
     let tmp = path.with_extension("tmp");
@@ -61,6 +69,16 @@ impl Server {
         let ctx = SessionContext::new_with_config(config);
         for udf in storage::expr::clickhouse_udfs() {
             ctx.register_udf(udf);
+        }
+        for (name, value) in [("version", env!("CARGO_PKG_VERSION")), ("timezone", "UTC")] {
+            let value = value.to_string();
+            ctx.register_udf(create_udf(
+                name,
+                vec![],
+                DataType::Utf8,
+                Volatility::Stable,
+                Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(value.clone()))))),
+            ));
         }
         let server = Arc::new(Server {
             data_dir: data_dir.to_path_buf(),
@@ -125,9 +143,12 @@ impl Server {
 
     pub(crate) fn register_table(&self, db: &str, name: &str, table: Arc<dyn TableEngine>) -> Result<(), QueryError> {
         let schema = self.ctx.catalog(CATALOG).and_then(|c| c.schema(db)).ok_or_else(|| unknown_database(db))?;
-        schema
-            .register_table(name.to_string(), Arc::new(EngineProvider { engine: table.clone() }))
-            .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
+        for final_ in [false, true] {
+            let provider = Arc::new(EngineProvider { engine: table.clone(), final_ });
+            schema
+                .register_table(if final_ { final_name(name) } else { name.to_string() }, provider)
+                .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
+        }
         self.tables().entry(db.to_string()).or_default().insert(name.to_string(), table);
         Ok(())
     }
@@ -135,6 +156,7 @@ impl Server {
     pub(crate) fn deregister_table(&self, db: &str, name: &str) -> Option<Arc<dyn TableEngine>> {
         if let Some(s) = self.ctx.catalog(CATALOG).and_then(|c| c.schema(db)) {
             let _ = s.deregister_table(name);
+            let _ = s.deregister_table(&final_name(name));
         }
         self.tables().get_mut(db).and_then(|t| t.remove(name))
     }

@@ -400,11 +400,40 @@ impl Server {
             return Ok(describe(t.as_ref()));
         }
         let (text, format) = split_format(sql)?;
+        let text = rewrite_final(&text)?;
         let frame = self.ctx.sql(&text).await.map_err(df)?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await.map_err(df)?;
         Ok(QueryOutput::rows(schema, batches, format))
     }
+}
+
+/// Rewrites `FROM [db.]t FINAL` to the table's FINAL provider; FINAL
+/// anywhere else is an error rather than silently ignored.
+fn rewrite_final(sql: &str) -> Result<String, QueryError> {
+    let c = Cursor::new(sql)?;
+    let mut out = String::new();
+    let mut copied = 0;
+    for (i, t) in c.toks.iter().enumerate() {
+        if !t.is_kw("FINAL") {
+            continue;
+        }
+        let name_tok = i.checked_sub(1).and_then(|j| c.toks.get(j)).filter(|n| n.ident().is_some());
+        let Some(name) = name_tok else {
+            return Err(QueryError::syntax("FINAL must follow a table name"));
+        };
+        let qualified = i >= 3 && c.toks[i - 2].is_punct(".") && c.toks[i - 3].ident().is_some();
+        let before = if qualified { i.checked_sub(4) } else { i.checked_sub(2) };
+        if !before.and_then(|j| c.toks.get(j)).is_some_and(|b| b.is_kw("FROM") || b.is_kw("JOIN")) {
+            return Err(QueryError::bad_arguments("FINAL is supported directly after a table name in FROM or JOIN"));
+        }
+        let table = name.ident().unwrap_or_default();
+        out.push_str(&sql[copied..name.start]);
+        out.push_str(&format!("`{}`", super::catalog::final_name(table).replace('`', "\\`")));
+        copied = t.end;
+    }
+    out.push_str(&sql[copied..]);
+    Ok(out)
 }
 
 /// The partition id a `PARTITION …` clause names; `None` for ALL.

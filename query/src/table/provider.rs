@@ -23,6 +23,8 @@ use super::TableEngine;
 #[derive(Debug)]
 pub struct EngineProvider {
     pub engine: Arc<dyn TableEngine>,
+    /// `SELECT … FROM t FINAL`: the engine's merge rules apply while reading.
+    pub final_: bool,
 }
 
 struct PartsStream {
@@ -90,12 +92,23 @@ impl TableProvider for EngineProvider {
         let pushed: Vec<Expr> =
             filters.iter().filter(|f| table.compiler.compile_expr((*f).clone()).is_ok()).cloned().collect();
         let filter = pushed.into_iter().reduce(|a, b| a.and(b));
-        let req = ScanRequest { columns, filter, final_: false };
+        let req = ScanRequest { columns, filter, final_: self.final_ };
         let parts = self.engine.snapshot();
         let n = state.config().target_partitions().clamp(1, parts.len().max(1));
         let mut groups: Vec<Vec<Arc<Part>>> = vec![Vec::new(); n];
-        for (i, p) in parts.into_iter().enumerate() {
-            groups[i % n].push(p);
+        if self.final_ {
+            // FINAL merges within a partition: its parts must share a stream.
+            let mut ids: Vec<String> = parts.iter().map(|p| p.name.partition_id.clone()).collect();
+            ids.sort();
+            ids.dedup();
+            for p in parts {
+                let k = ids.binary_search(&p.name.partition_id).unwrap_or(0) % n;
+                groups[k].push(p);
+            }
+        } else {
+            for (i, p) in parts.into_iter().enumerate() {
+                groups[i % n].push(p);
+            }
         }
         let streams: Vec<Arc<dyn PartitionStream>> = groups
             .into_iter()

@@ -176,3 +176,21 @@ fn bad_input_is_a_clickhouse_error_and_nothing_is_half_applied() {
     // The server keeps serving.
     assert_eq!(s.ok("SELECT count(*) FROM hits"), "1\n");
 }
+
+#[test]
+fn select_final_applies_the_engine_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    s.ok("SYSTEM STOP MERGES");
+    s.ok("CREATE TABLE r (k UInt32, v String, ver UInt32) ENGINE = ReplacingMergeTree(ver) ORDER BY k");
+    s.ok("INSERT INTO r VALUES (1, 'old', 1), (2, 'two', 1)");
+    s.ok("INSERT INTO r VALUES (1, 'new', 2)");
+    assert_eq!(s.ok("SELECT count(*) FROM r"), "3\n");
+    assert_eq!(s.ok("SELECT k, v FROM r FINAL ORDER BY k"), "1\tnew\n2\ttwo\n");
+    assert_eq!(s.ok("SELECT v FROM default.r FINAL WHERE k = 1"), "new\n");
+    // A filter on a non-key column applies after FINAL: the old version stays hidden.
+    assert_eq!(s.ok("SELECT count(*) FROM r FINAL WHERE v = 'old'"), "0\n");
+    let (st, code, _) = s.err("SELECT 1 FINAL");
+    assert_eq!((st, code.as_str()), (400, "62"));
+    assert_eq!(s.ok("SELECT version(), timezone()"), format!("{}\tUTC\n", env!("CARGO_PKG_VERSION")));
+}
