@@ -114,6 +114,10 @@ impl Server {
                 server.register_table(&db, &create.name, table)?;
             }
         }
+        let catalog = server.ctx.catalog(CATALOG).ok_or_else(|| QueryError::bad_arguments("no default catalog"))?;
+        catalog
+            .register_schema("system", Arc::new(super::system::SystemSchema { server: Arc::downgrade(&server) }))
+            .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
         server.start_merges();
         Ok(server)
     }

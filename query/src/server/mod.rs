@@ -4,6 +4,7 @@
 mod catalog;
 mod execute;
 pub mod http;
+mod system;
 
 pub use catalog::Server;
 pub use execute::QueryOutput;

@@ -286,6 +286,10 @@ impl TableEngine for LocalTable {
         self.drop_partitions(|_| true)
     }
 
+    fn outdated(&self) -> Vec<Arc<Part>> {
+        self.state().parts.outdated().cloned().collect()
+    }
+
     fn set_merges_stopped(&self, stopped: bool) {
         self.merges_stopped.store(stopped, Ordering::SeqCst);
     }

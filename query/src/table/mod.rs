@@ -52,4 +52,6 @@ pub trait TableEngine: Send + Sync + std::fmt::Debug {
     fn set_merges_stopped(&self, stopped: bool);
     /// Deletes outdated parts whose grace period is over.
     fn cleanup(&self) -> Result<(), QueryError>;
+    /// Outdated parts still on disk (`system.parts` with `active = 0`).
+    fn outdated(&self) -> Vec<Arc<Part>>;
 }

@@ -194,3 +194,33 @@ fn select_final_applies_the_engine_rules() {
     assert_eq!((st, code.as_str()), (400, "62"));
     assert_eq!(s.ok("SELECT version(), timezone()"), format!("{}\tUTC\n", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn system_tables_describe_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    s.ok("SYSTEM STOP MERGES");
+    s.ok("CREATE DATABASE d");
+    s.ok(&DDL.replace("TABLE hits", "TABLE d.hits"));
+    s.ok("INSERT INTO d.hits VALUES ('2013-06-01', 1, 1, 'a', 0), ('2013-07-01', 2, 2, 'b', 0)");
+    s.ok("INSERT INTO d.hits VALUES ('2013-06-02', 3, 3, 'c', 0)");
+    assert_eq!(s.ok("SELECT dummy FROM system.one"), "0\n");
+    assert_eq!(s.ok("SELECT name FROM system.databases ORDER BY name"), "d\ndefault\n");
+    assert_eq!(
+        s.ok("SELECT database, name, engine, partition_key, sorting_key, total_rows FROM system.tables"),
+        "d\thits\tMergeTree\ttoYYYYMM(d)\tcounter_id, d, user_id\t3\n"
+    );
+    assert_eq!(
+        s.ok("SELECT name, type, position, is_in_sorting_key FROM system.columns WHERE table = 'hits' AND position <= 2 ORDER BY position"),
+        "d\tDate\t1\t1\ncounter_id\tUInt32\t2\t1\n"
+    );
+    assert_eq!(
+        s.ok("SELECT partition, name, active, rows, level FROM system.parts WHERE table = 'hits' ORDER BY name"),
+        "201306\t201306_1_1_0\t1\t1\t0\n201306\t201306_3_3_0\t1\t1\t0\n201307\t201307_2_2_0\t1\t1\t0\n"
+    );
+    s.ok("OPTIMIZE TABLE d.hits PARTITION 201306 FINAL");
+    assert_eq!(
+        s.ok("SELECT name, active FROM system.parts WHERE table = 'hits' ORDER BY name"),
+        "201306_1_1_0\t0\n201306_1_3_1\t1\n201306_3_3_0\t0\n201307_2_2_0\t1\n"
+    );
+}

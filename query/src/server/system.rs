@@ -1,0 +1,240 @@
+//! System tables, built from the server's state when a query reads them:
+//! `system.one`, `system.databases`, `system.tables`, `system.columns`,
+//! `system.parts`.
+
+use std::sync::{Arc, Weak};
+
+use arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampSecondArray, UInt8Array, UInt32Array, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
+use datafusion::error::{DataFusionError, Result};
+
+use super::catalog::Server;
+use crate::table::TableEngine;
+
+const TABLES: &[&str] = &["one", "databases", "tables", "columns", "parts"];
+
+/// The `system` database.
+#[derive(Debug)]
+pub struct SystemSchema {
+    pub server: Weak<Server>,
+}
+
+fn utf8(v: Vec<String>) -> ArrayRef {
+    Arc::new(StringArray::from(v))
+}
+
+fn table_of(fields: Vec<Field>, cols: Vec<ArrayRef>) -> Result<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), cols)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+fn s(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, false)
+}
+
+fn all_tables(server: &Server) -> Vec<(String, String, Arc<dyn TableEngine>)> {
+    server
+        .tables()
+        .iter()
+        .flat_map(|(db, ts)| ts.iter().map(move |(n, t)| (db.clone(), n.clone(), t.clone())))
+        .collect()
+}
+
+fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+    Ok(Some(match name {
+        "one" => {
+            table_of(vec![Field::new("dummy", DataType::UInt8, false)], vec![Arc::new(UInt8Array::from(vec![0u8]))])?
+        }
+        "databases" => {
+            let names: Vec<String> = server.tables().keys().cloned().collect();
+            let n = names.len();
+            let dir = server.data_dir.display().to_string();
+            table_of(
+                vec![s("name"), s("engine"), s("data_path"), s("metadata_path")],
+                vec![
+                    utf8(names.clone()),
+                    utf8(vec!["Atomic".into(); n]),
+                    utf8(names.iter().map(|d| format!("{dir}/data/{d}/")).collect()),
+                    utf8(names.iter().map(|d| format!("{dir}/metadata/{d}/")).collect()),
+                ],
+            )?
+        }
+        "tables" => {
+            let ts = all_tables(server);
+            fn create(t: &Arc<dyn TableEngine>) -> &crate::parse::CreateTable {
+                t.create()
+            }
+            let rows: Vec<u64> = ts.iter().map(|(_, _, t)| t.snapshot().iter().map(|p| p.live_rows()).sum()).collect();
+            let bytes: Vec<u64> =
+                ts.iter().map(|(_, _, t)| t.snapshot().iter().map(|p| p.meta.bytes_on_disk).sum()).collect();
+            table_of(
+                vec![
+                    s("database"),
+                    s("name"),
+                    s("engine"),
+                    s("partition_key"),
+                    s("sorting_key"),
+                    s("primary_key"),
+                    Field::new("total_rows", DataType::UInt64, false),
+                    Field::new("total_bytes", DataType::UInt64, false),
+                    s("create_table_query"),
+                ],
+                vec![
+                    utf8(ts.iter().map(|(d, _, _)| d.clone()).collect()),
+                    utf8(ts.iter().map(|(_, n, _)| n.clone()).collect()),
+                    utf8(
+                        ts.iter()
+                            .map(|(_, _, t)| create(t).engine.as_ref().map(|e| e.name.clone()).unwrap_or_default())
+                            .collect(),
+                    ),
+                    utf8(ts.iter().map(|(_, _, t)| create(t).partition_by.clone().unwrap_or_default()).collect()),
+                    utf8(ts.iter().map(|(_, _, t)| t.storage().def.order_by.join(", ")).collect()),
+                    utf8(
+                        ts.iter()
+                            .map(|(_, _, t)| {
+                                create(t).primary_key.clone().unwrap_or_else(|| t.storage().def.order_by.join(", "))
+                            })
+                            .collect(),
+                    ),
+                    Arc::new(UInt64Array::from(rows)),
+                    Arc::new(UInt64Array::from(bytes)),
+                    utf8(
+                        ts.iter()
+                            .map(|(d, _, t)| {
+                                let mut c = create(t).clone();
+                                c.database = Some(d.clone());
+                                super::execute::render_create(&c)
+                            })
+                            .collect(),
+                    ),
+                ],
+            )?
+        }
+        "columns" => {
+            let mut v: [Vec<String>; 7] = Default::default();
+            let mut pos = Vec::new();
+            let mut flags: [Vec<u8>; 2] = Default::default();
+            for (db, name, t) in all_tables(server) {
+                for (i, c) in t.create().columns.iter().enumerate() {
+                    v[0].push(db.clone());
+                    v[1].push(name.clone());
+                    v[2].push(c.name.clone());
+                    v[3].push(c.ty.to_string());
+                    v[4].push(c.default.as_ref().map(|d| d.0.as_str().to_string()).unwrap_or_default());
+                    v[5].push(c.default.as_ref().map(|d| d.1.clone()).unwrap_or_default());
+                    v[6].push(c.comment.clone().unwrap_or_default());
+                    pos.push(i as u64 + 1);
+                    flags[0].push(t.storage().partition_columns().contains(&c.name) as u8);
+                    flags[1].push(t.storage().key_columns().contains(&c.name) as u8);
+                }
+            }
+            let [database, table, name, ty, default_kind, default_expression, comment] = v;
+            let [in_partition, in_sorting] = flags;
+            table_of(
+                vec![
+                    s("database"),
+                    s("table"),
+                    s("name"),
+                    s("type"),
+                    Field::new("position", DataType::UInt64, false),
+                    s("default_kind"),
+                    s("default_expression"),
+                    s("comment"),
+                    Field::new("is_in_partition_key", DataType::UInt8, false),
+                    Field::new("is_in_sorting_key", DataType::UInt8, false),
+                ],
+                vec![
+                    utf8(database),
+                    utf8(table),
+                    utf8(name),
+                    utf8(ty),
+                    Arc::new(UInt64Array::from(pos)),
+                    utf8(default_kind),
+                    utf8(default_expression),
+                    utf8(comment),
+                    Arc::new(UInt8Array::from(in_partition)),
+                    Arc::new(UInt8Array::from(in_sorting)),
+                ],
+            )?
+        }
+        "parts" => {
+            let mut rows = Vec::new();
+            for (db, name, t) in all_tables(server) {
+                for (p, active) in
+                    t.snapshot().into_iter().map(|p| (p, true)).chain(t.outdated().into_iter().map(|p| (p, false)))
+                {
+                    rows.push((db.clone(), name.clone(), p, active));
+                }
+            }
+            let m = |f: &dyn Fn(&Arc<storage::Part>) -> String| utf8(rows.iter().map(|r| f(&r.2)).collect());
+            table_of(
+                vec![
+                    s("database"),
+                    s("table"),
+                    s("partition"),
+                    s("partition_id"),
+                    s("name"),
+                    Field::new("active", DataType::UInt8, false),
+                    Field::new("rows", DataType::UInt64, false),
+                    Field::new("bytes_on_disk", DataType::UInt64, false),
+                    Field::new("data_compressed_bytes", DataType::UInt64, false),
+                    Field::new("data_uncompressed_bytes", DataType::UInt64, false),
+                    Field::new("level", DataType::UInt32, false),
+                    Field::new("min_block_number", DataType::Int64, false),
+                    Field::new("max_block_number", DataType::Int64, false),
+                    Field::new("data_version", DataType::Int64, false),
+                    Field::new("modification_time", DataType::Timestamp(TimeUnit::Second, None), false),
+                    s("path"),
+                ],
+                vec![
+                    utf8(rows.iter().map(|r| r.0.clone()).collect()),
+                    utf8(rows.iter().map(|r| r.1.clone()).collect()),
+                    m(&|p| match p.meta.partition_value.len() {
+                        0 => "tuple()".to_string(),
+                        1 => p.meta.partition_value[0].clone(),
+                        _ => format!("({})", p.meta.partition_value.join(", ")),
+                    }),
+                    m(&|p| p.name.partition_id.clone()),
+                    m(&|p| p.name.to_string()),
+                    Arc::new(UInt8Array::from(rows.iter().map(|r| r.3 as u8).collect::<Vec<_>>())),
+                    Arc::new(UInt64Array::from(rows.iter().map(|r| r.2.live_rows()).collect::<Vec<_>>())),
+                    Arc::new(UInt64Array::from(rows.iter().map(|r| r.2.meta.bytes_on_disk).collect::<Vec<_>>())),
+                    Arc::new(UInt64Array::from(rows.iter().map(|r| r.2.meta.bytes_on_disk).collect::<Vec<_>>())),
+                    Arc::new(UInt64Array::from(rows.iter().map(|r| r.2.meta.uncompressed_bytes).collect::<Vec<_>>())),
+                    Arc::new(UInt32Array::from(rows.iter().map(|r| r.2.name.level).collect::<Vec<_>>())),
+                    Arc::new(Int64Array::from(rows.iter().map(|r| r.2.name.min_block).collect::<Vec<_>>())),
+                    Arc::new(Int64Array::from(rows.iter().map(|r| r.2.name.max_block).collect::<Vec<_>>())),
+                    Arc::new(Int64Array::from(rows.iter().map(|r| r.2.name.data_version()).collect::<Vec<_>>())),
+                    Arc::new(TimestampSecondArray::from(
+                        rows.iter().map(|r| r.2.meta.modification_time_ms / 1000).collect::<Vec<_>>(),
+                    )),
+                    m(&|p| format!("{}/", p.dir.display())),
+                ],
+            )?
+        }
+        _ => return Ok(None),
+    }))
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        TABLES.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        match self.server.upgrade() {
+            Some(server) => build(&server, name),
+            None => Ok(None),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        TABLES.contains(&name)
+    }
+}
