@@ -8,6 +8,7 @@
 pub mod error;
 pub mod format;
 pub mod parse;
+pub mod plan;
 pub mod server;
 pub mod table;
 

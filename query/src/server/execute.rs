@@ -260,6 +260,17 @@ impl Server {
         }
     }
 
+    /// Plans a query on DataFusion after rewriting ClickHouse functions.
+    async fn plan(&self, sql: &str) -> Result<datafusion::dataframe::DataFrame, QueryError> {
+        let state = self.ctx.state();
+        let mut stmt = state.sql_to_statement(sql, &datafusion::config::Dialect::ClickHouse).map_err(df)?;
+        if let datafusion::sql::parser::Statement::Statement(s) = &mut stmt {
+            crate::plan::functions::rewrite_statement(s)?;
+        }
+        let plan = state.statement_to_plan(stmt).await.map_err(df)?;
+        self.ctx.execute_logical_plan(plan).await.map_err(df)
+    }
+
     fn drop_table(&self, db: &str, name: &str) -> Result<(), QueryError> {
         self.deregister_table(db, name);
         let meta = self.metadata_path(db, name);
@@ -307,7 +318,7 @@ impl Server {
                 format::read(fmt, data.as_bytes(), &target)?
             } else {
                 let source = c.rest();
-                let frame = self.ctx.sql(&source).await.map_err(df)?;
+                let frame = self.plan(&source).await?;
                 let batches = frame.collect().await.map_err(df)?;
                 let n: usize = batches.iter().map(|b| b.num_rows()).sum();
                 let mut cols: Vec<Vec<ArrayRef>> = vec![Vec::new(); target.fields().len()];
@@ -401,7 +412,7 @@ impl Server {
         }
         let (text, format) = split_format(sql)?;
         let text = rewrite_final(&text)?;
-        let frame = self.ctx.sql(&text).await.map_err(df)?;
+        let frame = self.plan(&text).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await.map_err(df)?;
         Ok(QueryOutput::rows(schema, batches, format))

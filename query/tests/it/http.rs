@@ -224,3 +224,24 @@ fn system_tables_describe_the_server() {
         "201306_1_1_0\t0\n201306_1_3_1\t1\n201306_3_3_0\t0\n201307_2_2_0\t1\n"
     );
 }
+
+#[test]
+fn clickhouse_aggregate_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    s.ok("CREATE TABLE t (k UInt32, v Float64, u UInt64) ENGINE = MergeTree ORDER BY k");
+    s.ok("INSERT INTO t VALUES (1, 0.5, 7), (2, 1.5, 7), (3, 4.0, 9), (4, 2.0, 9)");
+    assert_eq!(s.ok("SELECT count(), uniqExact(u), uniq(u) FROM t"), "4\t2\t2\n");
+    assert_eq!(
+        s.ok("SELECT countIf(k > 1), sumIf(v, k > 2), avgIf(v, k <= 2), uniqExactIf(u, k > 2) FROM t"),
+        "3\t6\t1\t1\n"
+    );
+    assert_eq!(s.ok("SELECT argMax(k, v), argMin(k, v) FROM t"), "3\t1\n");
+    // quantile is approximate, in ClickHouse as here: any value between the middle two.
+    let q: f64 = s.ok("SELECT quantile(0.5)(v) FROM t").trim().parse().unwrap();
+    assert!((1.5..=2.0).contains(&q), "{q}");
+    assert_eq!(s.ok("SELECT groupArray(k) FROM (SELECT k FROM t ORDER BY k) AS s"), "[1,2,3,4]\n");
+    assert_eq!(s.ok("SELECT u, anyLast(u) FROM t GROUP BY u ORDER BY u"), "7\t7\n9\t9\n");
+    let (st, code, _) = s.err("SELECT countIf() FROM t");
+    assert_eq!((st, code.as_str()), (400, "42"));
+}

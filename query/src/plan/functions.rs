@@ -1,0 +1,129 @@
+//! ClickHouse aggregate functions analysts use daily, rewritten on the AST
+//! into their DataFusion equivalents: the `-If` combinator becomes a FILTER
+//! clause, `uniqExact` a DISTINCT count, `uniq` an approximate distinct count,
+//! `any`/`anyLast` first/last value, `argMin`/`argMax` an ordered first value,
+//! `groupArray` `array_agg`, and `quantile(p)(x)`/`median(x)` an approximate
+//! percentile.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArgumentList,
+    FunctionArguments, Ident, ObjectName, OrderByExpr, OrderByOptions, Statement, Value, visit_expressions_mut,
+};
+
+use crate::error::QueryError;
+
+const IF_BASES: &[&str] = &["count", "sum", "avg", "min", "max", "uniq", "uniqExact", "any", "anyLast", "groupArray"];
+
+fn set_name(f: &mut Function, name: &str) {
+    f.name = ObjectName::from(vec![Ident::new(name)]);
+}
+
+fn arg_list(f: &mut Function) -> Option<&mut FunctionArgumentList> {
+    match &mut f.args {
+        FunctionArguments::List(l) => Some(l),
+        _ => None,
+    }
+}
+
+fn plain_expr(a: &FunctionArg) -> Option<Expr> {
+    match a {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+        _ => None,
+    }
+}
+
+fn parameters(f: &Function) -> Vec<Expr> {
+    match &f.parameters {
+        FunctionArguments::List(l) => l.args.iter().filter_map(plain_expr).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Rewrites one function call in place.
+fn rewrite(f: &mut Function) -> Result<(), QueryError> {
+    let Some(mut name) = f.name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.clone()) else { return Ok(()) };
+    if f.name.0.len() != 1 {
+        return Ok(());
+    }
+    // The -If combinator: the last argument is the condition.
+    if let Some(base) = name.strip_suffix("If").filter(|b| IF_BASES.contains(b)) {
+        let base = base.to_string();
+        let Some(list) = arg_list(f) else { return Ok(()) };
+        let cond = list
+            .args
+            .pop()
+            .and_then(|a| plain_expr(&a))
+            .ok_or_else(|| QueryError::arguments(format!("{name} requires a condition as its last argument")))?;
+        if base == "count" && list.args.is_empty() {
+            list.args.push(FunctionArg::Unnamed(FunctionArgExpr::Wildcard));
+        }
+        f.filter = Some(Box::new(cond));
+        set_name(f, &base);
+        name = base;
+    }
+    match name.as_str() {
+        "uniqExact" => {
+            set_name(f, "count");
+            if let Some(l) = arg_list(f) {
+                l.duplicate_treatment = Some(DuplicateTreatment::Distinct);
+            }
+        }
+        "uniq" | "uniqCombined" | "uniqCombined64" | "uniqHLL12" => set_name(f, "approx_distinct"),
+        "any" => set_name(f, "first_value"),
+        "anyLast" => set_name(f, "last_value"),
+        "groupArray" => set_name(f, "array_agg"),
+        "argMax" | "argMin" => {
+            let desc = name == "argMax";
+            let Some(list) = arg_list(f) else { return Ok(()) };
+            if list.args.len() != 2 {
+                return Err(QueryError::arguments(format!("{name} takes two arguments")));
+            }
+            let by = list
+                .args
+                .pop()
+                .and_then(|a| plain_expr(&a))
+                .ok_or_else(|| QueryError::arguments(format!("bad {name} argument")))?;
+            list.clauses.push(FunctionArgumentClause::OrderBy(vec![OrderByExpr {
+                expr: by,
+                options: OrderByOptions { asc: Some(!desc), nulls_first: None },
+                with_fill: None,
+            }]));
+            set_name(f, "first_value");
+        }
+        "quantile" | "median" | "quantileExact" | "medianExact" => {
+            let p = parameters(f).into_iter().next().unwrap_or(Expr::value(Value::Number("0.5".into(), false)));
+            let Some(list) = arg_list(f) else { return Ok(()) };
+            let x = match list.args.as_slice() {
+                [a] => plain_expr(a).ok_or_else(|| QueryError::arguments(format!("bad {name} argument")))?,
+                _ => return Err(QueryError::arguments(format!("{name} takes one argument"))),
+            };
+            list.args = vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(p))];
+            f.parameters = FunctionArguments::None;
+            f.within_group = vec![OrderByExpr {
+                expr: x,
+                options: OrderByOptions { asc: None, nulls_first: None },
+                with_fill: None,
+            }];
+            set_name(f, "approx_percentile_cont");
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Rewrites every ClickHouse function call in a statement.
+pub fn rewrite_statement(stmt: &mut Statement) -> Result<(), QueryError> {
+    let mut err = None;
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let Expr::Function(f) = e
+            && let Err(x) = rewrite(f)
+        {
+            err = Some(x);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    err.map_or(Ok(()), Err)
+}

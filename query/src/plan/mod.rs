@@ -1,0 +1,4 @@
+//! Planning: ClickHouse's SQL functions rewritten onto DataFusion's before
+//! planning.
+
+pub mod functions;
