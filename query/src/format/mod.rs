@@ -2,6 +2,7 @@
 //! +WithNamesAndTypes), CSV (+WithNames) and JSONEachRow. Binary formats
 //! (Parquet, Arrow, RowBinary, Native) are issue 4's next step.
 
+mod other;
 mod read;
 pub mod value;
 
@@ -10,7 +11,7 @@ use arrow::datatypes::{DataType, Field, TimeUnit};
 
 use crate::error::QueryError;
 use crate::parse::types::CH_TYPE_KEY;
-pub use read::{default_column, read};
+pub use read::{default_column, null_as_default, read};
 use value::{Style, write_value};
 
 /// A data format by its ClickHouse name.
@@ -22,6 +23,13 @@ pub enum Format {
     Csv,
     CsvWithNames,
     JsonEachRow,
+    Json,
+    JsonCompact,
+    Pretty,
+    PrettyCompact,
+    Parquet,
+    Arrow,
+    ArrowStream,
 }
 
 impl Format {
@@ -34,6 +42,13 @@ impl Format {
             "CSV" => Format::Csv,
             "CSVWithNames" => Format::CsvWithNames,
             "JSONEachRow" | "JSONLines" | "NDJSON" => Format::JsonEachRow,
+            "JSON" => Format::Json,
+            "JSONCompact" => Format::JsonCompact,
+            "Pretty" => Format::Pretty,
+            "PrettyCompact" => Format::PrettyCompact,
+            "Parquet" => Format::Parquet,
+            "Arrow" => Format::Arrow,
+            "ArrowStream" => Format::ArrowStream,
             other => {
                 return Err(QueryError {
                     code: 73,
@@ -53,6 +68,13 @@ impl Format {
             Format::Csv => "CSV",
             Format::CsvWithNames => "CSVWithNames",
             Format::JsonEachRow => "JSONEachRow",
+            Format::Json => "JSON",
+            Format::JsonCompact => "JSONCompact",
+            Format::Pretty => "Pretty",
+            Format::PrettyCompact => "PrettyCompact",
+            Format::Parquet => "Parquet",
+            Format::Arrow => "Arrow",
+            Format::ArrowStream => "ArrowStream",
         }
     }
 
@@ -61,6 +83,9 @@ impl Format {
         match self {
             Format::Csv | Format::CsvWithNames => "text/csv; charset=UTF-8; header=absent",
             Format::JsonEachRow => "application/x-ndjson; charset=UTF-8",
+            Format::Json | Format::JsonCompact => "application/json; charset=UTF-8",
+            Format::Pretty | Format::PrettyCompact => "text/plain; charset=UTF-8",
+            Format::Parquet | Format::Arrow | Format::ArrowStream => "application/octet-stream",
             _ => "text/tab-separated-values; charset=UTF-8",
         }
     }
@@ -111,8 +136,22 @@ fn write_header(out: &mut String, names: &[String], style: Style) {
     out.push('\n');
 }
 
-/// Writes batches in a text format.
-pub fn write(format: Format, batches: &[RecordBatch], schema: &arrow::datatypes::Schema) -> Vec<u8> {
+/// Writes batches in a format.
+pub fn write(
+    format: Format,
+    batches: &[RecordBatch],
+    schema: &arrow::datatypes::Schema,
+) -> Result<Vec<u8>, QueryError> {
+    match format {
+        Format::Json | Format::JsonCompact => return Ok(other::json(batches, schema, format == Format::JsonCompact)),
+        Format::Pretty | Format::PrettyCompact => return Ok(other::pretty(batches, schema, format == Format::Pretty)),
+        Format::Parquet | Format::Arrow | Format::ArrowStream => return other::binary(format, batches, schema),
+        _ => {}
+    }
+    Ok(write_text(format, batches, schema))
+}
+
+fn write_text(format: Format, batches: &[RecordBatch], schema: &arrow::datatypes::Schema) -> Vec<u8> {
     let mut out = String::new();
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let types: Vec<Option<String>> = schema.fields().iter().map(|f| f.metadata().get(CH_TYPE_KEY).cloned()).collect();

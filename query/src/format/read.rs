@@ -218,6 +218,17 @@ fn json_each_row(text: &str, schema: &SchemaRef) -> Result<Table, QueryError> {
     Ok(Table { columns, rows })
 }
 
+/// NULLs in a non-Nullable column become the column's default, as
+/// ClickHouse's `input_format_null_as_default` (on by default) does.
+pub fn null_as_default(field: &Field, col: ArrayRef) -> Result<ArrayRef, QueryError> {
+    if field.is_nullable() || col.null_count() == 0 {
+        return Ok(col);
+    }
+    let present = arrow::compute::is_not_null(&col).map_err(|e| parse_error(e.to_string()))?;
+    let defaults = default_column(field, col.len())?;
+    arrow::compute::kernels::zip::zip(&present, &col, &defaults).map_err(|e| parse_error(e.to_string()))
+}
+
 /// A column of `n` default values (NULL for Nullable columns).
 pub fn default_column(field: &Field, n: usize) -> Result<ArrayRef, QueryError> {
     column_array(field, vec![None; n], 0)
@@ -312,6 +323,9 @@ fn column_array(field: &Field, texts: Vec<Option<String>>, col: usize) -> Result
 
 /// Parses a request body in `format` into a batch with `schema`.
 pub fn read(format: Format, body: &[u8], schema: &SchemaRef) -> Result<RecordBatch, QueryError> {
+    if matches!(format, Format::Parquet | Format::Arrow | Format::ArrowStream) {
+        return super::other::read_binary(format, body, schema);
+    }
     let text = std::str::from_utf8(body).map_err(|e| {
         parse_error(format!("Cannot parse input: the data is not valid UTF-8 at byte {}", e.valid_up_to()))
     })?;
@@ -322,6 +336,14 @@ pub fn read(format: Format, body: &[u8], schema: &SchemaRef) -> Result<RecordBat
         Format::Csv => csv(text, schema, false)?,
         Format::CsvWithNames => csv(text, schema, true)?,
         Format::JsonEachRow => json_each_row(text, schema)?,
+        Format::Parquet | Format::Arrow | Format::ArrowStream => unreachable!("binary formats are read above"),
+        f => {
+            return Err(QueryError {
+                code: 73,
+                name: "UNKNOWN_FORMAT",
+                message: format!("Format {} is not suitable for input", f.name()),
+            });
+        }
     };
     let n = table.rows.len();
     let mut per_col: Vec<Vec<Option<String>>> = vec![vec![None; n]; schema.fields().len()];

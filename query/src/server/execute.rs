@@ -58,6 +58,66 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| QueryError::bad_arguments(format!("task failed: {e}")))?
 }
 
+/// For `INSERT … FORMAT <name> <data>`: the statement up to the format name,
+/// and the inline data after the whitespace ending it. Only the head is
+/// tokenised, so the data may hold anything (quotes included).
+fn split_insert_format(sql: &str) -> Option<(&str, &str)> {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() && b[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    if !sql.get(i..i + 6).is_some_and(|w| w.eq_ignore_ascii_case("INSERT")) {
+        return None;
+    }
+    let mut depth = 0i32;
+    let mut prev_format = false;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'`' || c == b'"' || c == b'\'' {
+            let q = c;
+            i += 1;
+            while i < b.len() && b[i] != q {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+            prev_format = false;
+        } else if c == b'(' {
+            depth += 1;
+            i += 1;
+        } else if c == b')' {
+            depth -= 1;
+            i += 1;
+        } else if c.is_ascii_alphanumeric() || c == b'_' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            let word = &sql[start..i];
+            if prev_format {
+                let rest = &sql[i..];
+                let rest = rest
+                    .strip_prefix("\r\n")
+                    .or_else(|| rest.strip_prefix('\n'))
+                    .unwrap_or_else(|| rest.trim_start_matches([' ', '\t']));
+                let rest = rest.strip_prefix("\r\n").or_else(|| rest.strip_prefix('\n')).unwrap_or(rest);
+                return Some((&sql[..i], rest));
+            }
+            if depth == 0
+                && (word.eq_ignore_ascii_case("VALUES")
+                    || word.eq_ignore_ascii_case("SELECT")
+                    || word.eq_ignore_ascii_case("WITH"))
+            {
+                return None;
+            }
+            prev_format = depth == 0 && word.eq_ignore_ascii_case("FORMAT");
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
 /// Splits a trailing `FORMAT <name>` (and `SETTINGS …`) off a SELECT.
 fn split_format(sql: &str) -> Result<(String, Option<Format>), QueryError> {
     let c = Cursor::new(sql)?;
@@ -91,6 +151,39 @@ impl Server {
     /// Executes one statement. `data` is the rest of the request body after
     /// the statement (the rows of an `INSERT … FORMAT`).
     pub async fn execute(self: &Arc<Self>, sql: &str, db: &str) -> Result<QueryOutput, QueryError> {
+        self.execute_with_data(sql, &[], db).await
+    }
+
+    /// Executes a statement followed by `data`: the rows of an `INSERT …
+    /// FORMAT` (any bytes), or more query text otherwise (UTF-8).
+    pub async fn execute_with_data(
+        self: &Arc<Self>,
+        sql: &str,
+        data: &[u8],
+        db: &str,
+    ) -> Result<QueryOutput, QueryError> {
+        if let Some((head, inline)) = split_insert_format(sql) {
+            let mut rows = inline.as_bytes().to_vec();
+            if !data.is_empty() {
+                if !rows.is_empty() {
+                    rows.push(b'\n');
+                }
+                rows.extend_from_slice(data);
+            }
+            return self.execute_insert(head, Some(&rows), db).await;
+        }
+        let full;
+        let sql = if data.is_empty() {
+            sql
+        } else {
+            let more = std::str::from_utf8(data).map_err(|e| QueryError {
+                code: 27,
+                name: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+                message: format!("the query is not valid UTF-8 at byte {}", e.valid_up_to()),
+            })?;
+            full = format!("{sql}\n{more}");
+            &full
+        };
         match parse_statement(sql)? {
             Statement::CreateDatabase { name, if_not_exists } => {
                 if self.tables().contains_key(&name) {
@@ -281,8 +374,23 @@ impl Server {
     }
 
     async fn execute_other(self: &Arc<Self>, sql: &str, db: &str) -> Result<QueryOutput, QueryError> {
+        if Cursor::new(sql)?.peek_kws(&["INSERT", "INTO"]) {
+            return self.execute_insert(sql, None, db).await;
+        }
+        self.execute_query(sql, db).await
+    }
+
+    /// `INSERT INTO t [(cols)] FORMAT f` with its rows in `data`, or
+    /// `INSERT INTO t [(cols)] VALUES … / SELECT …` with `data` None.
+    async fn execute_insert(
+        self: &Arc<Self>,
+        sql: &str,
+        data: Option<&[u8]>,
+        db: &str,
+    ) -> Result<QueryOutput, QueryError> {
         let mut c = Cursor::new(sql)?;
-        if c.eat_kws(&["INSERT", "INTO"]) {
+        {
+            c.expect_kws(&["INSERT", "INTO"])?;
             c.eat_kws(&["TABLE"]);
             let (d, name) = c.qualified_name()?;
             let table = self.table(&d.unwrap_or_else(|| db.to_string()), &name)?;
@@ -308,14 +416,8 @@ impl Server {
             };
             let batch = if c.eat_kws(&["FORMAT"]) {
                 let fmt = Format::from_name(&c.ident()?)?;
-                let end = c.toks.get(c.pos - 1).map(|t| t.end).unwrap_or(sql.len());
-                let data = &sql[end..];
-                // The data starts after the whitespace that ends the FORMAT clause.
-                let data = data
-                    .strip_prefix("\r\n")
-                    .or_else(|| data.strip_prefix('\n'))
-                    .unwrap_or(data.trim_start_matches([' ', '\t']));
-                format::read(fmt, data.as_bytes(), &target)?
+                c.finish()?;
+                format::read(fmt, data.unwrap_or_default(), &target)?
             } else {
                 let source = c.rest();
                 let frame = self.plan(&source).await?;
@@ -342,7 +444,7 @@ impl Server {
                                 f.data_type()
                             ),
                         })?;
-                        cols[i].push(cast);
+                        cols[i].push(format::null_as_default(f, cast)?);
                     }
                 }
                 let arrays = cols
@@ -383,8 +485,12 @@ impl Server {
                 .map_err(|e| QueryError::bad_arguments(e.to_string()))?
             };
             let rows = blocking(move || table.insert(&full)).await?;
-            return Ok(QueryOutput { written_rows: rows as u64, ..Default::default() });
+            Ok(QueryOutput { written_rows: rows as u64, ..Default::default() })
         }
+    }
+
+    async fn execute_query(self: &Arc<Self>, sql: &str, db: &str) -> Result<QueryOutput, QueryError> {
+        let mut c = Cursor::new(sql)?;
         if c.eat_kws(&["SHOW", "DATABASES"]) {
             let names: Vec<String> = self.tables().keys().cloned().collect();
             return Ok(names_output("name", names));

@@ -45,30 +45,32 @@ async fn handle(
     Query(params): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    let body = match std::str::from_utf8(&body) {
-        Ok(b) => b.to_string(),
-        Err(e) => {
-            return error_response(&QueryError {
-                code: 27,
-                name: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
-                message: format!("the request body is not valid UTF-8 at byte {}", e.valid_up_to()),
-            });
-        }
-    };
-    // With a `query` parameter the body continues it (INSERT data); without, the body is the query.
-    let sql = match params.get("query") {
-        Some(q) if body.is_empty() => q.clone(),
-        Some(q) => format!("{q}\n{body}"),
-        None => body,
+    // With a `query` parameter the body continues it (INSERT rows, any bytes);
+    // without one, the body is the query.
+    let (sql, data) = match params.get("query") {
+        Some(q) => (q.clone(), body),
+        None => match std::str::from_utf8(&body) {
+            Ok(b) => (b.to_string(), Bytes::new()),
+            Err(e) => {
+                return error_response(&QueryError {
+                    code: 27,
+                    name: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+                    message: format!("the query is not valid UTF-8 at byte {}", e.valid_up_to()),
+                });
+            }
+        },
     };
     let db = params.get("database").cloned().unwrap_or_else(|| "default".to_string());
     let query_id = params.get("query_id").cloned().unwrap_or_else(|| format!("{:016x}", rand_id()));
-    match server.execute(&sql, &db).await {
+    match server.execute_with_data(&sql, &data, &db).await {
         Ok(out) => {
             let fmt = out.format.or_else(|| params.get("default_format").and_then(|f| Format::from_name(f).ok()));
             let fmt = fmt.unwrap_or(Format::TabSeparated);
             let body = match &out.schema {
-                Some(schema) => format::write(fmt, &out.batches, schema),
+                Some(schema) => match format::write(fmt, &out.batches, schema) {
+                    Ok(b) => b,
+                    Err(e) => return error_response(&e),
+                },
                 None => Vec::new(),
             };
             let read_rows: usize = out.batches.iter().map(|b| b.num_rows()).sum();

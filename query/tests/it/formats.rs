@@ -25,11 +25,13 @@ fn tsv_round_trip_with_clickhouse_spelling() {
                  1970-01-01\t1970-01-01 00:00:00\t1970-01-01 00:00:00.000\t0\t0\t0\t\tx\tfalse\t0.00\t00000000-0000-0000-0000-000000000000\n";
     let batch = format::read(Format::TabSeparated, input.as_bytes(), &s).unwrap();
     assert_eq!(batch.num_rows(), 2);
-    let out = String::from_utf8(format::write(Format::TabSeparated, std::slice::from_ref(&batch), &s)).unwrap();
+    let out =
+        String::from_utf8(format::write(Format::TabSeparated, std::slice::from_ref(&batch), &s).unwrap()).unwrap();
     assert_eq!(out, input);
-    let with_types =
-        String::from_utf8(format::write(Format::TabSeparatedWithNamesAndTypes, std::slice::from_ref(&batch), &s))
-            .unwrap();
+    let with_types = String::from_utf8(
+        format::write(Format::TabSeparatedWithNamesAndTypes, std::slice::from_ref(&batch), &s).unwrap(),
+    )
+    .unwrap();
     let mut lines = with_types.lines();
     assert_eq!(lines.next().unwrap(), "d\tt\tt3\tu\ti\tf\ts\tn\tb\tdec\tid");
     assert_eq!(
@@ -46,13 +48,14 @@ fn csv_and_json_each_row_round_trip() {
     let s = schema(COLUMNS);
     let tsv = "2013-06-01\t2013-07-15 12:27:14\t2013-07-15 12:27:14.567\t7\t-5\t1.5\tsay \"hi\", ok\t\\N\ttrue\t1.50\t12121212-1212-1212-1212-121212121212\n";
     let batch = format::read(Format::TabSeparated, tsv.as_bytes(), &s).unwrap();
-    let csv = String::from_utf8(format::write(Format::Csv, std::slice::from_ref(&batch), &s)).unwrap();
+    let csv = String::from_utf8(format::write(Format::Csv, std::slice::from_ref(&batch), &s).unwrap()).unwrap();
     assert_eq!(
         csv,
         "\"2013-06-01\",\"2013-07-15 12:27:14\",\"2013-07-15 12:27:14.567\",7,-5,1.5,\"say \"\"hi\"\", ok\",\\N,true,1.50,\"12121212-1212-1212-1212-121212121212\"\n"
     );
     assert_eq!(format::read(Format::Csv, csv.as_bytes(), &s).unwrap(), batch);
-    let json = String::from_utf8(format::write(Format::JsonEachRow, std::slice::from_ref(&batch), &s)).unwrap();
+    let json =
+        String::from_utf8(format::write(Format::JsonEachRow, std::slice::from_ref(&batch), &s).unwrap()).unwrap();
     assert_eq!(
         json,
         "{\"d\":\"2013-06-01\",\"t\":\"2013-07-15 12:27:14\",\"t3\":\"2013-07-15 12:27:14.567\",\"u\":\"7\",\"i\":-5,\"f\":1.5,\
@@ -65,10 +68,10 @@ fn csv_and_json_each_row_round_trip() {
 fn missing_values_take_defaults_and_unknown_json_keys_are_skipped() {
     let s = schema("a UInt32, b String, c Nullable(Int64)");
     let b = format::read(Format::JsonEachRow, b"{\"b\": \"x\", \"zzz\": 1}\n{\"a\": 5}", &s).unwrap();
-    let out = String::from_utf8(format::write(Format::TabSeparated, &[b], &s)).unwrap();
+    let out = String::from_utf8(format::write(Format::TabSeparated, &[b], &s).unwrap()).unwrap();
     assert_eq!(out, "0\tx\t\\N\n5\t\t\\N\n");
     let b = format::read(Format::Csv, b"1,,\n2,\"\",3\r\n", &s).unwrap();
-    let out = String::from_utf8(format::write(Format::TabSeparated, &[b], &s)).unwrap();
+    let out = String::from_utf8(format::write(Format::TabSeparated, &[b], &s).unwrap()).unwrap();
     assert_eq!(out, "1\t\t\\N\n2\t\t3\n");
 }
 

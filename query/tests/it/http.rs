@@ -245,3 +245,52 @@ fn clickhouse_aggregate_functions() {
     let (st, code, _) = s.err("SELECT countIf() FROM t");
     assert_eq!((st, code.as_str()), (400, "42"));
 }
+
+#[test]
+fn json_pretty_and_arrow_family_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    s.ok("CREATE TABLE t (k UInt32, s Nullable(String)) ENGINE = MergeTree ORDER BY k");
+    s.ok("INSERT INTO t VALUES (1, 'a'), (2, NULL)");
+    let json: serde_json::Value = serde_json::from_str(&s.ok("SELECT k, s FROM t ORDER BY k FORMAT JSON")).unwrap();
+    assert_eq!(json["meta"][1]["type"], "Nullable(String)");
+    assert_eq!(json["data"][0]["s"], "a");
+    assert_eq!(json["rows"], 2);
+    let compact: serde_json::Value =
+        serde_json::from_str(&s.ok("SELECT k, s FROM t ORDER BY k FORMAT JSONCompact")).unwrap();
+    assert_eq!(compact["data"][1], serde_json::json!([2, null]));
+    assert_eq!(
+        s.ok("SELECT k, s FROM t ORDER BY k FORMAT PrettyCompact"),
+        "┌───┬──────┐\n│ k │ s    │\n├───┼──────┤\n│ 1 │ a    │\n│ 2 │ ᴺᵁᴸᴸ │\n└───┴──────┘\n"
+    );
+    // Parquet out of one table and into another, through curl's bytes.
+    for fmt in ["Parquet", "Arrow", "ArrowStream"] {
+        let (status, _, _) =
+            s.post(None, format!("CREATE TABLE c_{fmt} (k UInt64, s String) ENGINE = MergeTree ORDER BY k").as_bytes());
+        assert_eq!(status, 200);
+        let out = Command::new("curl")
+            .args(["-s", "--data-binary"])
+            .arg(format!("SELECT k, s FROM t ORDER BY k FORMAT {fmt}"))
+            .arg(format!("http://{}/", s.addr))
+            .output()
+            .unwrap();
+        let (status, code, body) = s.post(Some(&format!("INSERT INTO c_{fmt} FORMAT {fmt}")), &out.stdout);
+        assert_eq!((status, code), (200, None), "{fmt}: {body}");
+        assert_eq!(s.ok(&format!("SELECT k, s FROM c_{fmt} ORDER BY k")), "1\ta\n2\t\n", "{fmt}");
+    }
+    let (st, code, _) = s.post(Some("INSERT INTO t FORMAT Parquet"), b"not parquet");
+    assert_eq!((st, code.as_deref()), (400, Some("27")));
+}
+
+/// Regression: inline INSERT data was tokenised as SQL, so a quote in the rows
+/// failed the whole statement.
+#[test]
+fn inline_insert_data_may_hold_anything_and_nulls_become_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    s.ok("CREATE TABLE q (k UInt32, s String) ENGINE = MergeTree ORDER BY k");
+    s.ok("INSERT INTO q FORMAT TSV\n1\tit's \"quoted\" (really\n2\t`tick`\n");
+    s.ok("INSERT INTO q VALUES (3, NULL)");
+    s.ok("INSERT INTO q SELECT 4, CAST(NULL AS VARCHAR)");
+    assert_eq!(s.ok("SELECT k, s FROM q ORDER BY k"), "1\tit\\'s \"quoted\" (really\n2\t`tick`\n3\t\n4\t\n");
+}
