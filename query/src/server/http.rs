@@ -24,10 +24,11 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 30;
 fn status_of(code: u32) -> StatusCode {
     match code {
         60 | 81 => StatusCode::NOT_FOUND,
-        6 | 16 | 27 | 36 | 42 | 43 | 46 | 47 | 50 | 53 | 56 | 57 | 62 | 73 | 82 | 115 | 117 | 131 | 420 => {
+        6 | 16 | 27 | 36 | 42 | 43 | 46 | 47 | 50 | 53 | 56 | 57 | 62 | 73 | 82 | 115 | 117 | 131 | 354 | 420 => {
             StatusCode::BAD_REQUEST
         }
         252 => StatusCode::TOO_MANY_REQUESTS,
+        307 => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -40,11 +41,53 @@ fn error_response(e: &QueryError) -> Response {
     r
 }
 
+/// Decodes a request body by its `Content-Encoding` (gzip, deflate, zstd, lz4).
+fn decode_body(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, QueryError> {
+    use std::io::Read;
+    let Some(enc) = headers.get("content-encoding").and_then(|v| v.to_str().ok()) else { return Ok(body) };
+    let enc = enc.trim().to_ascii_lowercase();
+    let bad = |e: std::io::Error| QueryError {
+        code: 354,
+        name: "CANNOT_DECOMPRESS",
+        message: format!("Cannot decode the request body as {enc}: {e}"),
+    };
+    let mut out = Vec::new();
+    let reader: Box<dyn Read> = match enc.as_str() {
+        "" | "identity" => return Ok(body),
+        "gzip" | "x-gzip" => Box::new(flate2::read::GzDecoder::new(&body[..])),
+        "deflate" => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
+        "zstd" => Box::new(zstd::stream::read::Decoder::new(&body[..]).map_err(bad)?),
+        "lz4" => Box::new(lz4_flex::frame::FrameDecoder::new(&body[..])),
+        other => {
+            return Err(QueryError {
+                code: 36,
+                name: "BAD_ARGUMENTS",
+                message: format!("Unknown Content-Encoding {other}: gzip, deflate, zstd and lz4 are supported"),
+            });
+        }
+    };
+    // A bomb that expands past the body limit is refused, not buffered.
+    reader.take(max as u64 + 1).read_to_end(&mut out).map_err(bad)?;
+    if out.len() > max {
+        return Err(QueryError {
+            code: 307,
+            name: "TOO_LARGE_REQUEST",
+            message: format!("The decompressed request body is larger than {max} bytes"),
+        });
+    }
+    Ok(Bytes::from(out))
+}
+
 async fn handle(
-    State(server): State<Arc<Server>>,
+    State((server, max_body)): State<(Arc<Server>, usize)>,
     Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let body = match decode_body(&headers, body, max_body) {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
     // With a `query` parameter the body continues it (INSERT rows, any bytes);
     // without one, the body is the query.
     let (sql, data) = match params.get("query") {
@@ -109,7 +152,7 @@ pub fn router(server: Arc<Server>, max_body: usize) -> Router {
         .route("/ping", get(|| async { "Ok.\n" }))
         .route("/", get(handle).post(handle))
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(server)
+        .with_state((server, max_body))
 }
 
 /// Serves HTTP on `addr` until `shutdown` resolves. Returns the bound address

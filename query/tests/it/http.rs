@@ -39,6 +39,11 @@ impl Running {
     /// POSTs `body` (with `query` as the URL parameter when given); returns
     /// (status, exception code header, body).
     fn post(&self, query: Option<&str>, body: &[u8]) -> (u16, Option<String>, String) {
+        self.post_with(query, body, &[])
+    }
+
+    /// `post` with extra request headers.
+    fn post_with(&self, query: Option<&str>, body: &[u8], headers_in: &[&str]) -> (u16, Option<String>, String) {
         let mut url = format!("http://{}/", self.addr);
         if let Some(q) = query {
             url.push_str("?query=");
@@ -48,7 +53,11 @@ impl Running {
         let body_file = dir.path().join("body");
         std::fs::write(&body_file, body).unwrap();
         let headers = dir.path().join("headers");
-        let out = Command::new("curl")
+        let mut cmd = Command::new("curl");
+        for h in headers_in {
+            cmd.args(["-H", h]);
+        }
+        let out = cmd
             .args(["-s", "-o", "-", "-D"])
             .arg(&headers)
             .args(["-w", "\n%{http_code}", "--data-binary"])
@@ -293,4 +302,40 @@ fn inline_insert_data_may_hold_anything_and_nulls_become_defaults() {
     s.ok("INSERT INTO q VALUES (3, NULL)");
     s.ok("INSERT INTO q SELECT 4, CAST(NULL AS VARCHAR)");
     assert_eq!(s.ok("SELECT k, s FROM q ORDER BY k"), "1\tit\\'s \"quoted\" (really\n2\t`tick`\n3\t\n4\t\n");
+}
+
+#[test]
+fn compressed_request_bodies() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    s.ok("CREATE TABLE z (k UInt32, s String) ENGINE = MergeTree ORDER BY k");
+    let rows = b"1\ta\n2\tb\n";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(rows).unwrap();
+    let gz = gz.finish().unwrap();
+    let zst = zstd::encode_all(&rows[..], 3).unwrap();
+    let mut lz = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    lz.write_all(rows).unwrap();
+    let lz = lz.finish().unwrap();
+    for (enc, body) in [("gzip", gz.clone()), ("zstd", zst), ("lz4", lz)] {
+        let (st, code, text) =
+            s.post_with(Some("INSERT INTO z FORMAT TSV"), &body, &[&format!("Content-Encoding: {enc}")]);
+        assert_eq!((st, code), (200, None), "{enc}: {text}");
+    }
+    assert_eq!(s.ok("SELECT count(*), sum(k) FROM z"), "6\t9\n");
+    // A body that is not what its Content-Encoding says is a clear error.
+    let (st, code, text) = s.post_with(Some("INSERT INTO z FORMAT TSV"), rows, &["Content-Encoding: gzip"]);
+    assert_eq!((st, code.as_deref()), (400, Some("354")), "{text}");
+    let (st, code, _) = s.post_with(Some("INSERT INTO z FORMAT TSV"), &gz[..gz.len() / 2], &["Content-Encoding: gzip"]);
+    assert_eq!((st, code.as_deref()), (400, Some("354")));
+    let (st, code, _) = s.post_with(Some("INSERT INTO z FORMAT TSV"), rows, &["Content-Encoding: br"]);
+    assert_eq!((st, code.as_deref()), (400, Some("36")));
+    // A small body that inflates past the limit (1 MiB here) is refused.
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![b'1'; 4 << 20]).unwrap();
+    let (st, code, _) =
+        s.post_with(Some("INSERT INTO z FORMAT TSV"), &bomb.finish().unwrap(), &["Content-Encoding: gzip"]);
+    assert_eq!((st, code.as_deref()), (413, Some("307")));
+    assert_eq!(s.ok("SELECT count(*) FROM z"), "6\n");
 }
