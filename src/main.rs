@@ -9,6 +9,9 @@ USAGE:
   shardhouse server [--data DIR] [--listen ADDR] [--max-body BYTES]
       Runs a one-node server: data in ./shardhouse-data, the ClickHouse HTTP
       interface on 127.0.0.1:8123. Stops cleanly on SIGTERM or Ctrl-C.
+  shardhouse client [--host HOST] [--port PORT] [--database DB] [--format FMT] [--query SQL]
+      Sends statements to a server: --query, or statements from stdin
+      (interactive on a terminal).
   shardhouse --version";
 
 struct ServerArgs {
@@ -76,6 +79,24 @@ fn run_server(args: ServerArgs) -> Result<(), String> {
     })
 }
 
+fn run_client(args: &[String]) -> Result<(), String> {
+    let mut opts = query::client::ClientOptions::default();
+    let mut query = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--host" => opts.host = value.clone(),
+            "--port" => opts.port = value.parse().map_err(|e| format!("--port {value}: {e}"))?,
+            "--database" | "-d" => opts.database = value.clone(),
+            "--format" | "-f" => opts.format = Some(value.clone()),
+            "--query" | "-q" => query = Some(value.clone()),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    std::process::exit(query::client::run(&opts, query.as_deref()));
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -91,6 +112,7 @@ fn main() {
             Ok(())
         }
         Some("server") => parse_server_args(&args[1..]).and_then(run_server),
+        Some("client") => run_client(&args[1..]),
         Some("--help") | Some("-h") | None => {
             println!("{USAGE}");
             Ok(())

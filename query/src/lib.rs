@@ -5,6 +5,7 @@
 //! ClickHouse's data types mapped onto Arrow. SELECT and INSERT bodies are
 //! handed to sqlparser / DataFusion (issue 4).
 
+pub mod client;
 pub mod error;
 pub mod format;
 pub mod parse;

@@ -339,3 +339,20 @@ fn compressed_request_bodies() {
     assert_eq!((st, code.as_deref()), (413, Some("307")));
     assert_eq!(s.ok("SELECT count(*) FROM z"), "6\n");
 }
+
+#[test]
+fn the_client_talks_to_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    let opts = query::client::ClientOptions { port: s.addr.port(), ..Default::default() };
+    for st in query::client::split_statements(
+        "CREATE TABLE c (a UInt8, s String) ENGINE = MergeTree ORDER BY a; INSERT INTO c VALUES (1, 'x;y'), (2, 'z');",
+    ) {
+        assert_eq!(query::client::send(&opts, &st, "TabSeparated").unwrap().status, 200, "{st}");
+    }
+    let a = query::client::send(&opts, "SELECT a, s FROM c ORDER BY a", "TabSeparated").unwrap();
+    assert_eq!((a.status, String::from_utf8(a.body).unwrap()), (200, "1\tx;y\n2\tz\n".to_string()));
+    assert!(a.summary.unwrap().contains("\"result_rows\":\"2\""));
+    let e = query::client::send(&opts, "SELECT nope FROM c", "TabSeparated").unwrap();
+    assert_eq!(e.status, 400);
+}
