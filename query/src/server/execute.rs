@@ -135,7 +135,13 @@ fn split_format(sql: &str) -> Result<(String, Option<Format>), QueryError> {
             depth += 1;
         } else if t.is_punct(")") {
             depth -= 1;
-        } else if depth == 0 && t.is_kw("SETTINGS") {
+        } else if depth == 0
+            && t.is_kw("SETTINGS")
+            && i > 0
+            && !c.toks[i - 1].is_punct(".")
+            && c.toks.get(i + 2).is_some_and(|t| t.is_punct("="))
+        {
+            // `SETTINGS name = value, …` — not a table or column named settings.
             end = i;
             break;
         }

@@ -214,6 +214,7 @@ fn system_tables_describe_the_server() {
     s.ok("INSERT INTO d.hits VALUES ('2013-06-01', 1, 1, 'a', 0), ('2013-07-01', 2, 2, 'b', 0)");
     s.ok("INSERT INTO d.hits VALUES ('2013-06-02', 3, 3, 'c', 0)");
     assert_eq!(s.ok("SELECT dummy FROM system.one"), "0\n");
+    assert_eq!(s.ok("SELECT value, readonly FROM system.settings WHERE name = 'mutations_sync'"), "2\t0\n");
     assert_eq!(s.ok("SELECT name FROM system.databases ORDER BY name"), "d\ndefault\n");
     assert_eq!(
         s.ok("SELECT database, name, engine, partition_key, sorting_key, total_rows FROM system.tables"),
@@ -355,4 +356,15 @@ fn the_client_talks_to_the_server() {
     assert!(a.summary.unwrap().contains("\"result_rows\":\"2\""));
     let e = query::client::send(&opts, "SELECT nope FROM c", "TabSeparated").unwrap();
     assert_eq!(e.status, 400);
+}
+
+/// Regression: a trailing-SETTINGS strip cut `system.settings` out of the query.
+#[test]
+fn settings_clause_vs_a_table_named_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    assert_eq!(s.ok("SELECT count() > 0 FROM system.settings"), "true\n");
+    assert_eq!(s.ok("SELECT 1 AS x SETTINGS max_threads = 1"), "1\n");
+    s.ok("CREATE TABLE settings (settings UInt8) ENGINE = MergeTree ORDER BY `settings`");
+    assert_eq!(s.ok("SELECT settings FROM settings SETTINGS max_threads = 1 FORMAT TSV"), "");
 }
