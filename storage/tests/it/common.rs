@@ -60,7 +60,8 @@ pub fn insert(t: &Table, dir: &Path, block: i64, batch: &RecordBatch) -> Arc<Par
 
 pub fn read(part: &Part) -> RecordBatch {
     let batches = reader::read_all(part).unwrap();
-    let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
+    // An empty part (every row summed or collapsed away) still has its columns.
+    let schema = reader::builder(part, false).unwrap().schema().clone();
     if batches.is_empty() {
         return RecordBatch::new_empty(schema);
     }
