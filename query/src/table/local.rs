@@ -245,23 +245,8 @@ impl TableEngine for LocalTable {
 
     fn mutate(&self, commands: Vec<MutationCommand>, text: &str) -> Result<i64, QueryError> {
         // Check the commands compile before recording anything.
-        let probe = Mutation { version: i64::MAX, commands: commands.clone() };
-        for c in &probe.commands {
-            let p = match c {
-                MutationCommand::Delete { predicate }
-                | MutationCommand::LightweightDelete { predicate }
-                | MutationCommand::Update { predicate, .. } => predicate,
-            };
-            self.table.compiler.compile(p).map_err(st)?;
-            if let MutationCommand::Update { assignments, .. } = c {
-                for (col, e) in assignments {
-                    if self.table.key_columns().contains(col) || self.table.partition_columns().contains(col) {
-                        return Err(st(storage::StorageError::UpdateKeyColumn(col.clone())));
-                    }
-                    self.table.compiler.compile(e).map_err(st)?;
-                }
-            }
-        }
+        storage::mutation::validate(&self.table, &Mutation { version: i64::MAX, commands: commands.clone() })
+            .map_err(st)?;
         let _g = self.rewrite_lock();
         let version = {
             let mut s = self.state();

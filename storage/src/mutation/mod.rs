@@ -7,7 +7,7 @@
 mod columns;
 mod rewrite;
 
-pub use rewrite::mutate_part;
+pub use rewrite::{mutate_part, validate};
 
 use crate::part::Part;
 

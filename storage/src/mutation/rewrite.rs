@@ -109,6 +109,13 @@ pub(super) fn apply(cmds: &[Compiled], mut batch: RecordBatch) -> Result<(Record
     Ok((batch, changed))
 }
 
+/// Checks that a mutation's predicates and assignments compile and that it
+/// updates no key column, without touching any part: callers validate before
+/// recording the mutation.
+pub fn validate(table: &Table, mutation: &Mutation) -> Result<()> {
+    compile(table, &[mutation]).map(|_| ())
+}
+
 /// Applies every mutation `part` still needs. Returns the new part
 /// `<name>_<version>` (rewritten, or hard-linked when no row changes), or
 /// `None` when no mutation applies to it.
