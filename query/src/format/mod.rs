@@ -1,7 +1,8 @@
-//! ClickHouse text formats in and out of Arrow: TabSeparated (+WithNames,
-//! +WithNamesAndTypes), CSV (+WithNames) and JSONEachRow. Binary formats
-//! (Parquet, Arrow, RowBinary, Native) are issue 4's next step.
+//! ClickHouse formats in and out of Arrow: TabSeparated (+WithNames,
+//! +WithNamesAndTypes), CSV (+WithNames), JSONEachRow, JSON, Pretty, Parquet,
+//! Arrow, ArrowStream, RowBinary (+WithNamesAndTypes) and Native.
 
+pub mod binary;
 mod other;
 mod read;
 pub mod value;
@@ -30,6 +31,9 @@ pub enum Format {
     Parquet,
     Arrow,
     ArrowStream,
+    RowBinary,
+    RowBinaryWithNamesAndTypes,
+    Native,
 }
 
 impl Format {
@@ -49,6 +53,9 @@ impl Format {
             "Parquet" => Format::Parquet,
             "Arrow" => Format::Arrow,
             "ArrowStream" => Format::ArrowStream,
+            "RowBinary" => Format::RowBinary,
+            "RowBinaryWithNamesAndTypes" => Format::RowBinaryWithNamesAndTypes,
+            "Native" => Format::Native,
             other => {
                 return Err(QueryError {
                     code: 73,
@@ -75,6 +82,9 @@ impl Format {
             Format::Parquet => "Parquet",
             Format::Arrow => "Arrow",
             Format::ArrowStream => "ArrowStream",
+            Format::RowBinary => "RowBinary",
+            Format::RowBinaryWithNamesAndTypes => "RowBinaryWithNamesAndTypes",
+            Format::Native => "Native",
         }
     }
 
@@ -85,7 +95,12 @@ impl Format {
             Format::JsonEachRow => "application/x-ndjson; charset=UTF-8",
             Format::Json | Format::JsonCompact => "application/json; charset=UTF-8",
             Format::Pretty | Format::PrettyCompact => "text/plain; charset=UTF-8",
-            Format::Parquet | Format::Arrow | Format::ArrowStream => "application/octet-stream",
+            Format::Parquet
+            | Format::Arrow
+            | Format::ArrowStream
+            | Format::RowBinary
+            | Format::RowBinaryWithNamesAndTypes
+            | Format::Native => "application/octet-stream",
             _ => "text/tab-separated-values; charset=UTF-8",
         }
     }
@@ -146,6 +161,9 @@ pub fn write(
         Format::Json | Format::JsonCompact => return Ok(other::json(batches, schema, format == Format::JsonCompact)),
         Format::Pretty | Format::PrettyCompact => return Ok(other::pretty(batches, schema, format == Format::Pretty)),
         Format::Parquet | Format::Arrow | Format::ArrowStream => return other::binary(format, batches, schema),
+        Format::RowBinary => return binary::write_row_binary(batches, schema, false),
+        Format::RowBinaryWithNamesAndTypes => return binary::write_row_binary(batches, schema, true),
+        Format::Native => return binary::write_native(batches, schema),
         _ => {}
     }
     Ok(write_text(format, batches, schema))

@@ -162,12 +162,22 @@ pub fn read_binary(format: Format, body: &[u8], schema: &SchemaRef) -> Result<Re
                 .map_err(|e| input_error(format, e))?;
             r.collect::<Result<_, _>>().map_err(|e| input_error(format, e))?
         }
-        _ => {
+        Format::ArrowStream => {
             let r = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
                 .map_err(|e| input_error(format, e))?;
             r.collect::<Result<_, _>>().map_err(|e| input_error(format, e))?
         }
+        Format::RowBinary => vec![super::binary::read_row_binary(body, schema, false)?],
+        Format::RowBinaryWithNamesAndTypes => vec![super::binary::read_row_binary(body, schema, true)?],
+        Format::Native => super::binary::read_native(body)?,
+        f => return Err(input_error(f, "the format is not suitable for input")),
     };
+    conform(format, batches, schema)
+}
+
+/// Matches input batches' columns to `schema` by name, casting each to the
+/// table's type; columns the input lacks get their defaults.
+fn conform(format: Format, batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<RecordBatch, QueryError> {
     let n: usize = batches.iter().map(|b| b.num_rows()).sum();
     let mut cols = Vec::with_capacity(schema.fields().len());
     for f in schema.fields() {

@@ -323,7 +323,15 @@ fn column_array(field: &Field, texts: Vec<Option<String>>, col: usize) -> Result
 
 /// Parses a request body in `format` into a batch with `schema`.
 pub fn read(format: Format, body: &[u8], schema: &SchemaRef) -> Result<RecordBatch, QueryError> {
-    if matches!(format, Format::Parquet | Format::Arrow | Format::ArrowStream) {
+    if matches!(
+        format,
+        Format::Parquet
+            | Format::Arrow
+            | Format::ArrowStream
+            | Format::RowBinary
+            | Format::RowBinaryWithNamesAndTypes
+            | Format::Native
+    ) {
         return super::other::read_binary(format, body, schema);
     }
     let text = std::str::from_utf8(body).map_err(|e| {
@@ -336,7 +344,6 @@ pub fn read(format: Format, body: &[u8], schema: &SchemaRef) -> Result<RecordBat
         Format::Csv => csv(text, schema, false)?,
         Format::CsvWithNames => csv(text, schema, true)?,
         Format::JsonEachRow => json_each_row(text, schema)?,
-        Format::Parquet | Format::Arrow | Format::ArrowStream => unreachable!("binary formats are read above"),
         f => {
             return Err(QueryError {
                 code: 73,

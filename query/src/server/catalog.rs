@@ -29,6 +29,9 @@ pub struct Server {
     pub(crate) ctx: SessionContext,
     tables: Mutex<Tables>,
     stop: Arc<AtomicBool>,
+    pub(crate) sessions: super::session::Sessions,
+    /// Users and their passwords (`default` with no password unless configured).
+    users: Mutex<BTreeMap<String, String>>,
 }
 
 fn io(path: &Path, e: std::io::Error) -> QueryError {
@@ -85,6 +88,8 @@ impl Server {
             ctx,
             tables: Mutex::new(BTreeMap::new()),
             stop: Arc::new(AtomicBool::new(false)),
+            sessions: Default::default(),
+            users: Mutex::new(BTreeMap::from([("default".to_string(), String::new())])),
         });
         let meta = data_dir.join("metadata");
         std::fs::create_dir_all(meta.join("default")).map_err(|e| io(&meta, e))?;
@@ -198,6 +203,24 @@ impl Server {
                 }
             }
         });
+    }
+
+    /// Replaces the users and passwords the server accepts.
+    pub fn set_users(&self, users: BTreeMap<String, String>) {
+        *self.users.lock().unwrap_or_else(|e| e.into_inner()) = users;
+    }
+
+    /// Checks a user's password (AUTHENTICATION_FAILED, 516, otherwise).
+    pub fn authenticate(&self, user: &str, password: &str) -> Result<(), QueryError> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        match users.get(user) {
+            Some(p) if p == password => Ok(()),
+            _ => Err(QueryError {
+                code: 516,
+                name: "AUTHENTICATION_FAILED",
+                message: format!("{user}: Authentication failed: password is incorrect, or there is no user with such name"),
+            }),
+        }
     }
 
     /// Stops background work.

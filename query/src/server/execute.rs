@@ -9,7 +9,11 @@ use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use storage::mutation::MutationCommand;
 
+use datafusion::prelude::SessionContext;
+
 use super::catalog::{Server, unknown_database, write_atomic};
+use super::session::QueryContext;
+use super::settings::Settings;
 use crate::error::QueryError;
 use crate::format::{self, Format};
 use crate::parse::cursor::Cursor;
@@ -61,7 +65,7 @@ async fn blocking<T: Send + 'static>(
 /// For `INSERT … FORMAT <name> <data>`: the statement up to the format name,
 /// and the inline data after the whitespace ending it. Only the head is
 /// tokenised, so the data may hold anything (quotes included).
-fn split_insert_format(sql: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_insert_format(sql: &str) -> Option<(&str, &str)> {
     let b = sql.as_bytes();
     let mut i = 0;
     while i < b.len() && b[i].is_ascii_whitespace() {
@@ -118,19 +122,48 @@ fn split_insert_format(sql: &str) -> Option<(&str, &str)> {
     None
 }
 
-/// Splits a trailing `FORMAT <name>` (and `SETTINGS …`) off a SELECT.
-fn split_format(sql: &str) -> Result<(String, Option<Format>), QueryError> {
+/// Splits a trailing `FORMAT <name>` off a statement.
+pub(crate) fn split_format(sql: &str) -> Result<(String, Option<Format>), QueryError> {
     let c = Cursor::new(sql)?;
-    let mut end = c.toks.len();
-    let mut format = None;
-    if end >= 2 && c.toks[end - 2].is_kw("FORMAT") {
+    let end = c.toks.len();
+    if end >= 2 && c.toks[end - 2].is_kw("FORMAT") && !(end >= 3 && c.toks[end - 3].is_punct(".")) {
         let name = c.toks[end - 1].ident().unwrap_or_default().to_string();
-        format = Some(Format::from_name(&name)?);
-        end -= 2;
+        let format = Format::from_name(&name)?;
+        let text = if end > 2 { sql[..c.toks[end - 3].end].to_string() } else { String::new() };
+        return Ok((text, Some(format)));
     }
-    // A trailing SETTINGS clause is accepted; its settings do not change a SELECT yet.
+    Ok((sql.to_string(), None))
+}
+
+/// Applies `max_result_rows` / `result_overflow_mode`.
+fn limit_result(batches: &mut Vec<RecordBatch>, settings: &Settings) -> Result<(), QueryError> {
+    let max = settings.u64("max_result_rows") as usize;
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if max == 0 || total <= max {
+        return Ok(());
+    }
+    if settings.get("result_overflow_mode") != Some("break") {
+        return Err(QueryError {
+            code: 396,
+            name: "TOO_MANY_ROWS_OR_BYTES",
+            message: format!("Limit for result exceeded, max rows: {max}, current rows: {total}"),
+        });
+    }
+    let mut left = max;
+    for b in batches.iter_mut() {
+        let keep = b.num_rows().min(left);
+        *b = b.slice(0, keep);
+        left -= keep;
+    }
+    batches.retain(|b| b.num_rows() > 0);
+    Ok(())
+}
+
+/// Splits a trailing `SETTINGS name = value, …` off a SELECT.
+fn split_settings(sql: &str) -> Result<(String, Option<String>), QueryError> {
+    let c = Cursor::new(sql)?;
     let mut depth = 0i32;
-    for (i, t) in c.toks[..end].iter().enumerate() {
+    for (i, t) in c.toks.iter().enumerate() {
         if t.is_punct("(") {
             depth += 1;
         } else if t.is_punct(")") {
@@ -142,15 +175,12 @@ fn split_format(sql: &str) -> Result<(String, Option<Format>), QueryError> {
             && c.toks.get(i + 2).is_some_and(|t| t.is_punct("="))
         {
             // `SETTINGS name = value, …` — not a table or column named settings.
-            end = i;
-            break;
+            let head = sql[..c.toks[i - 1].end].to_string();
+            let clause = sql[c.toks[i].end..c.toks[c.toks.len() - 1].end].to_string();
+            return Ok((head, Some(clause)));
         }
     }
-    let text = match end {
-        0 => String::new(),
-        _ => sql[..c.toks[end - 1].end].to_string(),
-    };
-    Ok((text, format))
+    Ok((sql.to_string(), None))
 }
 
 impl Server {
@@ -160,13 +190,24 @@ impl Server {
         self.execute_with_data(sql, &[], db).await
     }
 
-    /// Executes a statement followed by `data`: the rows of an `INSERT …
-    /// FORMAT` (any bytes), or more query text otherwise (UTF-8).
+    /// Executes a statement followed by `data` in `db` with default settings.
     pub async fn execute_with_data(
         self: &Arc<Self>,
         sql: &str,
         data: &[u8],
         db: &str,
+    ) -> Result<QueryOutput, QueryError> {
+        self.execute_in(sql, data, &mut QueryContext::new(db)).await
+    }
+
+    /// Executes a statement followed by `data`: the rows of an `INSERT …
+    /// FORMAT` (any bytes), or more query text otherwise (UTF-8). Settings,
+    /// parameters and sessions were applied by `execute_in`.
+    pub(crate) async fn execute_statement(
+        self: &Arc<Self>,
+        sql: &str,
+        data: &[u8],
+        q: &QueryContext,
     ) -> Result<QueryOutput, QueryError> {
         if let Some((head, inline)) = split_insert_format(sql) {
             let mut rows = inline.as_bytes().to_vec();
@@ -176,7 +217,7 @@ impl Server {
                 }
                 rows.extend_from_slice(data);
             }
-            return self.execute_insert(head, Some(&rows), db).await;
+            return self.execute_insert(head, Some(&rows), q).await;
         }
         let full;
         let sql = if data.is_empty() {
@@ -190,6 +231,17 @@ impl Server {
             full = format!("{sql}\n{more}");
             &full
         };
+        // A FORMAT clause applies to whatever the statement returns (DESCRIBE,
+        // SHOW, CHECK as much as SELECT).
+        let (sql, format) = split_format(sql)?;
+        let sql = sql.as_str();
+        let mut out = self.execute_parsed(sql, q).await?;
+        out.format = out.format.or(format);
+        Ok(out)
+    }
+
+    async fn execute_parsed(self: &Arc<Self>, sql: &str, q: &QueryContext) -> Result<QueryOutput, QueryError> {
+        let db = q.database.as_str();
         match parse_statement(sql)? {
             Statement::CreateDatabase { name, if_not_exists } => {
                 if self.tables().contains_key(&name) {
@@ -355,19 +407,26 @@ impl Server {
                 Ok(QueryOutput::rows(schema, vec![batch], None))
             }
             Statement::RenameTable { .. } => Err(QueryError::bad_arguments("RENAME TABLE is not supported yet")),
-            Statement::Other(text) => self.execute_other(&text, db).await,
+            Statement::Other(text) => self.execute_other(&text, q).await,
         }
     }
 
     /// Plans a query on DataFusion after rewriting ClickHouse functions.
-    async fn plan(&self, sql: &str) -> Result<datafusion::dataframe::DataFrame, QueryError> {
-        let state = self.ctx.state();
+    async fn plan(&self, sql: &str, q: &QueryContext) -> Result<datafusion::dataframe::DataFrame, QueryError> {
+        let mut state = self.ctx.state();
+        let opts = state.config_mut().options_mut();
+        opts.catalog.default_schema = q.database.clone();
+        let threads = q.settings.u64("max_threads");
+        if threads > 0 {
+            opts.execution.target_partitions = threads as usize;
+        }
         let mut stmt = state.sql_to_statement(sql, &datafusion::config::Dialect::ClickHouse).map_err(df)?;
         if let datafusion::sql::parser::Statement::Statement(s) = &mut stmt {
             crate::plan::functions::rewrite_statement(s)?;
         }
         let plan = state.statement_to_plan(stmt).await.map_err(df)?;
-        self.ctx.execute_logical_plan(plan).await.map_err(df)
+        let ctx = SessionContext::new_with_state(state);
+        ctx.execute_logical_plan(plan).await.map_err(df)
     }
 
     fn drop_table(&self, db: &str, name: &str) -> Result<(), QueryError> {
@@ -379,11 +438,11 @@ impl Server {
         Ok(())
     }
 
-    async fn execute_other(self: &Arc<Self>, sql: &str, db: &str) -> Result<QueryOutput, QueryError> {
+    async fn execute_other(self: &Arc<Self>, sql: &str, q: &QueryContext) -> Result<QueryOutput, QueryError> {
         if Cursor::new(sql)?.peek_kws(&["INSERT", "INTO"]) {
-            return self.execute_insert(sql, None, db).await;
+            return self.execute_insert(sql, None, q).await;
         }
-        self.execute_query(sql, db).await
+        self.execute_query(sql, q).await
     }
 
     /// `INSERT INTO t [(cols)] FORMAT f` with its rows in `data`, or
@@ -392,8 +451,9 @@ impl Server {
         self: &Arc<Self>,
         sql: &str,
         data: Option<&[u8]>,
-        db: &str,
+        q: &QueryContext,
     ) -> Result<QueryOutput, QueryError> {
+        let db = q.database.as_str();
         let mut c = Cursor::new(sql)?;
         {
             c.expect_kws(&["INSERT", "INTO"])?;
@@ -426,7 +486,7 @@ impl Server {
                 format::read(fmt, data.unwrap_or_default(), &target)?
             } else {
                 let source = c.rest();
-                let frame = self.plan(&source).await?;
+                let frame = self.plan(&source, q).await?;
                 let batches = frame.collect().await.map_err(df)?;
                 let n: usize = batches.iter().map(|b| b.num_rows()).sum();
                 let mut cols: Vec<Vec<ArrayRef>> = vec![Vec::new(); target.fields().len()];
@@ -495,7 +555,8 @@ impl Server {
         }
     }
 
-    async fn execute_query(self: &Arc<Self>, sql: &str, db: &str) -> Result<QueryOutput, QueryError> {
+    async fn execute_query(self: &Arc<Self>, sql: &str, q: &QueryContext) -> Result<QueryOutput, QueryError> {
+        let db = q.database.as_str();
         let mut c = Cursor::new(sql)?;
         if c.eat_kws(&["SHOW", "DATABASES"]) {
             let names: Vec<String> = self.tables().keys().cloned().collect();
@@ -522,12 +583,29 @@ impl Server {
             let t = self.table(&d.unwrap_or_else(|| db.to_string()), &name)?;
             return Ok(describe(t.as_ref()));
         }
-        let (text, format) = split_format(sql)?;
+        let (text, clause) = split_settings(sql)?;
+        let mut q = q.clone();
+        if let Some(clause) = clause {
+            q.settings.merge(&Settings::parse_assignments(&clause)?);
+        }
         let text = rewrite_final(&text)?;
-        let frame = self.plan(&text).await?;
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.collect().await.map_err(df)?;
-        Ok(QueryOutput::rows(schema, batches, format))
+        let run = async {
+            let frame = self.plan(&text, &q).await?;
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            Ok::<_, QueryError>((schema, frame.collect().await.map_err(df)?))
+        };
+        let limit = q.settings.u64("max_execution_time");
+        let (schema, mut batches) = if limit > 0 {
+            tokio::time::timeout(std::time::Duration::from_secs(limit), run).await.map_err(|_| QueryError {
+                code: 159,
+                name: "TIMEOUT_EXCEEDED",
+                message: format!("Timeout exceeded: elapsed {limit} seconds, maximum: {limit} (max_execution_time)"),
+            })??
+        } else {
+            run.await?
+        };
+        limit_result(&mut batches, &q.settings)?;
+        Ok(QueryOutput::rows(schema, batches, None))
     }
 }
 

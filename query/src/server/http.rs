@@ -15,6 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::catalog::Server;
+use super::execute::split_insert_format;
+use super::session::QueryContext;
+use super::settings::Settings;
 use crate::error::QueryError;
 use crate::format::{self, Format};
 
@@ -28,6 +31,10 @@ fn status_of(code: u32) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         252 => StatusCode::TOO_MANY_REQUESTS,
+        516 => StatusCode::UNAUTHORIZED,
+        164 => StatusCode::FORBIDDEN,
+        26 | 396 | 456 => StatusCode::BAD_REQUEST,
+        159 => StatusCode::GATEWAY_TIMEOUT,
         307 => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -92,20 +99,17 @@ async fn handle(
     // without one, the body is the query.
     let (sql, data) = match params.get("query") {
         Some(q) => (q.clone(), body),
-        None => match std::str::from_utf8(&body) {
-            Ok(b) => (b.to_string(), Bytes::new()),
-            Err(e) => {
-                return error_response(&QueryError {
-                    code: 27,
-                    name: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
-                    message: format!("the query is not valid UTF-8 at byte {}", e.valid_up_to()),
-                });
-            }
+        None => match split_body(&body) {
+            Ok(v) => v,
+            Err(e) => return error_response(&e),
         },
     };
-    let db = params.get("database").cloned().unwrap_or_else(|| "default".to_string());
-    let query_id = params.get("query_id").cloned().unwrap_or_else(|| format!("{:016x}", rand_id()));
-    match server.execute_with_data(&sql, &data, &db).await {
+    let mut q = match context(&server, &params, &headers) {
+        Ok(q) => q,
+        Err(e) => return error_response(&e),
+    };
+    let query_id = q.query_id.clone();
+    match server.execute_in(&sql, &data, &mut q).await {
         Ok(out) => {
             let fmt = out.format.or_else(|| params.get("default_format").and_then(|f| Format::from_name(f).ok()));
             let fmt = fmt.unwrap_or(Format::TabSeparated);
@@ -139,11 +143,89 @@ async fn handle(
     }
 }
 
-fn rand_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.finish()
+/// Without a `query` parameter the body is the query, except that an
+/// `INSERT … FORMAT f` is followed by its rows, which may be any bytes.
+fn split_body(body: &Bytes) -> Result<(String, Bytes), QueryError> {
+    let text = match std::str::from_utf8(body) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&body[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    if let Some((head, rest)) = split_insert_format(text) {
+        let off = text.len() - rest.len();
+        return Ok((head.to_string(), body.slice(off..)));
+    }
+    if text.len() != body.len() {
+        return Err(QueryError {
+            code: 27,
+            name: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+            message: format!("the query is not valid UTF-8 at byte {}", text.len()),
+        });
+    }
+    Ok((text.to_string(), Bytes::new()))
+}
+
+/// Decodes standard base64 (for HTTP Basic credentials).
+fn base64(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.trim().bytes().filter(|c| *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// User and password from (in ClickHouse's order of precedence) the
+/// X-ClickHouse-User/Key headers, HTTP Basic, or `user`/`password` parameters.
+fn credentials(params: &HashMap<String, String>, headers: &HeaderMap) -> Result<(String, String), QueryError> {
+    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if let Some(user) = h("x-clickhouse-user") {
+        return Ok((user, h("x-clickhouse-key").unwrap_or_default()));
+    }
+    if let Some(auth) = h("authorization") {
+        let bad = || QueryError {
+            code: 516,
+            name: "AUTHENTICATION_FAILED",
+            message: "Malformed Authorization header: expected Basic credentials".into(),
+        };
+        let b64 = auth.strip_prefix("Basic ").ok_or_else(bad)?;
+        let text = base64(b64).and_then(|b| String::from_utf8(b).ok()).ok_or_else(bad)?;
+        let (u, p) = text.split_once(':').unwrap_or((&text, ""));
+        return Ok((u.to_string(), p.to_string()));
+    }
+    Ok((
+        params.get("user").cloned().unwrap_or_else(|| "default".into()),
+        params.get("password").cloned().unwrap_or_default(),
+    ))
+}
+
+/// The query's context from the URL parameters and headers.
+fn context(server: &Server, params: &HashMap<String, String>, headers: &HeaderMap) -> Result<QueryContext, QueryError> {
+    let (user, password) = credentials(params, headers)?;
+    server.authenticate(&user, &password)?;
+    let mut q = QueryContext::new(params.get("database").map(String::as_str).unwrap_or("default"));
+    q.user = user;
+    if let Some(id) = params.get("query_id").filter(|id| !id.is_empty()) {
+        q.query_id = id.clone();
+    }
+    q.settings = Settings::from_params(params.iter())?;
+    q.params = params.iter().filter_map(|(k, v)| Some((k.strip_prefix("param_")?.to_string(), v.clone()))).collect();
+    if let Some(id) = params.get("session_id").filter(|id| !id.is_empty()) {
+        q.session = Some(server.sessions.get(id, params.get("session_timeout").map(String::as_str))?);
+    }
+    Ok(q)
 }
 
 /// The HTTP router of a server.

@@ -3,8 +3,13 @@
 
 mod catalog;
 mod execute;
+mod front;
 pub mod http;
+mod params;
+pub mod session;
+pub mod settings;
 mod system;
 
 pub use catalog::Server;
 pub use execute::QueryOutput;
+pub use session::QueryContext;

@@ -8,14 +8,14 @@ use std::sync::mpsc;
 
 use query::server::{Server, http};
 
-struct Running {
-    addr: SocketAddr,
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
-    fn start(dir: &Path) -> Running {
+    pub(crate) fn start(dir: &Path) -> Running {
         let dir = dir.to_path_buf();
         let (tx, rx) = mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -74,7 +74,7 @@ impl Running {
         (status.parse().unwrap(), code, body.to_string())
     }
 
-    fn ok(&self, sql: &str) -> String {
+    pub(crate) fn ok(&self, sql: &str) -> String {
         let (status, code, body) = self.post(None, sql.as_bytes());
         assert_eq!((status, code.as_deref()), (200, None), "{sql}: {body}");
         body

@@ -1,5 +1,6 @@
 //! The query crate's integration tests (one binary).
 
+mod clients;
 mod formats;
 mod http;
 mod statements;

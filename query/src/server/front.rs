@@ -1,0 +1,110 @@
+//! The first steps of every query: the session's settings and database,
+//! `max_query_size`, parameter substitution, `readonly`, and the session
+//! statements `SET` and `USE`, before the statement itself runs.
+
+use std::sync::Arc;
+
+use super::catalog::{Server, unknown_database};
+use super::execute::{QueryOutput, split_insert_format};
+use super::params;
+use super::session::QueryContext;
+use super::settings::Settings;
+use crate::error::QueryError;
+use crate::parse::cursor::Cursor;
+
+fn readonly_error() -> QueryError {
+    QueryError { code: 164, name: "READONLY", message: "Cannot execute query in readonly mode".into() }
+}
+
+/// Whether a statement only reads.
+fn is_read(sql: &str) -> bool {
+    let first = sql.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or("");
+    ["SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN", "CHECK"]
+        .iter()
+        .any(|k| first.eq_ignore_ascii_case(k))
+        || sql.trim_start().starts_with('(')
+}
+
+impl Server {
+    /// Runs one request's statement (and the rest of its body, `data`) in
+    /// the context `q`.
+    pub async fn execute_in(
+        self: &Arc<Self>,
+        sql: &str,
+        data: &[u8],
+        q: &mut QueryContext,
+    ) -> Result<QueryOutput, QueryError> {
+        if let Some(session) = &q.session {
+            let st = session.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(db) = &st.database {
+                q.database = db.clone();
+            }
+            let mut merged = st.settings.clone();
+            merged.merge(&q.settings);
+            q.settings = merged;
+        }
+        // Inline INSERT rows are data, not query text: they neither count
+        // towards max_query_size nor hold parameters.
+        let (head, rest) = match split_insert_format(sql) {
+            Some((head, _)) => (head, &sql[head.len()..]),
+            None => (sql, ""),
+        };
+        let max = q.settings.u64("max_query_size") as usize;
+        if max > 0 && head.len() > max {
+            return Err(QueryError {
+                code: 62,
+                name: "SYNTAX_ERROR",
+                message: format!("Max query size exceeded: {} bytes, max_query_size is {max}", head.len()),
+            });
+        }
+        let substituted;
+        let sql = if head.contains('{') {
+            substituted = format!("{}{rest}", params::substitute(head, &q.params)?);
+            substituted.as_str()
+        } else {
+            sql
+        };
+        let readonly = q.settings.u64("readonly");
+        let mut c = Cursor::new(head)?;
+        if c.eat_kws(&["SET"]) {
+            if readonly == 1 {
+                return Err(readonly_error());
+            }
+            let assigned = Settings::parse_assignments(&c.rest())?;
+            if let Some(session) = &q.session {
+                session.lock().unwrap_or_else(|e| e.into_inner()).settings.merge(&assigned);
+            }
+            return Ok(QueryOutput::default());
+        }
+        if c.eat_kws(&["USE"]) {
+            let db = c.ident()?;
+            c.finish()?;
+            if !self.tables().contains_key(&db) {
+                return Err(unknown_database(&db));
+            }
+            if let Some(session) = &q.session {
+                session.lock().unwrap_or_else(|e| e.into_inner()).database = Some(db);
+            }
+            return Ok(QueryOutput::default());
+        }
+        if readonly > 0 && !is_read(head) {
+            return Err(readonly_error());
+        }
+        self.execute_statement(sql, data, q).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_reads() {
+        for s in ["SELECT 1", " with x as (select 1) select * from x", "SHOW TABLES", "DESC t", "(SELECT 1)"] {
+            assert!(is_read(s), "{s}");
+        }
+        for s in ["INSERT INTO t VALUES (1)", "DROP TABLE t", "ALTER TABLE t DELETE WHERE 1", "OPTIMIZE TABLE t"] {
+            assert!(!is_read(s), "{s}");
+        }
+    }
+}

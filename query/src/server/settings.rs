@@ -1,0 +1,205 @@
+//! Query settings: ClickHouse's names and defaults, set from URL parameters,
+//! a session's `SET`, and a query's `SETTINGS` clause (later wins). Settings
+//! the server acts on are marked as applied; every other name is accepted and
+//! ignored, as the HTTP interface promises.
+
+use std::collections::BTreeMap;
+
+use crate::error::QueryError;
+use crate::parse::cursor::Cursor;
+use crate::parse::lexer::Tok;
+
+/// A known setting: name, default, type, description, and whether the server acts on it.
+pub struct Known {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub ty: &'static str,
+    pub description: &'static str,
+    pub applied: bool,
+}
+
+const fn k(name: &'static str, default: &'static str, ty: &'static str, description: &'static str) -> Known {
+    Known { name, default, ty, description, applied: true }
+}
+
+const fn ignored(name: &'static str, default: &'static str, ty: &'static str, description: &'static str) -> Known {
+    Known { name, default, ty, description, applied: false }
+}
+
+/// The settings `system.settings` lists.
+pub const KNOWN: &[Known] = &[
+    k("max_threads", "0", "MaxThreads", "Threads a query runs on (0: one per core)"),
+    k("readonly", "0", "UInt64", "1: only reads; 2: reads and SET"),
+    k("max_query_size", "262144", "UInt64", "Longest query text accepted, in bytes"),
+    k("max_result_rows", "0", "UInt64", "Most rows a result may have (0: no limit)"),
+    k("result_overflow_mode", "throw", "OverflowMode", "throw or break when max_result_rows is exceeded"),
+    k("max_execution_time", "0", "Seconds", "Longest a query may run, in seconds (0: no limit)"),
+    k("insert_deduplicate", "1", "Bool", "Deduplicate inserted blocks within the table's window"),
+    k("insert_deduplication_token", "", "String", "Deduplicate by this token instead of the block's bytes"),
+    k("mutations_sync", "2", "UInt64", "Mutations run to completion inside their ALTER"),
+    k("alter_sync", "2", "UInt64", "OPTIMIZE and ALTER wait for completion"),
+    k("lightweight_deletes_sync", "2", "UInt64", "Lightweight deletes run to completion inside their DELETE"),
+    k("output_format_json_quote_64bit_integers", "1", "Bool", "Quote 64-bit integers in JSON output"),
+    k("input_format_null_as_default", "1", "Bool", "NULL into a non-Nullable column becomes the default"),
+    ignored("max_block_size", "65409", "NonZeroUInt64", "Rows per block read from a table"),
+    ignored("max_insert_block_size", "1048449", "NonZeroUInt64", "Rows per block formed for insertion"),
+    ignored("insert_quorum", "0", "UInt64Auto", "Replicas that must acknowledge an insert (replication)"),
+    ignored("select_sequential_consistency", "0", "UInt64", "Read through the leader (replication)"),
+    ignored("input_format_skip_unknown_fields", "1", "Bool", "Skip unknown JSONEachRow keys"),
+    ignored("date_time_input_format", "basic", "DateTimeInputFormat", "How DateTime text is parsed"),
+    ignored("date_time_output_format", "simple", "DateTimeOutputFormat", "YYYY-MM-DD hh:mm:ss"),
+    ignored("session_timezone", "UTC", "Timezone", "The server time zone"),
+    ignored("send_progress_in_http_headers", "0", "Bool", "X-ClickHouse-Progress headers"),
+    ignored("wait_end_of_query", "0", "Bool", "Buffer the whole result before answering (always done)"),
+    ignored("enable_http_compression", "0", "Bool", "Compress HTTP responses"),
+    ignored("max_memory_usage", "0", "UInt64", "Memory limit of a query"),
+];
+
+/// URL parameters of the HTTP interface that are not settings.
+pub const NOT_SETTINGS: &[&str] = &[
+    "query",
+    "database",
+    "default_format",
+    "query_id",
+    "session_id",
+    "session_timeout",
+    "session_check",
+    "user",
+    "password",
+    "quota_key",
+    "compress",
+    "decompress",
+    "buffer_size",
+    "client_protocol_version",
+];
+
+fn bad(name: &str, value: &str, want: &str) -> QueryError {
+    QueryError {
+        code: 27,
+        name: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+        message: format!("Cannot parse value '{value}' of setting {name}: expected {want}"),
+    }
+}
+
+/// Settings that differ from their defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    values: BTreeMap<String, String>,
+}
+
+impl Settings {
+    /// Sets a value, checking it when the setting is one the server acts on.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), QueryError> {
+        if let Some(k) = KNOWN.iter().find(|k| k.name == name)
+            && k.applied
+        {
+            match k.ty {
+                "UInt64" | "MaxThreads" | "Seconds" => {
+                    if value != "auto" && value.parse::<u64>().is_err() {
+                        return Err(bad(name, value, "an unsigned integer"));
+                    }
+                }
+                "Bool" => {
+                    if !matches!(value.to_ascii_lowercase().as_str(), "0" | "1" | "true" | "false") {
+                        return Err(bad(name, value, "0, 1, true or false"));
+                    }
+                }
+                "OverflowMode" => {
+                    if value != "throw" && value != "break" {
+                        return Err(bad(name, value, "throw or break"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.values.insert(name.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// Every URL parameter that is a setting.
+    pub fn from_params<'a>(params: impl Iterator<Item = (&'a String, &'a String)>) -> Result<Settings, QueryError> {
+        let mut s = Settings::default();
+        for (k, v) in params {
+            if !NOT_SETTINGS.contains(&k.as_str()) && !k.starts_with("param_") {
+                s.set(k, v)?;
+            }
+        }
+        Ok(s)
+    }
+
+    /// Applies `other` on top of these.
+    pub fn merge(&mut self, other: &Settings) {
+        for (k, v) in &other.values {
+            self.values.insert(k.clone(), v.clone());
+        }
+    }
+
+    /// The value, or the default of a known setting.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(String::as_str)
+            .or_else(|| KNOWN.iter().find(|k| k.name == name).map(|k| k.default))
+    }
+
+    /// A numeric setting (0 when unset or `auto`).
+    pub fn u64(&self, name: &str) -> u64 {
+        self.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    /// A boolean setting.
+    pub fn bool(&self, name: &str) -> bool {
+        matches!(self.get(name).map(|v| v.to_ascii_lowercase()).as_deref(), Some("1" | "true"))
+    }
+
+    /// Whether this value was set (differs from the default).
+    pub fn changed(&self, name: &str) -> bool {
+        self.values.contains_key(name)
+    }
+
+    /// Parses `name = value, …` (a SETTINGS clause or a SET statement body).
+    pub fn parse_assignments(text: &str) -> Result<Settings, QueryError> {
+        let mut c = Cursor::new(text)?;
+        let mut s = Settings::default();
+        loop {
+            let name = c.ident()?;
+            c.expect_punct("=")?;
+            let negative = c.eat_punct("-");
+            let value = match c.peek().map(|t| t.tok.clone()) {
+                Some(Tok::Str(v)) | Some(Tok::Number(v)) | Some(Tok::Word(v)) => {
+                    c.pos += 1;
+                    if negative { format!("-{v}") } else { v }
+                }
+                _ => return Err(c.error("setting value")),
+            };
+            s.set(&name, &value)?;
+            if !c.eat_punct(",") {
+                break;
+            }
+        }
+        c.finish()?;
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_validates_and_layers() {
+        let mut s = Settings::parse_assignments("max_threads = 1, result_overflow_mode = 'break', foo_bar = x").unwrap();
+        assert_eq!(s.u64("max_threads"), 1);
+        assert_eq!(s.get("result_overflow_mode"), Some("break"));
+        assert_eq!(s.get("foo_bar"), Some("x"));
+        assert_eq!(s.u64("max_query_size"), 262144);
+        assert!(!s.changed("readonly"));
+        let over = Settings::parse_assignments("max_threads = 4").unwrap();
+        s.merge(&over);
+        assert_eq!(s.u64("max_threads"), 4);
+        assert_eq!(Settings::parse_assignments("readonly = 'yes'").unwrap_err().code, 27);
+        assert_eq!(Settings::parse_assignments("max_threads 1").unwrap_err().code, 62);
+        // Unknown settings are accepted whatever their value.
+        assert!(Settings::parse_assignments("some_future_setting = 'anything'").is_ok());
+    }
+}
