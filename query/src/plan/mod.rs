@@ -2,3 +2,4 @@
 //! planning.
 
 pub mod functions;
+pub mod count;

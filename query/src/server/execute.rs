@@ -425,6 +425,7 @@ impl Server {
             crate::plan::functions::rewrite_statement(s)?;
         }
         let plan = state.statement_to_plan(stmt).await.map_err(df)?;
+        let plan = crate::plan::count::unsigned_counts(plan).map_err(df)?;
         let ctx = SessionContext::new_with_state(state);
         ctx.execute_logical_plan(plan).await.map_err(df)
     }
