@@ -3,13 +3,17 @@
 //! clause, `uniqExact` a DISTINCT count, `uniq` an approximate distinct count,
 //! `any`/`anyLast` first/last value, `argMin`/`argMax` an ordered first value,
 //! `groupArray` `array_agg`, and `quantile(p)(x)`/`median(x)` an approximate
-//! percentile.
+//! percentile, `quantiles(…)(x)` an array of them. Scalar functions: casts
+//! (`toString`, `toUInt64`, …) become `arrow_cast`, `if`/`multiIf` CASE,
+//! `today()` `current_date()`.
 
 use std::ops::ControlFlow;
 
+use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
-    DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArgumentList,
-    FunctionArguments, Ident, ObjectName, OrderByExpr, OrderByOptions, Statement, Value, visit_expressions_mut,
+    CaseWhen, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
+    FunctionArgumentList, FunctionArguments, Ident, ObjectName, OrderByExpr, OrderByOptions, Statement, Value,
+    visit_expressions_mut,
 };
 
 use crate::error::QueryError;
@@ -63,7 +67,25 @@ fn rewrite(f: &mut Function) -> Result<(), QueryError> {
         set_name(f, &base);
         name = base;
     }
+    if let Some(arrow) = cast_target(&name) {
+        let Some(list) = arg_list(f) else { return Ok(()) };
+        if list.args.len() != 1 {
+            return Err(QueryError::arguments(format!("{name} takes one argument")));
+        }
+        list.args.push(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(Value::SingleQuotedString(
+            arrow.to_string(),
+        )))));
+        set_name(f, "arrow_cast");
+        return Ok(());
+    }
     match name.as_str() {
+        "today" => set_name(f, "current_date"),
+        "countDistinct" | "groupBitmap" => {
+            set_name(f, "count");
+            if let Some(l) = arg_list(f) {
+                l.duplicate_treatment = Some(DuplicateTreatment::Distinct);
+            }
+        }
         "uniqExact" => {
             set_name(f, "count");
             if let Some(l) = arg_list(f) {
@@ -113,13 +135,108 @@ fn rewrite(f: &mut Function) -> Result<(), QueryError> {
     Ok(())
 }
 
+/// The Arrow type a ClickHouse conversion function casts to.
+fn cast_target(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "toString" => "Utf8",
+        "toUInt8" => "UInt8",
+        "toUInt16" => "UInt16",
+        "toUInt32" => "UInt32",
+        "toUInt64" => "UInt64",
+        "toInt8" => "Int8",
+        "toInt16" => "Int16",
+        "toInt32" => "Int32",
+        "toInt64" => "Int64",
+        "toFloat32" => "Float32",
+        "toFloat64" => "Float64",
+        "toDateTime" => "Timestamp(Second, None)",
+        _ => return None,
+    })
+}
+
+fn case(conditions: Vec<CaseWhen>, else_result: Expr) -> Expr {
+    Expr::Case {
+        case_token: AttachedToken::empty(),
+        end_token: AttachedToken::empty(),
+        operand: None,
+        conditions,
+        else_result: Some(Box::new(else_result)),
+    }
+}
+
+/// Rewrites calls that become another kind of expression; `None` if `e` is not one.
+fn rewrite_expr(e: &Expr) -> Result<Option<Expr>, QueryError> {
+    let Expr::Function(f) = e else { return Ok(None) };
+    let Some(name) = f.name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.clone()) else { return Ok(None) };
+    let args = || match &f.args {
+        FunctionArguments::List(l) => l.args.iter().filter_map(plain_expr).collect::<Vec<_>>(),
+        _ => Vec::new(),
+    };
+    match name.as_str() {
+        "if" => {
+            let [c, a, b]: [Expr; 3] = args()
+                .try_into()
+                .map_err(|_| QueryError::arguments("if takes three arguments: if(cond, then, else)"))?;
+            Ok(Some(case(vec![CaseWhen { condition: c, result: a }], b)))
+        }
+        "multiIf" => {
+            let mut a = args();
+            if a.len() < 3 || a.len() % 2 == 0 {
+                return Err(QueryError::arguments(
+                    "multiIf takes cond1, then1, …, else: an odd number ≥ 3 of arguments",
+                ));
+            }
+            let otherwise = a.pop().unwrap_or(Expr::value(Value::Null));
+            let mut conditions = Vec::new();
+            let mut it = a.into_iter();
+            while let (Some(condition), Some(result)) = (it.next(), it.next()) {
+                conditions.push(CaseWhen { condition, result });
+            }
+            Ok(Some(case(conditions, otherwise)))
+        }
+        "quantiles" | "quantilesExact" => {
+            let mut items = Vec::new();
+            for p in parameters(f) {
+                let mut one = f.clone();
+                one.parameters = FunctionArguments::List(FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(p))],
+                    clauses: Vec::new(),
+                });
+                set_name(&mut one, "quantile");
+                rewrite(&mut one)?;
+                items.push(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Function(one))));
+            }
+            let mut arr = f.clone();
+            arr.parameters = FunctionArguments::None;
+            arr.args = FunctionArguments::List(FunctionArgumentList {
+                duplicate_treatment: None,
+                args: items,
+                clauses: Vec::new(),
+            });
+            set_name(&mut arr, "make_array");
+            Ok(Some(Expr::Function(arr)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Rewrites every ClickHouse function call in a statement.
 pub fn rewrite_statement(stmt: &mut Statement) -> Result<(), QueryError> {
     let mut err = None;
     let _ = visit_expressions_mut(stmt, |e| {
-        if let Expr::Function(f) = e
-            && let Err(x) = rewrite(f)
-        {
+        let r = match rewrite_expr(e) {
+            Ok(Some(new)) => {
+                *e = new;
+                Ok(())
+            }
+            Ok(None) => match e {
+                Expr::Function(f) => rewrite(f),
+                _ => Ok(()),
+            },
+            Err(x) => Err(x),
+        };
+        if let Err(x) = r {
             err = Some(x);
             return ControlFlow::Break(());
         }

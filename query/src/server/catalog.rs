@@ -73,6 +73,7 @@ impl Server {
         for udf in storage::expr::clickhouse_udfs() {
             ctx.register_udf(udf);
         }
+        ctx.register_udtf("numbers", Arc::new(super::numbers::NumbersFunction));
         for (name, value) in [("version", env!("CARGO_PKG_VERSION")), ("timezone", "UTC")] {
             let value = value.to_string();
             ctx.register_udf(create_udf(
@@ -218,7 +219,9 @@ impl Server {
             _ => Err(QueryError {
                 code: 516,
                 name: "AUTHENTICATION_FAILED",
-                message: format!("{user}: Authentication failed: password is incorrect, or there is no user with such name"),
+                message: format!(
+                    "{user}: Authentication failed: password is incorrect, or there is no user with such name"
+                ),
             }),
         }
     }

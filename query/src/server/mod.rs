@@ -5,6 +5,7 @@ mod catalog;
 mod execute;
 mod front;
 pub mod http;
+mod numbers;
 mod params;
 pub mod session;
 pub mod settings;

@@ -136,10 +136,7 @@ impl Settings {
 
     /// The value, or the default of a known setting.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values
-            .get(name)
-            .map(String::as_str)
-            .or_else(|| KNOWN.iter().find(|k| k.name == name).map(|k| k.default))
+        self.values.get(name).map(String::as_str).or_else(|| KNOWN.iter().find(|k| k.name == name).map(|k| k.default))
     }
 
     /// A numeric setting (0 when unset or `auto`).
@@ -188,7 +185,8 @@ mod tests {
 
     #[test]
     fn parses_validates_and_layers() {
-        let mut s = Settings::parse_assignments("max_threads = 1, result_overflow_mode = 'break', foo_bar = x").unwrap();
+        let mut s =
+            Settings::parse_assignments("max_threads = 1, result_overflow_mode = 'break', foo_bar = x").unwrap();
         assert_eq!(s.u64("max_threads"), 1);
         assert_eq!(s.get("result_overflow_mode"), Some("break"));
         assert_eq!(s.get("foo_bar"), Some("x"));

@@ -15,29 +15,7 @@ use datafusion::error::{DataFusionError, Result};
 use super::catalog::Server;
 use crate::table::TableEngine;
 
-const TABLES: &[&str] = &["one", "databases", "tables", "columns", "parts", "settings"];
-
-/// Session settings clients read at connect (clickhouse-connect reads
-/// `system.settings`): name, value, type, description. The server does not
-/// act on most of them yet; they are reported with their ClickHouse defaults.
-const SETTINGS: &[(&str, &str, &str, &str)] = &[
-    ("max_threads", "2", "MaxThreads", "The maximum number of threads to execute a request"),
-    ("readonly", "0", "UInt64", "Restricts permissions for non-DDL queries"),
-    ("max_block_size", "65409", "NonZeroUInt64", "Rows per block read from a table"),
-    ("max_insert_block_size", "1048449", "NonZeroUInt64", "Rows per block formed for insertion"),
-    ("mutations_sync", "2", "UInt64", "Mutations run to completion inside their ALTER"),
-    ("lightweight_deletes_sync", "2", "UInt64", "Lightweight deletes run to completion inside their DELETE"),
-    ("alter_sync", "2", "UInt64", "OPTIMIZE and ALTER wait for completion"),
-    ("insert_quorum", "0", "UInt64Auto", "Replicas that must acknowledge an insert (replication is issue 5)"),
-    ("insert_deduplicate", "1", "Bool", "Deduplicate inserted blocks (replicated tables)"),
-    ("input_format_null_as_default", "1", "Bool", "NULL into a non-Nullable column becomes the default"),
-    ("input_format_skip_unknown_fields", "1", "Bool", "Skip unknown JSONEachRow keys"),
-    ("output_format_json_quote_64bit_integers", "1", "Bool", "Quote 64-bit integers in JSON output"),
-    ("date_time_output_format", "simple", "DateTimeOutputFormat", "YYYY-MM-DD hh:mm:ss"),
-    ("session_timezone", "UTC", "Timezone", "The server time zone"),
-    ("send_progress_in_http_headers", "0", "Bool", "X-ClickHouse-Progress headers"),
-    ("enable_http_compression", "0", "Bool", "Compress HTTP responses"),
-];
+const TABLES: &[&str] = &["one", "numbers", "databases", "tables", "columns", "parts", "settings"];
 
 /// The `system` database.
 #[derive(Debug)]
@@ -185,8 +163,9 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
             )?
         }
         "settings" => {
-            let col = |i: usize| utf8(SETTINGS.iter().map(|s| [s.0, s.1, s.2, s.3][i].to_string()).collect());
-            let n = SETTINGS.len();
+            use super::settings::KNOWN;
+            let col = |f: &dyn Fn(&super::settings::Known) -> String| utf8(KNOWN.iter().map(f).collect());
+            let n = KNOWN.len();
             table_of(
                 vec![
                     s("name"),
@@ -197,12 +176,18 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
                     s("type"),
                 ],
                 vec![
-                    col(0),
-                    col(1),
+                    col(&|k| k.name.into()),
+                    col(&|k| k.default.into()),
                     Arc::new(UInt8Array::from(vec![0u8; n])),
-                    col(3),
+                    col(&|k| {
+                        if k.applied {
+                            k.description.into()
+                        } else {
+                            format!("{} (accepted, not acted on yet)", k.description)
+                        }
+                    }),
                     Arc::new(UInt8Array::from(vec![0u8; n])),
-                    col(2),
+                    col(&|k| k.ty.into()),
                 ],
             )?
         }
@@ -261,6 +246,7 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
                 ],
             )?
         }
+        "numbers" => Arc::new(super::numbers::Numbers { start: 0, count: None }),
         _ => return Ok(None),
     }))
 }

@@ -44,11 +44,16 @@ impl Running {
 
     /// `post` with extra request headers.
     fn post_with(&self, query: Option<&str>, body: &[u8], headers_in: &[&str]) -> (u16, Option<String>, String) {
-        let mut url = format!("http://{}/", self.addr);
-        if let Some(q) = query {
-            url.push_str("?query=");
-            url.push_str(&q.replace('%', "%25").replace(' ', "%20").replace('\n', "%0A").replace('+', "%2B"));
-        }
+        let params = match query {
+            Some(q) => format!("query={}", encode(q)),
+            None => String::new(),
+        };
+        self.request(&params, body, headers_in)
+    }
+
+    /// POSTs `body` with raw URL parameters `params` (`a=1&b=2`, already encoded).
+    pub(crate) fn request(&self, params: &str, body: &[u8], headers_in: &[&str]) -> (u16, Option<String>, String) {
+        let url = format!("http://{}/?{params}", self.addr);
         let dir = tempfile::tempdir().unwrap();
         let body_file = dir.path().join("body");
         std::fs::write(&body_file, body).unwrap();
@@ -85,6 +90,16 @@ impl Running {
         assert_ne!(status, 200, "{sql} should fail: {body}");
         (status, code.unwrap_or_default(), body)
     }
+}
+
+/// Percent-encodes what curl would otherwise send raw in a URL.
+pub(crate) fn encode(q: &str) -> String {
+    q.replace('%', "%25")
+        .replace(' ', "%20")
+        .replace('\n', "%0A")
+        .replace('+', "%2B")
+        .replace('&', "%26")
+        .replace('#', "%23")
 }
 
 impl Drop for Running {
@@ -254,6 +269,20 @@ fn clickhouse_aggregate_functions() {
     assert_eq!(s.ok("SELECT u, anyLast(u) FROM t GROUP BY u ORDER BY u"), "7\t7\n9\t9\n");
     let (st, code, _) = s.err("SELECT countIf() FROM t");
     assert_eq!((st, code.as_str()), (400, "42"));
+    // Scalar functions and the rest of the daily set.
+    assert_eq!(
+        s.ok("SELECT k, if(v > 1, 'big', 'small'), multiIf(k = 1, 'one', k = 2, 'two', 'many'), toString(u) || '!' \
+              FROM t ORDER BY k LIMIT 3"),
+        "1\tsmall\tone\t7!\n2\tbig\ttwo\t7!\n3\tbig\tmany\t9!\n"
+    );
+    assert_eq!(
+        s.ok("SELECT groupBitmap(u), toUInt8(k) + 1, toFloat64(k) / 2 FROM t WHERE k = 3 GROUP BY k"),
+        "1\t4\t1.5\n"
+    );
+    assert_eq!(s.ok("SELECT array_length(quantiles(0.1, 0.5, 0.9)(v)) FROM t"), "3\n");
+    assert_eq!(s.ok("SELECT sum(number), count() FROM numbers(10)"), "45\t10\n");
+    assert_eq!(s.ok("SELECT number FROM numbers(5, 2)"), "5\n6\n");
+    assert_eq!(s.ok("SELECT number FROM system.numbers LIMIT 3"), "0\n1\n2\n");
 }
 
 #[test]
@@ -367,4 +396,64 @@ fn settings_clause_vs_a_table_named_settings() {
     assert_eq!(s.ok("SELECT 1 AS x SETTINGS max_threads = 1"), "1\n");
     s.ok("CREATE TABLE settings (settings UInt8) ENGINE = MergeTree ORDER BY `settings`");
     assert_eq!(s.ok("SELECT settings FROM settings SETTINGS max_threads = 1 FORMAT TSV"), "");
+}
+
+#[test]
+fn url_settings_parameters_sessions_and_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    s.ok("CREATE TABLE t (id UInt64, s String) ENGINE = MergeTree ORDER BY id");
+    s.ok("INSERT INTO t SELECT number, toString(number) FROM system.numbers LIMIT 100");
+    let q = |params: &str, sql: &str| s.request(params, sql.as_bytes(), &[]);
+    // Known settings apply; unknown ones are accepted and ignored.
+    assert_eq!(q("some_unknown_setting=1&max_threads=1", "SELECT count() FROM t").2, "100\n");
+    let (status, code, body) = q("readonly=1", "DROP TABLE t");
+    assert_eq!((status, code.as_deref()), (403, Some("164")), "{body}");
+    assert_eq!(q("readonly=1", "SELECT count() FROM t").2, "100\n");
+    let (status, code, _) = q("max_result_rows=10", "SELECT id FROM t");
+    assert_eq!((status, code.as_deref()), (400, Some("396")));
+    assert_eq!(
+        q("max_result_rows=10&result_overflow_mode=break", "SELECT id FROM t ORDER BY id").2.lines().count(),
+        10
+    );
+    assert_eq!(
+        s.ok("SELECT id FROM t ORDER BY id SETTINGS max_result_rows = 3, result_overflow_mode = 'break'"),
+        "0\n1\n2\n"
+    );
+    let (_, code, body) = q("max_query_size=10", "SELECT count() FROM t");
+    assert_eq!(code.as_deref(), Some("62"), "{body}");
+    assert!(body.contains("Max query size exceeded"), "{body}");
+    let (_, code, _) = q("readonly=maybe", "SELECT 1");
+    assert_eq!(code.as_deref(), Some("27"));
+    // Query parameters are typed literals, never SQL.
+    assert_eq!(
+        q("param_lo=10&param_s=15", "SELECT count() FROM t WHERE id >= {lo:UInt64} AND s != {s:String}").2,
+        "89\n"
+    );
+    assert_eq!(q("param_s=x'%20OR%201=1%20--", "SELECT count() FROM t WHERE s = {s:String}").2, "0\n");
+    let (_, code, _) = q("param_lo=abc", "SELECT {lo:UInt64}");
+    assert_eq!(code.as_deref(), Some("26"));
+    let (_, code, _) = q("", "SELECT {missing:UInt64}");
+    assert_eq!(code.as_deref(), Some("456"));
+    // Sessions keep SET and USE; without a session SET lasts one request.
+    s.ok("CREATE DATABASE other");
+    s.ok("CREATE TABLE other.u (x UInt8) ENGINE = MergeTree ORDER BY x");
+    q("session_id=abc", "SET max_result_rows = 5");
+    q("session_id=abc", "USE other");
+    assert_eq!(q("session_id=abc", "SHOW TABLES").2, "u\n");
+    let (_, code, _) = q("session_id=abc", "SELECT id FROM default.t");
+    assert_eq!(code.as_deref(), Some("396"));
+    assert_eq!(q("session_id=other-session", "SHOW TABLES").2, "t\n");
+    assert_eq!(q("database=other", "SELECT count() FROM u").2, "0\n");
+    // Credentials: user default has no password unless configured.
+    let (status, _, _) = s.request("", b"SELECT 1", &["X-ClickHouse-User: default", "X-ClickHouse-Key: "]);
+    assert_eq!(status, 200);
+    let (status, code, _) = s.request("", b"SELECT 1", &["Authorization: Basic ZGVmYXVsdDp3cm9uZw=="]);
+    assert_eq!((status, code.as_deref()), (401, Some("516")));
+    let (status, _, _) = s.request("user=default", b"SELECT 1", &["Authorization: Basic ZGVmYXVsdDo="]);
+    assert_eq!(status, 200);
+    let (status, code, _) = s.request("user=nobody", b"SELECT 1", &[]);
+    assert_eq!((status, code.as_deref()), (401, Some("516")));
+    // An empty query_id is replaced by a fresh one.
+    assert_eq!(s.ok("SELECT 1"), "1\n");
 }
