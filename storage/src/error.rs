@@ -50,6 +50,8 @@ pub enum StorageError {
     BadTable(String),
     #[error("Bad aggregate state: {0}")]
     BadAggregateState(String),
+    #[error("{path} is corrupted: {reason}")]
+    CorruptedFile { path: PathBuf, reason: String },
     #[error("simulated crash at failpoint {0}")]
     SimulatedCrash(&'static str),
 }
@@ -81,6 +83,7 @@ impl StorageError {
             StorageError::NoSuchColumn(_) => (16, "NO_SUCH_COLUMN_IN_TABLE"),
             StorageError::BadTable(_) => (36, "BAD_ARGUMENTS"),
             StorageError::BadAggregateState(_) => (117, "INCORRECT_DATA"),
+            StorageError::CorruptedFile { .. } => (246, "CORRUPTED_DATA"),
             StorageError::SimulatedCrash(_) => (1002, "UNKNOWN_EXCEPTION"),
         }
     }

@@ -12,6 +12,7 @@
 
 pub mod agg;
 pub mod backpressure;
+pub mod dedup;
 pub mod error;
 pub mod expr;
 pub mod failpoint;

@@ -52,6 +52,9 @@ pub struct MergeTreeSettings {
     pub old_parts_lifetime_secs: u64,
     /// Rows a merge or scan reads per batch.
     pub merge_batch_rows: usize,
+    /// Recent inserted blocks whose ids are kept for deduplication (0: off).
+    #[serde(default)]
+    pub non_replicated_deduplication_window: usize,
 }
 
 impl Default for MergeTreeSettings {
@@ -67,6 +70,7 @@ impl Default for MergeTreeSettings {
             max_bytes_to_merge_at_max_space_in_pool: 150 << 30,
             old_parts_lifetime_secs: 480,
             merge_batch_rows: 8192,
+            non_replicated_deduplication_window: 0,
         }
     }
 }

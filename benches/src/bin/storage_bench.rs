@@ -24,14 +24,30 @@ struct Args {
     workdir: PathBuf,
     out: PathBuf,
     parquet_out: Option<PathBuf>,
+    /// Only write the Parquet file (the query benchmark's input).
+    gen_only: bool,
 }
 
 fn args() -> Args {
-    let mut a =
-        Args { rows: 10_000_000, workdir: "benches/work".into(), out: "storage.json".into(), parquet_out: None };
+    let mut a = Args {
+        rows: 10_000_000,
+        workdir: "benches/work".into(),
+        out: "storage.json".into(),
+        parquet_out: None,
+        gen_only: false,
+    };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
-    while i + 1 < v.len() {
+    while i < v.len() {
+        if v[i] == "--gen-only" {
+            a.gen_only = true;
+            i += 1;
+            continue;
+        }
+        if i + 1 >= v.len() {
+            eprintln!("{} needs a value", v[i]);
+            std::process::exit(2);
+        }
         match v[i].as_str() {
             "--rows" => a.rows = v[i + 1].parse().unwrap_or(a.rows),
             "--workdir" => a.workdir = v[i + 1].clone().into(),
@@ -121,6 +137,9 @@ fn main() {
             w.write(b).expect("write");
         }
         w.close().expect("close");
+    }
+    if a.gen_only {
+        return;
     }
 
     // 1. 100k-row inserts, merges stopped: one part per partition per insert.

@@ -205,7 +205,6 @@ const IGNORED_SETTINGS: &[&str] = &[
     "allow_nullable_key",
     "merge_with_ttl_timeout",
     "ttl_only_drop_parts",
-    "non_replicated_deduplication_window",
     "replicated_deduplication_window",
     "enable_block_number_column",
     "enable_block_offset_column",
@@ -228,6 +227,7 @@ pub fn apply_settings(s: &mut MergeTreeSettings, settings: &[(String, String)]) 
             "parts_to_throw_insert" => s.parts_to_throw_insert = setting_number(k, v)?,
             "max_delay_to_insert" => s.max_delay_to_insert_ms = setting_number::<u64>(k, v)? * 1000,
             "max_parts_to_merge_at_once" => s.max_parts_to_merge_at_once = setting_number(k, v)?,
+            "non_replicated_deduplication_window" => s.non_replicated_deduplication_window = setting_number(k, v)?,
             "max_bytes_to_merge_at_max_space_in_pool" => {
                 s.max_bytes_to_merge_at_max_space_in_pool = setting_number(k, v)?
             }

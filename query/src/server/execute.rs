@@ -18,7 +18,7 @@ use crate::error::QueryError;
 use crate::format::{self, Format};
 use crate::parse::cursor::Cursor;
 use crate::parse::{AlterCommand, PartitionSpec, Statement, parse_statement};
-use crate::table::{LocalTable, OptimizeOptions, TableEngine};
+use crate::table::{InsertOptions, LocalTable, OptimizeOptions, TableEngine};
 
 /// What a statement returns.
 #[derive(Debug, Default)]
@@ -551,7 +551,11 @@ impl Server {
                 )
                 .map_err(|e| QueryError::bad_arguments(e.to_string()))?
             };
-            let rows = blocking(move || table.insert(&full)).await?;
+            let opts = InsertOptions {
+                deduplicate: q.settings.bool("insert_deduplicate"),
+                token: q.settings.get("insert_deduplication_token").filter(|t| !t.is_empty()).map(str::to_string),
+            };
+            let rows = blocking(move || table.insert(&full, &opts)).await?;
             Ok(QueryOutput { written_rows: rows as u64, ..Default::default() })
         }
     }

@@ -16,7 +16,7 @@ use storage::part_set::{self, PartSet};
 use storage::partition::split_by_partition;
 use storage::{Part, PartName, backpressure};
 
-use super::{OptimizeOptions, TableEngine};
+use super::{InsertOptions, OptimizeOptions, TableEngine};
 use crate::error::QueryError;
 use crate::parse::{AlterCommand, CreateTable, Statement, parse_statement};
 
@@ -37,6 +37,9 @@ pub struct LocalTable {
     /// Serialises merges and mutations of this table.
     rewrite: Mutex<()>,
     merges_stopped: AtomicBool,
+    /// Ids of recent blocks (`non_replicated_deduplication_window`); held
+    /// for the whole insert so a concurrent retry cannot slip past.
+    dedup: Mutex<storage::dedup::DedupLog>,
 }
 
 fn st(e: storage::StorageError) -> QueryError {
@@ -89,7 +92,10 @@ impl LocalTable {
         mutations.sort_by_key(|m| m.version);
         let max_block = parts.active().map(|p| p.name.max_block.max(p.name.mutation)).max().unwrap_or(0);
         let max_mutation = mutations.last().map(|m| m.version).unwrap_or(0);
+        let dedup =
+            storage::dedup::DedupLog::open(dir, table.def.settings.non_replicated_deduplication_window).map_err(st)?;
         let t = Arc::new(LocalTable {
+            dedup: Mutex::new(dedup),
             create,
             table,
             dir: dir.to_path_buf(),
@@ -179,8 +185,22 @@ impl TableEngine for LocalTable {
         &self.table
     }
 
-    fn insert(&self, batch: &RecordBatch) -> Result<usize, QueryError> {
+    fn insert(&self, batch: &RecordBatch, opts: &InsertOptions) -> Result<usize, QueryError> {
         let settings = &self.table.def.settings;
+        let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        let block_id = if opts.deduplicate && settings.non_replicated_deduplication_window > 0 {
+            let id = match &opts.token {
+                Some(t) => storage::dedup::token_block_id(t, 0),
+                None => storage::dedup::block_id(batch).map_err(st)?,
+            };
+            if dedup.contains(&id) {
+                tracing::info!(table = %self.create.name, block_id = %id, "duplicate block skipped");
+                return Ok(0);
+            }
+            Some(id)
+        } else {
+            None
+        };
         let mut rows = 0;
         for piece in split_by_partition(&self.table, batch).map_err(st)? {
             let count = self.state().parts.parts_in_partition(&piece.partition_id);
@@ -196,6 +216,9 @@ impl TableEngine for LocalTable {
             let part = write_block(&self.table, &self.dir, name, piece.value, &piece.batch).map_err(st)?;
             rows += piece.batch.num_rows();
             self.state().parts.add(Arc::new(part)).map_err(st)?;
+        }
+        if let Some(id) = block_id {
+            dedup.add(&id).map_err(st)?;
         }
         Ok(rows)
     }

@@ -28,14 +28,29 @@ pub struct OptimizeOptions {
     pub cleanup: bool,
 }
 
+/// How an insert is deduplicated (`insert_deduplicate`,
+/// `insert_deduplication_token`); the table's window decides whether at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsertOptions {
+    pub deduplicate: bool,
+    pub token: Option<String>,
+}
+
+impl Default for InsertOptions {
+    fn default() -> Self {
+        InsertOptions { deduplicate: true, token: None }
+    }
+}
+
 /// What a table offers the statement executor.
 pub trait TableEngine: Send + Sync + std::fmt::Debug {
     /// The parsed CREATE statement the table was made with.
     fn create(&self) -> &CreateTable;
     /// The compiled storage definition.
     fn storage(&self) -> &Arc<storage::Table>;
-    /// Inserts a block; returns the rows written.
-    fn insert(&self, batch: &RecordBatch) -> Result<usize, QueryError>;
+    /// Inserts a block; returns the rows written (0 when the block was a
+    /// duplicate inside the deduplication window).
+    fn insert(&self, batch: &RecordBatch, opts: &InsertOptions) -> Result<usize, QueryError>;
     /// The active parts, for reads.
     fn snapshot(&self) -> Vec<Arc<Part>>;
     /// Runs one background merge if the selector finds one; true if it merged.

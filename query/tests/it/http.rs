@@ -457,3 +457,33 @@ fn url_settings_parameters_sessions_and_credentials() {
     // An empty query_id is replaced by a fresh one.
     assert_eq!(s.ok("SELECT 1"), "1\n");
 }
+
+#[test]
+fn insert_deduplication_window_and_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    s.ok("CREATE TABLE d (k UInt32, v String) ENGINE = MergeTree ORDER BY k SETTINGS non_replicated_deduplication_window = 100");
+    s.ok("CREATE TABLE plain (k UInt32) ENGINE = MergeTree ORDER BY k");
+    let insert = |params: &str, table: &str, rows: &[u8]| {
+        let (status, _, body) =
+            s.request(&format!("query={}&{params}", encode(&format!("INSERT INTO {table} FORMAT TSV"))), rows, &[]);
+        assert_eq!(status, 200, "{body}");
+    };
+    insert("", "d", b"1\ta\n2\tb\n");
+    insert("", "d", b"1\ta\n2\tb\n"); // a retry: skipped
+    assert_eq!(s.ok("SELECT count() FROM d"), "2\n");
+    insert("insert_deduplication_token=batch-7", "d", b"3\tc\n");
+    insert("insert_deduplication_token=batch-7", "d", b"4\td\n"); // same token, other rows: skipped
+    insert("insert_deduplicate=0", "d", b"1\ta\n2\tb\n"); // deduplication off for this insert
+    assert_eq!(s.ok("SELECT count(), sum(k) FROM d"), "5\t9\n");
+    // Without a window (the default, as in ClickHouse) nothing is deduplicated.
+    insert("", "plain", b"1\n");
+    insert("", "plain", b"1\n");
+    assert_eq!(s.ok("SELECT count() FROM plain"), "2\n");
+    drop(s);
+    // The window survives a restart.
+    let s = Running::start(dir.path());
+    let (status, _, _) = s.request(&format!("query={}", encode("INSERT INTO d FORMAT TSV")), b"1\ta\n2\tb\n", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(s.ok("SELECT count() FROM d"), "5\n");
+}

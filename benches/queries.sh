@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The 12-query benchmark: shardhouse (release server over HTTP) next to chDB
+# MergeTree and DuckDB on the same generated hits rows.
+# Usage: benches/queries.sh [ROWS] [REPS]   (defaults 10000000 and 5)
+# Writes benches/results/queries.{md,json}.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROWS="${1:-10000000}"
+REPS="${2:-5}"
+WORK="${BENCH_WORKDIR:-$PWD/work}"
+mkdir -p "$WORK" results
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import chdb, duckdb, pyarrow" 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q chdb duckdb pyarrow numpy
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/shardhouse-target}"
+cargo build -q --release -p benches --bin storage-bench
+cargo build -q --release -p shardhouse
+PARQUET="$WORK/hits_$ROWS.parquet"
+[ -f "$PARQUET" ] || "$CARGO_TARGET_DIR/release/storage-bench" --rows "$ROWS" --gen-only --workdir "$WORK" --parquet-out "$PARQUET"
+DATA="$WORK/queries_shardhouse"
+rm -rf "$DATA"
+PORT=$((20000 + RANDOM % 20000))
+"$CARGO_TARGET_DIR/release/shardhouse" server --data "$DATA" --listen "127.0.0.1:$PORT" --max-body 4294967296 2>"$WORK/server.log" &
+PID=$!
+trap 'kill $PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/ping" >/dev/null && break; sleep 0.1; done
+.venv/bin/python queries.py "$PARQUET" "http://127.0.0.1:$PORT" "$WORK" results/queries --reps "$REPS" --server-pid "$PID"
