@@ -30,6 +30,7 @@ pub struct Server {
     tables: Mutex<Tables>,
     stop: Arc<AtomicBool>,
     pub(crate) sessions: super::session::Sessions,
+    pub(crate) query_log: super::query_log::QueryLog,
     /// Users and their passwords (`default` with no password unless configured).
     users: Mutex<BTreeMap<String, String>>,
 }
@@ -90,6 +91,7 @@ impl Server {
             tables: Mutex::new(BTreeMap::new()),
             stop: Arc::new(AtomicBool::new(false)),
             sessions: Default::default(),
+            query_log: Default::default(),
             users: Mutex::new(BTreeMap::from([("default".to_string(), String::new())])),
         });
         let meta = data_dir.join("metadata");

@@ -274,8 +274,11 @@ impl Server {
                         message: format!("Table {db}.{} already exists", create.name),
                     });
                 }
-                if create.as_select.is_some() {
-                    return Err(QueryError::bad_arguments("CREATE TABLE … AS SELECT is not supported yet"));
+                let select = create.as_select.take();
+                if let Some(sel) = &select
+                    && create.columns.is_empty()
+                {
+                    create.columns = self.columns_of(sel, q).await?;
                 }
                 if let Some((src_db, src)) = create.as_table.take() {
                     let source = self.table(src_db.as_deref().unwrap_or(&db), &src)?;
@@ -302,6 +305,14 @@ impl Server {
                     server.register_table(&db2, &name2, table)
                 })
                 .await?;
+                if let Some(sel) = select {
+                    let insert = format!("INSERT INTO {}.{} {sel}", quote_ident(&db), quote_ident(&name));
+                    if let Err(e) = self.execute_insert(&insert, None, q).await {
+                        // Like ClickHouse: a failed AS SELECT leaves no table behind.
+                        let _ = self.drop_table(&db, &name);
+                        return Err(e);
+                    }
+                }
                 Ok(QueryOutput::default())
             }
             Statement::DropTable { table: (d, name), if_exists } => {
@@ -406,9 +417,26 @@ impl Server {
                 .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
                 Ok(QueryOutput::rows(schema, vec![batch], None))
             }
-            Statement::RenameTable { .. } => Err(QueryError::bad_arguments("RENAME TABLE is not supported yet")),
+            Statement::RenameTable { pairs } => {
+                for ((fd, from), (td, to)) in pairs {
+                    let fd = fd.unwrap_or_else(|| db.to_string());
+                    let td = td.unwrap_or_else(|| db.to_string());
+                    let server = self.clone();
+                    blocking(move || server.rename_table(&fd, &from, &td, &to)).await?;
+                }
+                Ok(QueryOutput::default())
+            }
             Statement::Other(text) => self.execute_other(&text, q).await,
         }
+    }
+
+    /// Plans a SELECT as written by a user (FINAL included).
+    pub(crate) async fn plan_select(
+        &self,
+        sql: &str,
+        q: &QueryContext,
+    ) -> Result<datafusion::dataframe::DataFrame, QueryError> {
+        self.plan(&rewrite_final(sql)?, q).await
     }
 
     /// Plans a query on DataFusion after rewriting ClickHouse functions.
@@ -426,11 +454,20 @@ impl Server {
         }
         let plan = state.statement_to_plan(stmt).await.map_err(df)?;
         let plan = crate::plan::count::unsigned_counts(plan).map_err(df)?;
+        // A runtime per query: its memory pool bounds it by max_memory_usage
+        // and records its peak for the query log.
+        let pool = super::metering::PeakPool::new(q.settings.u64("max_memory_usage") as usize, q.stats.clone());
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()
+            .map_err(df)?;
+        let state =
+            datafusion::execution::SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build();
         let ctx = SessionContext::new_with_state(state);
         ctx.execute_logical_plan(plan).await.map_err(df)
     }
 
-    fn drop_table(&self, db: &str, name: &str) -> Result<(), QueryError> {
+    pub(crate) fn drop_table(&self, db: &str, name: &str) -> Result<(), QueryError> {
         self.deregister_table(db, name);
         let meta = self.metadata_path(db, name);
         std::fs::remove_file(&meta).map_err(|e| st(storage::StorageError::io(&meta, e)))?;
@@ -484,7 +521,7 @@ impl Server {
             let batch = if c.eat_kws(&["FORMAT"]) {
                 let fmt = Format::from_name(&c.ident()?)?;
                 c.finish()?;
-                format::read(fmt, data.unwrap_or_default(), &target)?
+                super::metering::measured(&q.stats, || format::read(fmt, data.unwrap_or_default(), &target))?
             } else {
                 let source = c.rest();
                 let frame = self.plan(&source, q).await?;
@@ -555,7 +592,8 @@ impl Server {
                 deduplicate: q.settings.bool("insert_deduplicate"),
                 token: q.settings.get("insert_deduplication_token").filter(|t| !t.is_empty()).map(str::to_string),
             };
-            let rows = blocking(move || table.insert(&full, &opts)).await?;
+            let stats = q.stats.clone();
+            let rows = blocking(move || super::metering::measured(&stats, || table.insert(&full, &opts))).await?;
             Ok(QueryOutput { written_rows: rows as u64, ..Default::default() })
         }
     }
@@ -597,7 +635,10 @@ impl Server {
         let run = async {
             let frame = self.plan(&text, &q).await?;
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-            Ok::<_, QueryError>((schema, frame.collect().await.map_err(df)?))
+            let task = Arc::new(frame.task_ctx());
+            let physical = frame.create_physical_plan().await.map_err(df)?;
+            let physical = super::metering::meter(physical, &q.stats).map_err(df)?;
+            Ok::<_, QueryError>((schema, datafusion::physical_plan::collect(physical, task).await.map_err(df)?))
         };
         let limit = q.settings.u64("max_execution_time");
         let (schema, mut batches) = if limit > 0 {
@@ -691,7 +732,7 @@ fn describe(t: &dyn TableEngine) -> QueryOutput {
     }
 }
 
-fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     if !s.is_empty()
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !s.starts_with(|c: char| c.is_ascii_digit())

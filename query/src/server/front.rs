@@ -27,13 +27,56 @@ fn is_read(sql: &str) -> bool {
 
 impl Server {
     /// Runs one request's statement (and the rest of its body, `data`) in
-    /// the context `q`.
+    /// the context `q`, and records it in `system.query_log`.
     pub async fn execute_in(
         self: &Arc<Self>,
         sql: &str,
         data: &[u8],
         q: &mut QueryContext,
     ) -> Result<QueryOutput, QueryError> {
+        let started = std::time::Instant::now();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let r = self.run_in(sql, data, q).await;
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = &q.stats;
+        let (result_rows, result_bytes) = match &r {
+            Ok(o) => (
+                o.batches.iter().map(|b| b.num_rows() as u64).sum(),
+                o.batches.iter().map(|b| b.get_array_memory_size() as u64).sum(),
+            ),
+            Err(_) => (0, 0),
+        };
+        let written_rows = r.as_ref().map(|o| o.written_rows).unwrap_or(0);
+        self.query_log.push(super::query_log::Entry {
+            event_time_ms: now_ms,
+            query_id: q.query_id.clone(),
+            query: sql.trim().to_string(),
+            user: q.user.clone(),
+            database: q.database.clone(),
+            kind: match &r {
+                Ok(_) => "QueryFinish",
+                Err(_) if st.cpu_ns.load(Relaxed) == 0 && st.read_rows.load(Relaxed) == 0 => "ExceptionBeforeStart",
+                Err(_) => "ExceptionWhileProcessing",
+            },
+            duration_ms: started.elapsed().as_millis() as u64,
+            read_rows: st.read_rows.load(Relaxed),
+            read_bytes: st.read_bytes.load(Relaxed),
+            written_rows,
+            written_bytes: if written_rows > 0 { data.len() as u64 } else { 0 },
+            result_rows,
+            result_bytes,
+            memory_usage: st.peak_memory.load(Relaxed) as u64,
+            cpu_time_us: st.cpu_ns.load(Relaxed) / 1000,
+            exception_code: r.as_ref().err().map(|e| e.code as i32).unwrap_or(0),
+            exception: r.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+        });
+        r
+    }
+
+    async fn run_in(self: &Arc<Self>, sql: &str, data: &[u8], q: &mut QueryContext) -> Result<QueryOutput, QueryError> {
         if let Some(session) = &q.session {
             let st = session.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(db) = &st.database {

@@ -2,11 +2,14 @@
 //! statement executor, background merges, and the ClickHouse HTTP interface.
 
 mod catalog;
+mod ddl;
 mod execute;
 mod front;
 pub mod http;
+pub mod metering;
 mod numbers;
 mod params;
+pub mod query_log;
 pub mod session;
 pub mod settings;
 mod system;

@@ -20,6 +20,8 @@ pub struct QueryContext {
     pub user: String,
     /// The session the query runs in, if any.
     pub session: Option<Arc<Mutex<SessionState>>>,
+    /// What the query used, for `system.query_log`.
+    pub stats: Arc<super::metering::QueryStats>,
 }
 
 impl QueryContext {
@@ -32,6 +34,7 @@ impl QueryContext {
             query_id: new_query_id(),
             user: "default".to_string(),
             session: None,
+            stats: Default::default(),
         }
     }
 }

@@ -5,7 +5,8 @@
 use std::sync::{Arc, Weak};
 
 use arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampSecondArray, UInt8Array, UInt32Array, UInt64Array,
+    ArrayRef, Float64Array, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampSecondArray,
+    UInt8Array, UInt32Array, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use async_trait::async_trait;
@@ -15,7 +16,8 @@ use datafusion::error::{DataFusionError, Result};
 use super::catalog::Server;
 use crate::table::TableEngine;
 
-const TABLES: &[&str] = &["one", "numbers", "databases", "tables", "columns", "parts", "settings"];
+const TABLES: &[&str] =
+    &["one", "numbers", "databases", "tables", "columns", "parts", "settings", "merges", "mutations", "query_log"];
 
 /// The `system` database.
 #[derive(Debug)]
@@ -51,7 +53,9 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
             table_of(vec![Field::new("dummy", DataType::UInt8, false)], vec![Arc::new(UInt8Array::from(vec![0u8]))])?
         }
         "databases" => {
-            let names: Vec<String> = server.tables().keys().cloned().collect();
+            let mut names: Vec<String> = server.tables().keys().cloned().collect();
+            names.push("system".into());
+            names.sort();
             let n = names.len();
             let dir = server.data_dir.display().to_string();
             table_of(
@@ -247,6 +251,89 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
             )?
         }
         "numbers" => Arc::new(super::numbers::Numbers { start: 0, count: None }),
+        "merges" => {
+            let rows: Vec<(String, String, crate::table::MergeInfo)> = all_tables(server)
+                .into_iter()
+                .flat_map(|(d, n, t)| t.merges().into_iter().map(move |m| (d.clone(), n.clone(), m)))
+                .collect();
+            let u64s = |f: &dyn Fn(&crate::table::MergeInfo) -> u64| -> ArrayRef {
+                Arc::new(UInt64Array::from(rows.iter().map(|r| f(&r.2)).collect::<Vec<_>>()))
+            };
+            let mut sources = ListBuilder::new(StringBuilder::new());
+            for r in &rows {
+                for p in &r.2.source_part_names {
+                    sources.values().append_value(p);
+                }
+                sources.append(true);
+            }
+            table_of(
+                vec![
+                    s("database"),
+                    s("table"),
+                    Field::new("elapsed", DataType::Float64, false),
+                    Field::new("progress", DataType::Float64, false),
+                    Field::new("num_parts", DataType::UInt64, false),
+                    Field::new(
+                        "source_part_names",
+                        DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                        false,
+                    ),
+                    s("result_part_name"),
+                    s("partition_id"),
+                    Field::new("is_mutation", DataType::UInt8, false),
+                    Field::new("total_size_bytes_compressed", DataType::UInt64, false),
+                    Field::new("rows_read", DataType::UInt64, false),
+                ],
+                vec![
+                    utf8(rows.iter().map(|r| r.0.clone()).collect()),
+                    utf8(rows.iter().map(|r| r.1.clone()).collect()),
+                    Arc::new(Float64Array::from(
+                        rows.iter().map(|r| r.2.started.elapsed().as_secs_f64()).collect::<Vec<_>>(),
+                    )),
+                    // Progress inside one merge is not tracked yet.
+                    Arc::new(Float64Array::from(vec![0.0; rows.len()])),
+                    u64s(&|m| m.source_part_names.len() as u64),
+                    Arc::new(sources.finish()),
+                    utf8(rows.iter().map(|r| r.2.result_part_name.clone()).collect()),
+                    utf8(rows.iter().map(|r| r.2.partition_id.clone()).collect()),
+                    Arc::new(UInt8Array::from(rows.iter().map(|r| r.2.is_mutation as u8).collect::<Vec<_>>())),
+                    u64s(&|m| m.total_size_bytes_compressed),
+                    u64s(&|_| 0),
+                ],
+            )?
+        }
+        "mutations" => {
+            let rows: Vec<(String, String, crate::table::MutationInfo)> = all_tables(server)
+                .into_iter()
+                .flat_map(|(d, n, t)| t.mutations().into_iter().map(move |m| (d.clone(), n.clone(), m)))
+                .collect();
+            let m = |f: &dyn Fn(&crate::table::MutationInfo) -> String| utf8(rows.iter().map(|r| f(&r.2)).collect());
+            table_of(
+                vec![
+                    s("database"),
+                    s("table"),
+                    s("mutation_id"),
+                    s("command"),
+                    Field::new("create_time", DataType::Timestamp(arrow::datatypes::TimeUnit::Second, None), false),
+                    Field::new("block_number", DataType::Int64, false),
+                    Field::new("parts_to_do", DataType::Int64, false),
+                    Field::new("is_done", DataType::UInt8, false),
+                    s("latest_fail_reason"),
+                ],
+                vec![
+                    utf8(rows.iter().map(|r| r.0.clone()).collect()),
+                    utf8(rows.iter().map(|r| r.1.clone()).collect()),
+                    m(&|x| x.mutation_id.clone()),
+                    m(&|x| x.command.clone()),
+                    Arc::new(TimestampSecondArray::from(rows.iter().map(|r| r.2.create_time).collect::<Vec<_>>())),
+                    Arc::new(Int64Array::from(rows.iter().map(|r| r.2.block_number).collect::<Vec<_>>())),
+                    Arc::new(Int64Array::from(rows.iter().map(|r| r.2.parts_to_do as i64).collect::<Vec<_>>())),
+                    Arc::new(UInt8Array::from(rows.iter().map(|r| r.2.is_done as u8).collect::<Vec<_>>())),
+                    m(&|x| x.latest_fail_reason.clone()),
+                ],
+            )?
+        }
+        "query_log" => super::query_log::table(server)?,
         _ => return Ok(None),
     }))
 }

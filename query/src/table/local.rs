@@ -16,7 +16,7 @@ use storage::part_set::{self, PartSet};
 use storage::partition::split_by_partition;
 use storage::{Part, PartName, backpressure};
 
-use super::{InsertOptions, OptimizeOptions, TableEngine};
+use super::{InsertOptions, MergeInfo, MutationInfo, OptimizeOptions, TableEngine};
 use crate::error::QueryError;
 use crate::parse::{AlterCommand, CreateTable, Statement, parse_statement};
 
@@ -40,6 +40,8 @@ pub struct LocalTable {
     /// Ids of recent blocks (`non_replicated_deduplication_window`); held
     /// for the whole insert so a concurrent retry cannot slip past.
     dedup: Mutex<storage::dedup::DedupLog>,
+    /// The merge or part mutation running now, for `system.merges`.
+    running: Mutex<Option<MergeInfo>>,
 }
 
 fn st(e: storage::StorageError) -> QueryError {
@@ -66,6 +68,20 @@ pub(crate) fn mutation_commands(text: &str) -> Result<Vec<MutationCommand>, Quer
         Statement::Delete { predicate, .. } => vec![MutationCommand::LightweightDelete { predicate }],
         _ => return Err(QueryError::bad_arguments(format!("not a mutation: {text}"))),
     })
+}
+
+/// The commands of a recorded ALTER/DELETE as `system.mutations` shows them.
+fn command_text(text: &str) -> String {
+    let Ok(mut c) = crate::parse::cursor::Cursor::new(text) else { return text.to_string() };
+    if c.eat_kws(&["ALTER", "TABLE"]) && c.qualified_name().is_ok() {
+        return c.rest();
+    }
+    if c.eat_kws(&["DELETE", "FROM"]) && c.qualified_name().is_ok() {
+        let rest = c.rest();
+        let cond = rest.strip_prefix("WHERE").or_else(|| rest.strip_prefix("where")).unwrap_or(&rest);
+        return format!("UPDATE _row_exists = 0 WHERE{cond}");
+    }
+    text.to_string()
 }
 
 impl LocalTable {
@@ -96,6 +112,7 @@ impl LocalTable {
             storage::dedup::DedupLog::open(dir, table.def.settings.non_replicated_deduplication_window).map_err(st)?;
         let t = Arc::new(LocalTable {
             dedup: Mutex::new(dedup),
+            running: Mutex::new(None),
             create,
             table,
             dir: dir.to_path_buf(),
@@ -115,6 +132,26 @@ impl LocalTable {
         self.rewrite.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Shows a merge in `system.merges` until the guard drops.
+    fn track(&self, sources: &[Arc<Part>], result: String, is_mutation: bool) -> impl Drop + '_ {
+        struct Clear<'a>(&'a Mutex<Option<MergeInfo>>);
+        impl Drop for Clear<'_> {
+            fn drop(&mut self) {
+                *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+        }
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(MergeInfo {
+            partition_id: sources.first().map(|p| p.name.partition_id.clone()).unwrap_or_default(),
+            result_part_name: result,
+            source_part_names: sources.iter().map(|p| p.name.to_string()).collect(),
+            is_mutation,
+            total_size_bytes_compressed: sources.iter().map(|p| p.meta.bytes_on_disk).sum(),
+            total_rows: sources.iter().map(|p| p.meta.rows).sum(),
+            started: std::time::Instant::now(),
+        });
+        Clear(&self.running)
+    }
+
     /// Applies every recorded mutation to the parts that still need it.
     fn apply_pending_mutations(&self) -> Result<(), QueryError> {
         let _g = self.rewrite_lock();
@@ -123,6 +160,7 @@ impl LocalTable {
             (s.parts.snapshot(), s.mutations.clone())
         };
         for part in parts {
+            let _running = self.track(std::slice::from_ref(&part), format!("{} (mutation)", part.name), true);
             if let Some(new) = mutate_part(&self.table, &self.dir, &part, &mutations).map_err(st)? {
                 self.state().parts.replace(std::slice::from_ref(&part.name), Arc::new(new)).map_err(st)?;
             }
@@ -171,6 +209,8 @@ impl LocalTable {
         if sources.len() != names.len() || sources.is_empty() {
             return Ok(());
         }
+        let result = PartName::merged(names).map(|n| n.to_string()).unwrap_or_default();
+        let _running = self.track(&sources, result, false);
         let merged = merge_parts(&self.table, &self.dir, &sources, mode).map_err(st)?;
         self.state().parts.replace(names, Arc::new(merged)).map_err(st)
     }
@@ -296,6 +336,41 @@ impl TableEngine for LocalTable {
 
     fn outdated(&self) -> Vec<Arc<Part>> {
         self.state().parts.outdated().cloned().collect()
+    }
+
+    fn merges(&self) -> Vec<MergeInfo> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    }
+
+    fn mutations(&self) -> Vec<MutationInfo> {
+        let parts = self.snapshot();
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return out };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some(v) = name.strip_prefix("mutation_").and_then(|n| n.strip_suffix(".txt")) else { continue };
+            let Ok(version) = v.parse::<i64>() else { continue };
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let create_time = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let todo = parts.iter().filter(|p| p.name.data_version() < version && p.name.min_block < version).count();
+            out.push(MutationInfo {
+                mutation_id: name.clone(),
+                command: command_text(&text),
+                create_time,
+                block_number: version,
+                parts_to_do: todo as u64,
+                is_done: todo == 0,
+                latest_fail_reason: String::new(),
+            });
+        }
+        out.sort_by_key(|m| m.block_number);
+        out
     }
 
     fn set_merges_stopped(&self, stopped: bool) {

@@ -42,6 +42,31 @@ impl Default for InsertOptions {
     }
 }
 
+/// A merge in progress (`system.merges`).
+#[derive(Debug, Clone)]
+pub struct MergeInfo {
+    pub partition_id: String,
+    pub result_part_name: String,
+    pub source_part_names: Vec<String>,
+    pub is_mutation: bool,
+    pub total_size_bytes_compressed: u64,
+    pub total_rows: u64,
+    pub started: std::time::Instant,
+}
+
+/// A mutation (`system.mutations`).
+#[derive(Debug, Clone)]
+pub struct MutationInfo {
+    pub mutation_id: String,
+    /// The commands, as ClickHouse shows them (`UPDATE … WHERE …`).
+    pub command: String,
+    pub create_time: i64,
+    pub block_number: i64,
+    pub parts_to_do: u64,
+    pub is_done: bool,
+    pub latest_fail_reason: String,
+}
+
 /// What a table offers the statement executor.
 pub trait TableEngine: Send + Sync + std::fmt::Debug {
     /// The parsed CREATE statement the table was made with.
@@ -69,4 +94,8 @@ pub trait TableEngine: Send + Sync + std::fmt::Debug {
     fn cleanup(&self) -> Result<(), QueryError>;
     /// Outdated parts still on disk (`system.parts` with `active = 0`).
     fn outdated(&self) -> Vec<Arc<Part>>;
+    /// Merges running now.
+    fn merges(&self) -> Vec<MergeInfo>;
+    /// Every mutation the table has recorded, oldest first.
+    fn mutations(&self) -> Vec<MutationInfo>;
 }

@@ -230,7 +230,7 @@ fn system_tables_describe_the_server() {
     s.ok("INSERT INTO d.hits VALUES ('2013-06-02', 3, 3, 'c', 0)");
     assert_eq!(s.ok("SELECT dummy FROM system.one"), "0\n");
     assert_eq!(s.ok("SELECT value, readonly FROM system.settings WHERE name = 'mutations_sync'"), "2\t0\n");
-    assert_eq!(s.ok("SELECT name FROM system.databases ORDER BY name"), "d\ndefault\n");
+    assert_eq!(s.ok("SELECT name FROM system.databases ORDER BY name"), "d\ndefault\nsystem\n");
     assert_eq!(
         s.ok("SELECT database, name, engine, partition_key, sorting_key, total_rows FROM system.tables"),
         "d\thits\tMergeTree\ttoYYYYMM(d)\tcounter_id, d, user_id\t3\n"

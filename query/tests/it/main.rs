@@ -3,4 +3,5 @@
 mod clients;
 mod formats;
 mod http;
+mod slt;
 mod statements;

@@ -1,0 +1,75 @@
+//! DDL beyond create/drop: `CREATE TABLE … AS SELECT`'s columns and
+//! `RENAME TABLE`.
+
+use std::sync::Arc;
+
+use super::catalog::{Server, write_atomic};
+use super::execute::render_create;
+use super::session::QueryContext;
+use crate::error::QueryError;
+use crate::parse::ColumnDef;
+use crate::parse::types::{ChType, parse_type};
+use crate::table::LocalTable;
+
+impl Server {
+    /// The columns a SELECT would give a new table: the declared ClickHouse
+    /// types where the values come straight from a column, else derived from
+    /// Arrow; computed values are not Nullable unless declared so (DataFusion
+    /// marks most expressions nullable; ClickHouse does not).
+    pub(crate) async fn columns_of(
+        self: &Arc<Self>,
+        select: &str,
+        q: &QueryContext,
+    ) -> Result<Vec<ColumnDef>, QueryError> {
+        let frame = self.plan_select(select, q).await?;
+        Ok(frame
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let declared = f.metadata().contains_key(crate::parse::types::CH_TYPE_KEY);
+                let mut ty = parse_type(&crate::format::ch_type_name(f)).unwrap_or(ChType::String);
+                if !declared && let ChType::Nullable(inner) = ty {
+                    ty = *inner;
+                }
+                ColumnDef { name: f.name().clone(), ty, default: None, comment: None, codec: None, ttl: None }
+            })
+            .collect())
+    }
+
+    /// Renames `from_db.from` to `to_db.to`: its metadata and data move, and
+    /// it is reopened under the new name.
+    pub(crate) fn rename_table(&self, from_db: &str, from: &str, to_db: &str, to: &str) -> Result<(), QueryError> {
+        let table = self.table(from_db, from)?;
+        if self.table(to_db, to).is_ok() {
+            return Err(QueryError {
+                code: 57,
+                name: "TABLE_ALREADY_EXISTS",
+                message: format!("Table {to_db}.{to} already exists"),
+            });
+        }
+        if !self.tables().contains_key(to_db) {
+            return Err(super::catalog::unknown_database(to_db));
+        }
+        let mut create = table.create().clone();
+        create.name = to.to_string();
+        create.database = None;
+        table.set_merges_stopped(true);
+        self.deregister_table(from_db, from);
+        drop(table);
+        let (old_dir, new_dir) = (self.table_dir(from_db, from), self.table_dir(to_db, to));
+        let io = |p: &std::path::Path, e| QueryError::storage(&storage::StorageError::io(p, e));
+        if let Some(parent) = new_dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
+        // Data first, then the new metadata, then the old metadata goes: a
+        // crash in between leaves a table whose metadata names a directory
+        // that exists, or the old table whole.
+        std::fs::rename(&old_dir, &new_dir).map_err(|e| io(&old_dir, e))?;
+        write_atomic(&self.metadata_path(to_db, to), render_create(&create).as_bytes())?;
+        let old_meta = self.metadata_path(from_db, from);
+        std::fs::remove_file(&old_meta).map_err(|e| io(&old_meta, e))?;
+        let reopened = LocalTable::open(&new_dir, create)?;
+        self.register_table(to_db, to, reopened)
+    }
+}
