@@ -1,42 +1,58 @@
 //! The `shardhouse` binary.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
+
+use query::server::config::Config;
 
 const USAGE: &str = "shardhouse — a replicated, sharded, columnar SQL database
 
 USAGE:
-  shardhouse server [--data DIR] [--listen ADDR] [--max-body BYTES]
+  shardhouse server [-c FILE] [--data DIR] [--listen ADDR] [--max-body BYTES]
       Runs a one-node server: data in ./shardhouse-data, the ClickHouse HTTP
       interface on 127.0.0.1:8123. Stops cleanly on SIGTERM or Ctrl-C.
+      -c/--config FILE reads a TOML file (flags given as well override it):
+        [server]
+        data_dir = \"shardhouse-data\"
+        http_listen = \"127.0.0.1:8123\"
+        max_body_bytes = 1073741824   # largest request body, after decompression
+        merge_threads = 2             # background merge pool (default: cores, at most 8)
+        memory_limit_bytes = 0        # default max_memory_usage of a query (0: none)
+        [settings]                    # default query settings, e.g.
+        max_threads = 2
+        [users.default]               # users and passwords (default: default, no password)
+        password = \"\"
   shardhouse client [--host HOST] [--port PORT] [--database DB] [--format FMT] [--query SQL]
       Sends statements to a server: --query, or statements from stdin
       (interactive on a terminal).
   shardhouse --version";
 
-struct ServerArgs {
-    data: PathBuf,
-    listen: SocketAddr,
-    max_body: usize,
-}
-
-fn parse_server_args(args: &[String]) -> Result<ServerArgs, String> {
-    let mut a = ServerArgs {
-        data: PathBuf::from("shardhouse-data"),
-        listen: SocketAddr::from(([127, 0, 0, 1], 8123)),
-        max_body: query::server::http::DEFAULT_MAX_BODY,
-    };
+fn parse_server_args(args: &[String]) -> Result<Config, String> {
+    // The file first, so flags override it wherever they stand.
+    let mut config = Config::default();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        if flag == "-c" || flag == "--config" {
+            config = Config::load(std::path::Path::new(value)).map_err(|e| e.to_string())?;
+        }
+    }
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let s = &mut config.server;
         match flag.as_str() {
-            "--data" => a.data = PathBuf::from(value),
-            "--listen" => a.listen = value.parse().map_err(|e| format!("--listen {value}: {e}"))?,
-            "--max-body" => a.max_body = value.parse().map_err(|e| format!("--max-body {value}: {e}"))?,
+            "-c" | "--config" => {}
+            "--data" => s.data_dir = PathBuf::from(value),
+            "--listen" => s.http_listen = value.parse().map_err(|e| format!("--listen {value}: {e}"))?,
+            "--max-body" => s.max_body_bytes = value.parse().map_err(|e| format!("--max-body {value}: {e}"))?,
             other => return Err(format!("unknown option {other}")),
         }
     }
-    Ok(a)
+    Ok(config)
 }
 
 async fn shutdown_signal() {
@@ -59,20 +75,21 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn run_server(args: ServerArgs) -> Result<(), String> {
+fn run_server(config: Config) -> Result<(), String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let server = query::server::Server::open(&args.data).map_err(|e| e.to_string())?;
-        let data = args.data.display().to_string();
+        let server = query::server::Server::open_with(&config).map_err(|e| e.to_string())?;
+        let data = config.server.data_dir.display().to_string();
+        let listen = config.server.http_listen;
         query::server::http::serve(
             server.clone(),
-            args.listen,
-            args.max_body,
+            listen,
+            config.server.max_body_bytes,
             |addr| tracing::info!(%addr, data = %data, "shardhouse serving the ClickHouse HTTP interface"),
             shutdown_signal(),
         )
         .await
-        .map_err(|e| format!("{}: {e}", args.listen))?;
+        .map_err(|e| format!("{listen}: {e}"))?;
         server.shutdown();
         tracing::info!("shut down");
         Ok(())

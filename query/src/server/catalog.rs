@@ -33,6 +33,8 @@ pub struct Server {
     pub(crate) query_log: super::query_log::QueryLog,
     /// Users and their passwords (`default` with no password unless configured).
     users: Mutex<BTreeMap<String, String>>,
+    /// Settings every query starts from (the configuration's `[settings]`).
+    pub(crate) default_settings: super::settings::Settings,
 }
 
 fn io(path: &Path, e: std::io::Error) -> QueryError {
@@ -66,6 +68,14 @@ impl Server {
     /// Opens the data directory, loading every database and table, and starts
     /// the background merge thread.
     pub fn open(data_dir: &Path) -> Result<Arc<Server>, QueryError> {
+        let mut config = super::config::Config::default();
+        config.server.data_dir = data_dir.to_path_buf();
+        Server::open_with(&config)
+    }
+
+    /// Opens the server a configuration describes.
+    pub fn open_with(cfg: &super::config::Config) -> Result<Arc<Server>, QueryError> {
+        let data_dir = cfg.server.data_dir.as_path();
         let mut config =
             SessionConfig::new().with_default_catalog_and_schema(CATALOG, "default").with_information_schema(true);
         config.options_mut().sql_parser.enable_ident_normalization = false;
@@ -92,7 +102,8 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             sessions: Default::default(),
             query_log: Default::default(),
-            users: Mutex::new(BTreeMap::from([("default".to_string(), String::new())])),
+            users: Mutex::new(cfg.user_passwords()),
+            default_settings: cfg.default_settings()?,
         });
         let meta = data_dir.join("metadata");
         std::fs::create_dir_all(meta.join("default")).map_err(|e| io(&meta, e))?;
@@ -126,7 +137,9 @@ impl Server {
         catalog
             .register_schema("system", Arc::new(super::system::SystemSchema { server: Arc::downgrade(&server) }))
             .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
-        server.start_merges();
+        for i in 0..cfg.server.merge_threads {
+            server.start_merges(i, cfg.server.merge_threads);
+        }
         Ok(server)
     }
 
@@ -180,16 +193,22 @@ impl Server {
         d.get(name).cloned().ok_or_else(|| unknown_table(db, name))
     }
 
-    /// One thread merging every table's parts in the background and deleting
-    /// outdated ones.
-    fn start_merges(self: &Arc<Self>) {
+    /// Merge thread `i` of `n`: it merges the parts of every n-th table
+    /// (tables never wait on one another's merges) and deletes outdated ones.
+    fn start_merges(self: &Arc<Self>, i: usize, n: usize) {
         let weak = Arc::downgrade(self);
         let stop = self.stop.clone();
-        let _ = std::thread::Builder::new().name("merges".into()).spawn(move || {
+        let _ = std::thread::Builder::new().name(format!("merges-{i}")).spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 let Some(server) = weak.upgrade() else { break };
-                let all: Vec<Arc<dyn TableEngine>> =
-                    server.tables().values().flat_map(|t| t.values().cloned()).collect();
+                let all: Vec<Arc<dyn TableEngine>> = server
+                    .tables()
+                    .values()
+                    .flat_map(|t| t.values().cloned())
+                    .enumerate()
+                    .filter(|(k, _)| k % n == i)
+                    .map(|(_, t)| t)
+                    .collect();
                 drop(server);
                 let mut merged = false;
                 for t in all {

@@ -77,15 +77,16 @@ impl Server {
     }
 
     async fn run_in(self: &Arc<Self>, sql: &str, data: &[u8], q: &mut QueryContext) -> Result<QueryOutput, QueryError> {
+        let mut merged = self.default_settings.clone();
         if let Some(session) = &q.session {
             let st = session.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(db) = &st.database {
                 q.database = db.clone();
             }
-            let mut merged = st.settings.clone();
-            merged.merge(&q.settings);
-            q.settings = merged;
+            merged.merge(&st.settings);
         }
+        merged.merge(&q.settings);
+        q.settings = merged;
         // Inline INSERT rows are data, not query text: they neither count
         // towards max_query_size nor hold parameters.
         let (head, rest) = match split_insert_format(sql) {

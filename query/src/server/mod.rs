@@ -2,6 +2,7 @@
 //! statement executor, background merges, and the ClickHouse HTTP interface.
 
 mod catalog;
+pub mod config;
 mod ddl;
 mod execute;
 mod front;

@@ -1,0 +1,135 @@
+//! The server's configuration file (`shardhouse server -c shardhouse.toml`).
+//! Every key is optional; the defaults are the embedded single-node setup.
+//!
+//! ```toml
+//! [server]
+//! data_dir = "shardhouse-data"
+//! http_listen = "127.0.0.1:8123"
+//! max_body_bytes = 1073741824   # largest request body, after decompression
+//! merge_threads = 2             # background merge pool
+//! memory_limit_bytes = 0        # default max_memory_usage of a query (0: none)
+//!
+//! [settings]                    # default query settings, as in a SET
+//! max_threads = 2
+//!
+//! [users.default]               # users and passwords (default: `default`, no password)
+//! password = ""
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::settings::Settings;
+use crate::error::QueryError;
+
+fn bad(message: String) -> QueryError {
+    QueryError { code: 36, name: "BAD_ARGUMENTS", message }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    pub data_dir: PathBuf,
+    pub http_listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub merge_threads: usize,
+    pub memory_limit_bytes: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            data_dir: PathBuf::from("shardhouse-data"),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8123)),
+            max_body_bytes: super::http::DEFAULT_MAX_BODY,
+            merge_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8),
+            memory_limit_bytes: 0,
+        }
+    }
+}
+
+/// `[users.<name>]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct User {
+    pub password: String,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerSection,
+    pub settings: BTreeMap<String, toml::Value>,
+    pub users: BTreeMap<String, User>,
+}
+
+impl Config {
+    /// Parses a configuration file's text.
+    pub fn parse(text: &str) -> Result<Config, QueryError> {
+        let c: Config = toml::from_str(text).map_err(|e| bad(format!("Invalid configuration: {e}")))?;
+        if c.server.merge_threads == 0 {
+            return Err(bad("Invalid configuration: server.merge_threads must be at least 1".into()));
+        }
+        c.default_settings()?;
+        Ok(c)
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Config, QueryError> {
+        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("Cannot read {}: {e}", path.display())))?;
+        Config::parse(&text)
+    }
+
+    /// The default query settings: `[settings]`, and the memory limit.
+    pub fn default_settings(&self) -> Result<Settings, QueryError> {
+        let mut s = Settings::default();
+        if self.server.memory_limit_bytes > 0 {
+            s.set("max_memory_usage", &self.server.memory_limit_bytes.to_string())?;
+        }
+        for (k, v) in &self.settings {
+            let text = match v {
+                toml::Value::String(x) => x.clone(),
+                other => other.to_string(),
+            };
+            s.set(k, &text)?;
+        }
+        Ok(s)
+    }
+
+    /// Users and passwords; `default` without a password when none are listed.
+    pub fn user_passwords(&self) -> BTreeMap<String, String> {
+        if self.users.is_empty() {
+            return BTreeMap::from([("default".to_string(), String::new())]);
+        }
+        self.users.iter().map(|(k, u)| (k.clone(), u.password.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_defaults_and_rejects_typos() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.server.http_listen.port(), 8123);
+        assert_eq!(c.user_passwords()["default"], "");
+        let c = Config::parse(
+            "[server]\nhttp_listen = \"0.0.0.0:9000\"\nmerge_threads = 3\nmemory_limit_bytes = 1000000\n\
+             [settings]\nmax_threads = 1\n[users.alice]\npassword = \"x\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.merge_threads, 3);
+        let s = c.default_settings().unwrap();
+        assert_eq!((s.u64("max_threads"), s.u64("max_memory_usage")), (1, 1000000));
+        assert!(!c.user_passwords().contains_key("default"));
+        assert!(Config::parse("[server]\nhttp_lisen = \"x\"").unwrap_err().message.contains("http_lisen"));
+        assert!(Config::parse("[settings]\nreadonly = \"maybe\"").is_err());
+        assert!(Config::parse("[server]\nmerge_threads = 0").is_err());
+    }
+}
