@@ -136,7 +136,9 @@ def main():
     if db_path.exists():
         db_path.unlink()
     duck = duckdb.connect(str(db_path))
-    duck.execute(f"CREATE TABLE hits AS SELECT * FROM read_parquet('{a.parquet}')")
+    # Parquet has no second-unit timestamp: DuckDB sees event_time as epoch seconds.
+    duck.execute(f"CREATE TABLE hits AS SELECT * REPLACE (make_timestamp(event_time::BIGINT * 1000000) AS event_time) "
+                 f"FROM read_parquet('{a.parquet}')")
 
     def ch_rows(sql):
         t = ch.query(sql, "ArrowTable")

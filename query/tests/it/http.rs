@@ -385,6 +385,17 @@ fn the_client_talks_to_the_server() {
     assert!(a.summary.unwrap().contains("\"result_rows\":\"2\""));
     let e = query::client::send(&opts, "SELECT nope FROM c", "TabSeparated").unwrap();
     assert_eq!(e.status, 400);
+    // INSERT … FROM INFILE uploads a local file (compressed by its extension).
+    let file = dir.path().join("rows.csv.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, b"a,s\n3,\"from, file\"\n4,w\n").unwrap();
+    std::fs::write(&file, gz.finish().unwrap()).unwrap();
+    let sql = format!("INSERT INTO c FROM INFILE '{}'", file.display());
+    assert_eq!(query::client::run(&opts, Some(&sql)), 0);
+    let a = query::client::send(&opts, "SELECT a, s FROM c WHERE a > 2 ORDER BY a", "TabSeparated").unwrap();
+    assert_eq!(String::from_utf8(a.body).unwrap(), "3\tfrom, file\n4\tw\n");
+    let missing = format!("INSERT INTO c FROM INFILE '{}'", dir.path().join("nope.csv").display());
+    assert_eq!(query::client::run(&opts, Some(&missing)), 1);
 }
 
 /// Regression: a trailing-SETTINGS strip cut `system.settings` out of the query.

@@ -1,9 +1,14 @@
 //! `shardhouse client`: sends statements to a server's HTTP interface and
-//! prints the results. Interactive on a terminal (PrettyCompact output,
-//! elapsed time), script-friendly otherwise (one statement per `;`,
-//! TabSeparated output, a non-zero exit on the first error).
+//! prints the results. Interactive on a terminal (line editing and history,
+//! multi-line statements, PrettyCompact output, elapsed time and rows/s, a
+//! progress line for long queries and uploads), script-friendly otherwise
+//! (one statement per `;`, TabSeparated output, a non-zero exit on the first
+//! error). `INSERT … FROM INFILE 'file'` uploads a local file.
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+mod infile;
+mod progress;
+
+use std::io::{IsTerminal, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -57,19 +62,48 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Sends one statement (plus `data`, the rows of an INSERT) and waits for the answer.
+/// Sends one statement and waits for the answer.
 pub fn send(opts: &ClientOptions, sql: &str, format: &str) -> std::io::Result<Answer> {
+    send_body(opts, None, format, &mut sql.as_bytes(), sql.len() as u64, None, None)
+}
+
+/// Sends a request whose body (`len` bytes from `body`) follows `query` (the
+/// URL's query parameter, if any), reporting upload progress.
+pub(crate) fn send_body(
+    opts: &ClientOptions,
+    query: Option<&str>,
+    format: &str,
+    body: &mut dyn Read,
+    len: u64,
+    content_encoding: Option<&str>,
+    progress: Option<&progress::Progress>,
+) -> std::io::Result<Answer> {
     let mut stream = TcpStream::connect((opts.host.as_str(), opts.port))?;
     stream.set_read_timeout(Some(Duration::from_secs(3600)))?;
-    let path = format!("/?database={}&default_format={}", encode(&opts.database), encode(format));
+    let mut path = format!("/?database={}&default_format={}", encode(&opts.database), encode(format));
+    if let Some(q) = query {
+        path.push_str("&query=");
+        path.push_str(&encode(q));
+    }
+    let encoding = content_encoding.map(|e| format!("Content-Encoding: {e}\r\n")).unwrap_or_default();
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        opts.host,
-        opts.port,
-        sql.len()
+        "POST {path} HTTP/1.1\r\nHost: {}:{}\r\nContent-Length: {len}\r\n{encoding}Connection: close\r\n\r\n",
+        opts.host, opts.port,
     );
     stream.write_all(head.as_bytes())?;
-    stream.write_all(sql.as_bytes())?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut sent = 0u64;
+    loop {
+        let n = body.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        stream.write_all(&buf[..n])?;
+        sent += n as u64;
+        if let Some(p) = progress {
+            p.uploaded(sent, len);
+        }
+    }
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let split =
@@ -136,9 +170,23 @@ pub fn split_statements(script: &str) -> Vec<String> {
     out
 }
 
+fn summary_field(summary: Option<&str>, key: &str) -> u64 {
+    summary
+        .and_then(|s| s.split(&format!("\"{key}\":\"")).nth(1))
+        .and_then(|s| s.split('"').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn run_one(opts: &ClientOptions, sql: &str, format: &str, interactive: bool) -> Result<(), String> {
     let start = Instant::now();
-    let answer = send(opts, sql, format).map_err(|e| format!("Cannot reach {}:{}: {e}", opts.host, opts.port))?;
+    let unreachable = |e: std::io::Error| format!("Cannot reach {}:{}: {e}", opts.host, opts.port);
+    let progress = progress::Progress::start(interactive || std::io::stderr().is_terminal());
+    let answer = match infile::parse(sql)? {
+        Some(upload) => upload.send(opts, format, Some(&progress)).map_err(unreachable)?,
+        None => send(opts, sql, format).map_err(unreachable)?,
+    };
+    progress.finish();
     let mut out = std::io::stdout().lock();
     if answer.status != 200 {
         let text = String::from_utf8_lossy(&answer.body);
@@ -146,15 +194,19 @@ fn run_one(opts: &ClientOptions, sql: &str, format: &str, interactive: bool) -> 
     }
     let _ = out.write_all(&answer.body);
     if interactive {
-        let rows = answer
-            .summary
-            .as_deref()
-            .and_then(|s| s.split("\"result_rows\":\"").nth(1))
-            .and_then(|s| s.split('"').next())
-            .unwrap_or("0")
-            .to_string();
-        let secs = start.elapsed().as_secs_f64();
-        let _ = writeln!(out, "\n{rows} rows in set. Elapsed: {secs:.3} sec.\n");
+        let s = answer.summary.as_deref();
+        let (result, read, written) =
+            (summary_field(s, "result_rows"), summary_field(s, "read_rows"), summary_field(s, "written_rows"));
+        let secs = start.elapsed().as_secs_f64().max(1e-9);
+        let mut line = format!("\n{result} rows in set. Elapsed: {secs:.3} sec.");
+        if read > 0 {
+            line.push_str(&format!(" Processed {read} rows ({:.0} rows/s).", read as f64 / secs));
+        }
+        if written > 0 {
+            line =
+                format!("\nOk. {written} rows written. Elapsed: {secs:.3} sec ({:.0} rows/s).", written as f64 / secs);
+        }
+        let _ = writeln!(out, "{line}\n");
     }
     Ok(())
 }
@@ -194,22 +246,38 @@ pub fn run(opts: &ClientOptions, query: Option<&str>) -> i32 {
         opts.host,
         opts.port
     );
-    let stdin = std::io::stdin();
+    let mut editor = match rustyline::DefaultEditor::new() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("cannot start the line editor: {e}");
+            return 1;
+        }
+    };
+    let history = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".shardhouse-client-history"));
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
     let mut buf = String::new();
     loop {
-        print!("{}", if buf.is_empty() { "shardhouse :) " } else { ":-] " });
-        let _ = std::io::stdout().flush();
-        let mut line = String::new();
-        match stdin.lock().read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+        let line = match editor.readline(if buf.is_empty() { "shardhouse :) " } else { ":-] " }) {
+            Ok(l) => l,
+            Err(rustyline::error::ReadlineError::Interrupted) => {
+                buf.clear();
+                continue;
+            }
+            Err(_) => break,
+        };
         let trimmed = line.trim();
-        if buf.is_empty() && matches!(trimmed, "exit" | "quit" | "exit;" | "quit;") {
+        if buf.is_empty() && matches!(trimmed, "exit" | "quit" | "exit;" | "quit;" | "q") {
             break;
         }
         buf.push_str(&line);
+        buf.push('\n');
         if trimmed.ends_with(';') {
+            let _ = editor.add_history_entry(buf.trim());
+            if let Some(h) = &history {
+                let _ = editor.save_history(h);
+            }
             for st in split_statements(&buf) {
                 if let Err(e) = run_one(opts, &st, &format, true) {
                     eprintln!("{e}\n");
