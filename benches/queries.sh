@@ -14,10 +14,16 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import chdb, duckdb, pyar
   .venv/bin/pip install -q chdb duckdb pyarrow numpy
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/shardhouse-target}"
-cargo build -q --release -p benches --bin storage-bench
-cargo build -q --release -p shardhouse
 PARQUET="$WORK/hits_$ROWS.parquet"
-[ -f "$PARQUET" ] || "$CARGO_TARGET_DIR/release/storage-bench" --rows "$ROWS" --gen-only --workdir "$WORK" --parquet-out "$PARQUET"
+# Each `cargo build -p X` unifies features over X alone, and benches and
+# shardhouse select different DataFusion features: building them in turn
+# would rebuild DataFusion every time. So the generator is built only when
+# its Parquet output is missing.
+if [ ! -f "$PARQUET" ]; then
+  cargo build -q --release -p benches --bin storage-bench
+  "$CARGO_TARGET_DIR/release/storage-bench" --rows "$ROWS" --gen-only --workdir "$WORK" --parquet-out "$PARQUET"
+fi
+cargo build -q --release -p shardhouse
 DATA="$WORK/queries_shardhouse"
 rm -rf "$DATA"
 PORT=$((20000 + RANDOM % 20000))

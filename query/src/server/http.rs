@@ -33,7 +33,7 @@ fn status_of(code: u32) -> StatusCode {
         252 => StatusCode::TOO_MANY_REQUESTS,
         516 => StatusCode::UNAUTHORIZED,
         164 => StatusCode::FORBIDDEN,
-        26 | 396 | 456 => StatusCode::BAD_REQUEST,
+        26 | 33 | 396 | 456 => StatusCode::BAD_REQUEST,
         159 => StatusCode::GATEWAY_TIMEOUT,
         307 => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -498,3 +498,34 @@ fn insert_deduplication_window_and_token() {
     assert_eq!(status, 200);
     assert_eq!(s.ok("SELECT count() FROM d"), "5\n");
 }
+
+#[test]
+fn truncated_bodies_insert_nothing_and_the_server_keeps_serving() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    s.ok("CREATE TABLE tr (k UInt64, s String) ENGINE = MergeTree ORDER BY k");
+    // The connection closes before the promised Content-Length arrived.
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    let q = encode("INSERT INTO tr FORMAT TSV");
+    write!(c, "POST /?query={q} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n1\ta\n2\tb\n").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A complete HTTP body whose binary rows are cut short.
+    let mut rb = Vec::new();
+    rb.extend_from_slice(&7u64.to_le_bytes());
+    rb.extend_from_slice(&[5, b'h', b'e']);
+    let (status, code, body) = s.request(&format!("query={}", encode("INSERT INTO tr FORMAT RowBinary")), &rb, &[]);
+    assert_eq!((status, code.as_deref()), (400, Some("33")), "{body}");
+    assert!(body.contains("at row 1, column `s`"), "{body}");
+    let (status, code, _) = s.request(&format!("query={}", encode("INSERT INTO tr FORMAT Native")), &rb, &[]);
+    assert_eq!(status, 400, "{code:?}");
+    assert_eq!(s.ok("SELECT count() FROM tr"), "0\n");
+    // And it still serves.
+    let (status, _, _) = s.request(&format!("query={}", encode("INSERT INTO tr FORMAT RowBinary")), &rb[..8], &[]);
+    assert_eq!(status, 400);
+    s.ok("INSERT INTO tr VALUES (1, 'ok')");
+    assert_eq!(s.ok("SELECT count() FROM tr"), "1\n");
+}
