@@ -78,6 +78,43 @@ fn rewrite(f: &mut Function) -> Result<(), QueryError> {
         set_name(f, "arrow_cast");
         return Ok(());
     }
+    if let Some(unit) = date_part_unit(&name) {
+        let Some(list) = arg_list(f) else { return Ok(()) };
+        if list.args.len() != 1 {
+            return Err(QueryError::arguments(format!("{name} takes one argument")));
+        }
+        list.args.insert(
+            0,
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(Value::SingleQuotedString(unit.into())))),
+        );
+        set_name(f, "date_part");
+        return Ok(());
+    }
+    if let Some((unit, to_date)) = trunc_unit(&name) {
+        let Some(list) = arg_list(f) else { return Ok(()) };
+        if list.args.len() != 1 {
+            return Err(QueryError::arguments(format!("{name} takes one argument")));
+        }
+        list.args.insert(
+            0,
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(Value::SingleQuotedString(unit.into())))),
+        );
+        set_name(f, "date_trunc");
+        if to_date {
+            // ClickHouse returns a Date for these.
+            let inner = Expr::Function(f.clone());
+            if let Some(list) = arg_list(f) {
+                list.args = vec![
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(inner)),
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(Value::SingleQuotedString(
+                        "Date32".into(),
+                    )))),
+                ];
+            }
+            set_name(f, "arrow_cast");
+        }
+        return Ok(());
+    }
     match name.as_str() {
         "today" => set_name(f, "current_date"),
         "countDistinct" | "groupBitmap" => {
@@ -133,6 +170,36 @@ fn rewrite(f: &mut Function) -> Result<(), QueryError> {
         _ => {}
     }
     Ok(())
+}
+
+/// `toYear(x)` and friends as `date_part(unit, x)`.
+fn date_part_unit(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "toYear" => "year",
+        "toQuarter" => "quarter",
+        "toMonth" => "month",
+        "toDayOfMonth" => "day",
+        "toDayOfYear" => "doy",
+        // ClickHouse's default week mode: Monday is 1, Sunday 7 (ISO).
+        "toDayOfWeek" => "isodow",
+        "toHour" => "hour",
+        "toMinute" => "minute",
+        "toSecond" => "second",
+        _ => return None,
+    })
+}
+
+/// `toStartOfYear(x)` and friends as `date_trunc(unit, x)`; true when
+/// ClickHouse's result is a Date.
+fn trunc_unit(name: &str) -> Option<(&'static str, bool)> {
+    Some(match name {
+        "toStartOfYear" => ("year", true),
+        "toStartOfQuarter" => ("quarter", true),
+        "toMonday" => ("week", true),
+        "toStartOfMinute" => ("minute", false),
+        "toStartOfSecond" => ("second", false),
+        _ => return None,
+    })
 }
 
 /// The Arrow type a ClickHouse conversion function casts to.

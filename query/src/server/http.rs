@@ -109,6 +109,8 @@ async fn handle(
         Err(e) => return error_response(&e),
     };
     let query_id = q.query_id.clone();
+    let started = std::time::Instant::now();
+    let data_len = data.len();
     match server.execute_in(&sql, &data, &mut q).await {
         Ok(out) => {
             let fmt = out.format.or_else(|| params.get("default_format").and_then(|f| Format::from_name(f).ok()));
@@ -120,10 +122,15 @@ async fn handle(
                 },
                 None => Vec::new(),
             };
-            let read_rows: usize = out.batches.iter().map(|b| b.num_rows()).sum();
+            let result_rows: usize = out.batches.iter().map(|b| b.num_rows()).sum();
+            let result_bytes: usize = out.batches.iter().map(|b| b.get_array_memory_size()).sum();
+            use std::sync::atomic::Ordering::Relaxed;
+            let (read_rows, read_bytes) = (q.stats.read_rows.load(Relaxed), q.stats.read_bytes.load(Relaxed));
+            let written_bytes = if out.written_rows > 0 { data_len } else { 0 };
+            let elapsed_ns = started.elapsed().as_nanos();
             let mut headers = HeaderMap::new();
             let summary = format!(
-                "{{\"read_rows\":\"{read_rows}\",\"read_bytes\":\"0\",\"written_rows\":\"{}\",\"written_bytes\":\"0\",\"total_rows_to_read\":\"0\",\"result_rows\":\"{read_rows}\"}}",
+                "{{\"read_rows\":\"{read_rows}\",\"read_bytes\":\"{read_bytes}\",\"written_rows\":\"{}\",\"written_bytes\":\"{written_bytes}\",\"total_rows_to_read\":\"{read_rows}\",\"result_rows\":\"{result_rows}\",\"result_bytes\":\"{result_bytes}\",\"elapsed_ns\":\"{elapsed_ns}\"}}",
                 out.written_rows
             );
             for (k, v) in [
