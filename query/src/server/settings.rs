@@ -93,23 +93,18 @@ impl Settings {
         if let Some(k) = KNOWN.iter().find(|k| k.name == name)
             && k.applied
         {
-            match k.ty {
-                "UInt64" | "MaxThreads" | "Seconds" => {
-                    if value != "auto" && value.parse::<u64>().is_err() {
-                        return Err(bad(name, value, "an unsigned integer"));
-                    }
+            let expected = match k.ty {
+                "UInt64" | "MaxThreads" | "Seconds" if value != "auto" && value.parse::<u64>().is_err() => {
+                    Some("an unsigned integer")
                 }
-                "Bool" => {
-                    if !matches!(value.to_ascii_lowercase().as_str(), "0" | "1" | "true" | "false") {
-                        return Err(bad(name, value, "0, 1, true or false"));
-                    }
+                "Bool" if !matches!(value.to_ascii_lowercase().as_str(), "0" | "1" | "true" | "false") => {
+                    Some("0, 1, true or false")
                 }
-                "OverflowMode" => {
-                    if value != "throw" && value != "break" {
-                        return Err(bad(name, value, "throw or break"));
-                    }
-                }
-                _ => {}
+                "OverflowMode" if value != "throw" && value != "break" => Some("throw or break"),
+                _ => None,
+            };
+            if let Some(want) = expected {
+                return Err(bad(name, value, want));
             }
         }
         self.values.insert(name.to_string(), value.to_string());
