@@ -115,6 +115,14 @@ pub(crate) struct EngineColumns {
 }
 
 impl Table {
+    /// The types of the PARTITION BY key's elements (none without a key).
+    pub fn partition_key_types(&self) -> Result<Vec<DataType>> {
+        match &self.partition_by {
+            None => Ok(Vec::new()),
+            Some(exprs) => exprs.iter().map(|e| Ok(e.data_type(&self.def.schema)?)).collect(),
+        }
+    }
+
     /// Compiles and validates a table definition.
     pub fn new(def: TableDef) -> Result<Arc<Table>> {
         let compiler = ExprCompiler::new(def.schema.clone())?;

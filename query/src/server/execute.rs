@@ -352,7 +352,10 @@ impl Server {
             }
             Statement::Optimize { table: (d, name), partition, final_, deduplicate, cleanup } => {
                 let t = self.table(&d.unwrap_or_else(|| db.to_string()), &name)?;
-                let partition_id = partition.map(|p| partition_id(&p)).transpose()?.flatten();
+                let partition_id = match partition {
+                    Some(p) => self.partition_id(t.as_ref(), &p, q).await?,
+                    None => None,
+                };
                 let opts = OptimizeOptions { partition_id, final_, deduplicate, cleanup };
                 blocking(move || t.optimize(&opts)).await?;
                 Ok(QueryOutput::default())
@@ -368,7 +371,7 @@ impl Server {
                         }
                         AlterCommand::DropPartition(p) => {
                             let t = t.clone();
-                            match partition_id(&p)? {
+                            match self.partition_id(t.as_ref(), &p, q).await? {
                                 Some(id) => blocking(move || t.drop_partition(&id)).await?,
                                 None => blocking(move || t.truncate()).await?,
                             }
@@ -428,6 +431,51 @@ impl Server {
             }
             Statement::Other(text) => self.execute_other(&text, q).await,
         }
+    }
+
+    /// The partition `PARTITION <expr>` names: the expression (a tuple for
+    /// a tuple key) is evaluated, cast to the key's types, and turned into
+    /// the partition id as an inserted row with that key would get it.
+    async fn partition_id(
+        &self,
+        t: &dyn TableEngine,
+        p: &PartitionSpec,
+        q: &QueryContext,
+    ) -> Result<Option<String>, QueryError> {
+        let text = match p {
+            PartitionSpec::Id(id) => return Ok(Some(id.clone())),
+            PartitionSpec::All => return Ok(None),
+            PartitionSpec::Value(v) => v,
+        };
+        let types = t.storage().partition_key_types().map_err(st)?;
+        if types.is_empty() {
+            return Ok(Some("all".into()));
+        }
+        let values = if types.len() == 1 { vec![text.clone()] } else { crate::parse::cursor::split_key(text)? };
+        if values.len() != types.len() {
+            return Err(QueryError::arguments(format!(
+                "PARTITION {text}: the partition key has {} elements, the value {}",
+                types.len(),
+                values.len()
+            )));
+        }
+        let frame = self.plan(&format!("SELECT {}", values.join(", ")), q).await?;
+        let batches = frame.collect().await.map_err(df)?;
+        let row =
+            batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| QueryError::arguments("empty PARTITION value"))?;
+        let keys = row
+            .columns()
+            .iter()
+            .zip(&types)
+            .map(|(c, ty)| {
+                cast_with_options(c, ty, &CastOptions { safe: false, ..Default::default() }).map_err(|e| QueryError {
+                    code: 53,
+                    name: "TYPE_MISMATCH",
+                    message: format!("PARTITION {text}: cannot convert to the key's type {ty}: {e}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(storage::partition::partition_id_of(&keys, 0).map_err(st)?.0))
     }
 
     /// Plans a SELECT as written by a user (FINAL included).
@@ -684,23 +732,6 @@ fn rewrite_final(sql: &str) -> Result<String, QueryError> {
 }
 
 /// The partition id a `PARTITION …` clause names; `None` for ALL.
-fn partition_id(p: &PartitionSpec) -> Result<Option<String>, QueryError> {
-    match p {
-        PartitionSpec::Id(id) => Ok(Some(id.clone())),
-        PartitionSpec::All => Ok(None),
-        PartitionSpec::Value(v) => {
-            let v = v.trim().trim_matches('\'');
-            if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                Ok(Some(v.to_string()))
-            } else {
-                Err(QueryError::bad_arguments(format!(
-                    "PARTITION {v}: only integer and simple string partition values are supported yet; use PARTITION ID"
-                )))
-            }
-        }
-    }
-}
-
 fn names_output(column: &str, names: Vec<String>) -> QueryOutput {
     let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(names))]);
