@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
-# The test command: every crate's unit and integration tests.
+# The test command: every crate's unit and integration tests, then the
+# benchmark suite in smoke mode (100k rows, one repetition, the debug build
+# the tests just made) so it keeps working; the real run is benches/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")"
-cargo test --workspace --no-fail-fast "$@"
+status=0
+cargo test --workspace --no-fail-fast "$@" || status=$?
+benches/run.sh --smoke >/dev/null || { echo "benches/run.sh --smoke failed" >&2; status=1; }
+exit $status

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The benchmark suite: shardhouse (a release server over HTTP) next to chDB
+# MergeTree and DuckDB on the same generated hits rows: bulk load, 100k-row
+# inserts + OPTIMIZE FINAL, mutations, the 12 queries, peak RSS.
+# Usage: benches/run.sh [ROWS] [REPS]   (defaults 10000000 and 5)
+#        benches/run.sh --smoke         (100k rows, 1 repetition, debug build: CI keeps it working)
+# Writes benches/results/LATEST.{md,json,svg} (smoke: benches/work/smoke.*).
+set -euo pipefail
+cd "$(dirname "$0")"
+PROFILE=release
+OUT=results/LATEST
+if [ "${1:-}" = "--smoke" ]; then
+  ROWS=100000 REPS=1 PROFILE=debug OUT=work/smoke
+else
+  ROWS="${1:-10000000}"
+  REPS="${2:-5}"
+fi
+WORK="${BENCH_WORKDIR:-$PWD/work}"
+mkdir -p "$WORK" results
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import chdb, duckdb, pyarrow" 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q chdb duckdb pyarrow numpy
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/shardhouse-target}"
+PARQUET="$WORK/hits_$ROWS.parquet"
+# Each `cargo build -p X` unifies features over X alone, and benches and
+# shardhouse select different DataFusion features: building them in turn
+# would rebuild DataFusion every time. So the generator is built only when
+# its Parquet output is missing.
+FLAG=$([ "$PROFILE" = release ] && echo --release || true)
+if [ ! -f "$PARQUET" ]; then
+  cargo build -q $FLAG -p benches --bin storage-bench
+  "$CARGO_TARGET_DIR/$PROFILE/storage-bench" --rows "$ROWS" --gen-only --workdir "$WORK" --parquet-out "$PARQUET"
+fi
+cargo build -q $FLAG -p shardhouse
+DATA="$WORK/queries_shardhouse"
+rm -rf "$DATA"
+PORT=$((20000 + RANDOM % 20000))
+"$CARGO_TARGET_DIR/$PROFILE/shardhouse" server --data "$DATA" --listen "127.0.0.1:$PORT" --max-body 4294967296 2>"$WORK/server.log" &
+PID=$!
+trap 'kill $PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/ping" >/dev/null && break; sleep 0.1; done
+.venv/bin/python run.py "$PARQUET" "http://127.0.0.1:$PORT" "$WORK" "$OUT" --reps "$REPS" --server-pid "$PID"
