@@ -234,6 +234,17 @@ pub fn apply_settings(s: &mut MergeTreeSettings, settings: &[(String, String)]) 
             "old_parts_lifetime" => s.old_parts_lifetime_secs = setting_number(k, v)?,
             "row_group_size" => s.row_group_size = setting_number(k, v)?,
             "zstd_level" => s.zstd_level = setting_number(k, v)?,
+            "compression_codec" => {
+                s.codec = match v.trim().trim_matches('\'').to_ascii_lowercase().as_str() {
+                    "lz4" => storage::table::PartCodec::Lz4,
+                    "zstd" => storage::table::PartCodec::Zstd,
+                    other => {
+                        return Err(QueryError::bad_arguments(format!(
+                            "Setting compression_codec cannot take the value '{other}': lz4 or zstd"
+                        )));
+                    }
+                }
+            }
             k if IGNORED_SETTINGS.contains(&k) => {}
             k => return Err(QueryError::unknown_setting(k)),
         }

@@ -84,6 +84,50 @@ fn command_text(text: &str) -> String {
     text.to_string()
 }
 
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), QueryError> {
+    std::fs::write(path, bytes)
+        .and_then(|_| std::fs::File::open(path)?.sync_all())
+        .and_then(|_| std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all())
+        .map_err(|e| io(path, e))
+}
+
+fn remove_durably(path: &Path) -> Result<(), QueryError> {
+    std::fs::remove_file(path)
+        .and_then(|_| std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all())
+        .map_err(|e| io(path, e))
+}
+
+/// Deletes the parts of inserts that were cut off before all their parts
+/// were written (`insert_<first>_<last>.pending` still present): an insert
+/// is all its partitions' parts or none of them.
+fn roll_back_pending_inserts(dir: &Path) -> Result<(), QueryError> {
+    let mut ranges = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| io(dir, e))?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some((a, b)) =
+            name.strip_prefix("insert_").and_then(|n| n.strip_suffix(".pending")).and_then(|r| r.split_once('_'))
+            && let (Ok(a), Ok(b)) = (a.parse::<i64>(), b.parse::<i64>())
+        {
+            ranges.push((a, b, e.path()));
+        }
+    }
+    for (a, b, marker) in ranges {
+        for e in std::fs::read_dir(dir).map_err(|e| io(dir, e))?.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Ok(p) = name.parse::<PartName>()
+                && p.level == 0
+                && p.min_block >= a
+                && p.max_block <= b
+            {
+                tracing::warn!(part = %name, "removing a part of an insert that did not complete");
+                std::fs::remove_dir_all(e.path()).map_err(|x| io(&e.path(), x))?;
+            }
+        }
+        remove_durably(&marker)?;
+    }
+    Ok(())
+}
+
 impl LocalTable {
     /// Opens (or creates) the table in `dir`, recovering its parts and
     /// finishing interrupted mutations.
@@ -91,6 +135,7 @@ impl LocalTable {
         let def = create.table_def()?;
         let table = storage::Table::new(def).map_err(st)?;
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        roll_back_pending_inserts(dir)?;
         let (parts, report) = part_set::recover(dir).map_err(st)?;
         if !report.detached.is_empty() {
             tracing::warn!(table = %create.name, detached = ?report.detached, "parts detached at startup");
@@ -241,20 +286,37 @@ impl TableEngine for LocalTable {
         } else {
             None
         };
-        let mut rows = 0;
-        for piece in split_by_partition(&self.table, batch).map_err(st)? {
+        let pieces = split_by_partition(&self.table, batch).map_err(st)?;
+        for piece in &pieces {
             let count = self.state().parts.parts_in_partition(&piece.partition_id);
             if let Some(delay) = backpressure::check_insert(&piece.partition_id, count, settings).map_err(st)? {
                 std::thread::sleep(delay);
             }
-            let block = {
-                let mut s = self.state();
-                s.next_block += 1;
-                s.next_block - 1
-            };
-            let name = PartName::new_insert(piece.partition_id.clone(), block);
-            let part = write_block(&self.table, &self.dir, name, piece.value, &piece.batch).map_err(st)?;
+        }
+        let first = {
+            let mut s = self.state();
+            s.next_block += pieces.len() as i64;
+            s.next_block - pieces.len() as i64
+        };
+        // An insert spanning partitions writes several parts; a marker makes
+        // them one unit: if the process dies before the marker is gone, the
+        // next start deletes them all (see `roll_back_pending_inserts`).
+        let marker = (pieces.len() > 1)
+            .then(|| self.dir.join(format!("insert_{first}_{}.pending", first + pieces.len() as i64 - 1)));
+        if let Some(m) = &marker {
+            write_durably(m, b"")?;
+        }
+        let mut parts = Vec::with_capacity(pieces.len());
+        let mut rows = 0;
+        for (i, piece) in pieces.into_iter().enumerate() {
+            let name = PartName::new_insert(piece.partition_id.clone(), first + i as i64);
+            parts.push(write_block(&self.table, &self.dir, name, piece.value, &piece.batch).map_err(st)?);
             rows += piece.batch.num_rows();
+        }
+        if let Some(m) = &marker {
+            remove_durably(m)?;
+        }
+        for part in parts {
             self.state().parts.add(Arc::new(part)).map_err(st)?;
         }
         if let Some(id) = block_id {

@@ -9,11 +9,17 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::DataFusionError;
+use datafusion::common::Statistics;
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties, SendableRecordBatchStream,
+    StatisticsArgs,
+};
 use storage::Part;
 use storage::scan::{Scan, ScanRequest};
 
@@ -117,6 +123,68 @@ impl TableProvider for EngineProvider {
                     as Arc<dyn PartitionStream>
             })
             .collect();
-        Ok(Arc::new(StreamingTableExec::try_new(projected, streams, None, Vec::new(), false, None)?))
+        let exec = Arc::new(StreamingTableExec::try_new(projected, streams, None, Vec::new(), false, None)?);
+        // Without filters or FINAL the row count is known exactly from the
+        // parts' metadata: `count()` is answered without reading data.
+        let rows = (filters.is_empty() && !self.final_)
+            .then(|| self.engine.snapshot().iter().map(|p| p.live_rows() as usize).sum());
+        Ok(Arc::new(CountedExec { inner: exec, rows }))
+    }
+}
+
+/// The scan, with the exact row count when it is known.
+#[derive(Debug)]
+struct CountedExec {
+    inner: Arc<StreamingTableExec>,
+    rows: Option<usize>,
+}
+
+impl DisplayAs for CountedExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        self.inner.fmt_as(t, f)
+    }
+}
+
+impl ExecutionPlan for CountedExec {
+    fn name(&self) -> &str {
+        "StreamingTableExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.inner.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
+    ) -> datafusion::error::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn execute(&self, partition: usize, ctx: Arc<TaskContext>) -> datafusion::error::Result<SendableRecordBatchStream> {
+        self.inner.execute(partition, ctx)
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> datafusion::error::Result<Arc<Statistics>> {
+        let mut stats = Statistics::new_unknown(&self.schema());
+        if let (None, Some(rows)) = (args.partition(), self.rows) {
+            stats.num_rows = Precision::Exact(rows);
+        }
+        Ok(Arc::new(stats))
     }
 }

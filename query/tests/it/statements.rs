@@ -221,3 +221,32 @@ fn databases_drop_truncate_rename_and_pass_through() {
     assert_eq!(code(""), 62);
     assert_eq!(code("   ;  "), 62);
 }
+
+/// Regression (found by the kill -9 crash test): an insert spanning several
+/// partitions, cut off after some of its parts were written, left those
+/// parts to reappear on restart. Now it is all its parts or none.
+#[test]
+fn regression_multi_partition_insert_cut_off_leaves_no_parts() {
+    use std::sync::Arc;
+
+    use arrow::array::{Date32Array, RecordBatch, UInt32Array};
+    use query::table::{InsertOptions, LocalTable, TableEngine};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ddl = "CREATE TABLE t (d Date, k UInt32) ENGINE = MergeTree PARTITION BY toYYYYMM(d) ORDER BY k";
+    let t = LocalTable::open(dir.path(), create(ddl)).unwrap();
+    let batch = RecordBatch::try_new(
+        t.storage().schema().clone(),
+        vec![Arc::new(Date32Array::from(vec![19723, 19760, 19800])), Arc::new(UInt32Array::from(vec![1, 2, 3]))],
+    )
+    .unwrap();
+    storage::failpoint::arm("part_write:after_rename");
+    assert!(t.insert(&batch, &InsertOptions::default()).is_err());
+    storage::failpoint::disarm_all();
+    assert!(t.snapshot().is_empty(), "a part of the cut-off insert is visible");
+    drop(t);
+    let t = LocalTable::open(dir.path(), create(ddl)).unwrap();
+    assert!(t.snapshot().is_empty(), "a part of the cut-off insert came back after restart");
+    assert_eq!(t.insert(&batch, &InsertOptions::default()).unwrap(), 3);
+    assert_eq!(t.snapshot().len(), 3);
+}

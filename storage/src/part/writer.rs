@@ -41,7 +41,7 @@ pub struct PartWriter<'t> {
     rows: u64,
 }
 
-/// Parquet settings for part data: zstd, page statistics and a page index,
+/// Parquet settings for part data: LZ4 (or zstd), page statistics and a page index,
 /// pages of at most `index_granularity` rows. Columns that look nearly unique
 /// in `sample` skip dictionary encoding: the dictionary would overflow and fall
 /// back to plain anyway, after paying for hashing every value. Strings that
@@ -62,7 +62,11 @@ pub(crate) fn writer_properties(table: &Table, sample: Option<&RecordBatch>) -> 
             }
         }
     }
-    Ok(b.set_compression(Compression::ZSTD(level))
+    let compression = match s.codec {
+        crate::table::PartCodec::Lz4 => Compression::LZ4_RAW,
+        crate::table::PartCodec::Zstd => Compression::ZSTD(level),
+    };
+    Ok(b.set_compression(compression)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_data_page_row_count_limit(s.index_granularity)
         .set_write_batch_size(s.index_granularity.min(1024))
