@@ -76,8 +76,17 @@ impl TableProvider for EngineProvider {
         &self,
         filters: &[&Expr],
     ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        // The scan prunes with them; DataFusion still applies them exactly.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // A filter the storage compiler understands prunes parts and pages and
+        // is then applied to every row by the scan (after the FINAL merge), so
+        // DataFusion need not evaluate it again; others stay with DataFusion.
+        let compiler = &self.engine.storage().compiler;
+        Ok(filters
+            .iter()
+            .map(|f| match compiler.compile_expr((*f).clone()) {
+                Ok(_) => TableProviderFilterPushDown::Exact,
+                Err(_) => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
     }
 
     async fn scan(
