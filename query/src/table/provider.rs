@@ -79,12 +79,23 @@ impl TableProvider for EngineProvider {
         // A filter the storage compiler understands prunes parts and pages and
         // is then applied to every row by the scan (after the FINAL merge), so
         // DataFusion need not evaluate it again; others stay with DataFusion.
+        // Filters arrive here with qualified columns (`hits.k`), in scan()
+        // without; the compiler knows only the bare names.
+        use datafusion::common::tree_node::{Transformed, TreeNode};
         let compiler = &self.engine.storage().compiler;
+        let bare = |f: &Expr| {
+            f.clone()
+                .transform(|e| match e {
+                    Expr::Column(c) => Ok(Transformed::yes(Expr::Column(datafusion::common::Column::new_unqualified(c.name)))),
+                    e => Ok(Transformed::no(e)),
+                })
+                .map(|t| t.data)
+        };
         Ok(filters
             .iter()
-            .map(|f| match compiler.compile_expr((*f).clone()) {
-                Ok(_) => TableProviderFilterPushDown::Exact,
-                Err(_) => TableProviderFilterPushDown::Unsupported,
+            .map(|f| match bare(f).map(|e| compiler.compile_expr(e)) {
+                Ok(Ok(_)) => TableProviderFilterPushDown::Exact,
+                _ => TableProviderFilterPushDown::Inexact,
             })
             .collect())
     }
