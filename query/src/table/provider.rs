@@ -86,7 +86,9 @@ impl TableProvider for EngineProvider {
         let bare = |f: &Expr| {
             f.clone()
                 .transform(|e| match e {
-                    Expr::Column(c) => Ok(Transformed::yes(Expr::Column(datafusion::common::Column::new_unqualified(c.name)))),
+                    Expr::Column(c) => {
+                        Ok(Transformed::yes(Expr::Column(datafusion::common::Column::new_unqualified(c.name))))
+                    }
                     e => Ok(Transformed::no(e)),
                 })
                 .map(|t| t.data)
