@@ -636,12 +636,25 @@ impl Server {
                 )
                 .map_err(|e| QueryError::bad_arguments(e.to_string()))?
             };
-            let opts = InsertOptions {
-                deduplicate: q.settings.bool("insert_deduplicate"),
-                token: q.settings.get("insert_deduplication_token").filter(|t| !t.is_empty()).map(str::to_string),
-            };
+            let deduplicate = q.settings.bool("insert_deduplicate");
+            let token = q.settings.get("insert_deduplication_token").filter(|t| !t.is_empty()).map(str::to_string);
+            // Like ClickHouse, a big insert becomes blocks of max_insert_block_size
+            // rows: each is sorted and written as its own parts (bounded memory
+            // and sort cost) and deduplicated on its own.
+            let block = (q.settings.u64("max_insert_block_size") as usize).max(1);
             let stats = q.stats.clone();
-            let rows = blocking(move || super::metering::measured(&stats, || table.insert(&full, &opts))).await?;
+            let rows = blocking(move || {
+                super::metering::measured(&stats, || {
+                    let mut rows = 0;
+                    for (index, start) in (0..full.num_rows().max(1)).step_by(block).enumerate() {
+                        let len = block.min(full.num_rows() - start);
+                        let opts = InsertOptions { deduplicate, token: token.clone(), index };
+                        rows += table.insert(&full.slice(start, len), &opts)?;
+                    }
+                    Ok(rows)
+                })
+            })
+            .await?;
             Ok(QueryOutput { written_rows: rows as u64, ..Default::default() })
         }
     }

@@ -42,7 +42,7 @@ pub const KNOWN: &[Known] = &[
     k("output_format_json_quote_64bit_integers", "1", "Bool", "Quote 64-bit integers in JSON output"),
     k("input_format_null_as_default", "1", "Bool", "NULL into a non-Nullable column becomes the default"),
     ignored("max_block_size", "65409", "NonZeroUInt64", "Rows per block read from a table"),
-    ignored("max_insert_block_size", "1048449", "NonZeroUInt64", "Rows per block formed for insertion"),
+    k("max_insert_block_size", "1048449", "UInt64", "Rows per block (and part) an insert is split into"),
     ignored("insert_quorum", "0", "UInt64Auto", "Replicas that must acknowledge an insert (replication)"),
     ignored("select_sequential_consistency", "0", "UInt64", "Read through the leader (replication)"),
     ignored("input_format_skip_unknown_fields", "1", "Bool", "Skip unknown JSONEachRow keys"),

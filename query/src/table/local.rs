@@ -275,7 +275,7 @@ impl TableEngine for LocalTable {
         let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
         let block_id = if opts.deduplicate && settings.non_replicated_deduplication_window > 0 {
             let id = match &opts.token {
-                Some(t) => storage::dedup::token_block_id(t, 0),
+                Some(t) => storage::dedup::token_block_id(t, opts.index),
                 None => storage::dedup::block_id(batch).map_err(st)?,
             };
             if dedup.contains(&id) {

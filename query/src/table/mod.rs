@@ -34,11 +34,13 @@ pub struct OptimizeOptions {
 pub struct InsertOptions {
     pub deduplicate: bool,
     pub token: Option<String>,
+    /// The block's index within its insert (with a token, the id is token + index).
+    pub index: usize,
 }
 
 impl Default for InsertOptions {
     fn default() -> Self {
-        InsertOptions { deduplicate: true, token: None }
+        InsertOptions { deduplicate: true, token: None, index: 0 }
     }
 }
 

@@ -465,6 +465,16 @@ fn url_settings_parameters_sessions_and_credentials() {
     assert_eq!(status, 200);
     let (status, code, _) = s.request("user=nobody", b"SELECT 1", &[]);
     assert_eq!((status, code.as_deref()), (401, Some("516")));
+    // Big inserts are cut into blocks of max_insert_block_size rows, a part each.
+    s.ok("CREATE TABLE blk (k UInt64) ENGINE = MergeTree ORDER BY k");
+    s.ok("SYSTEM STOP MERGES blk");
+    let (status, _, _) = s.request(
+        &format!("max_insert_block_size=2&query={}", encode("INSERT INTO blk FORMAT TSV")),
+        b"1\n2\n3\n4\n5\n",
+        &[],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(s.ok("SELECT count(), sum(rows) FROM system.parts WHERE table = 'blk' AND active = 1"), "3\t5\n");
     // An empty query_id is replaced by a fresh one.
     assert_eq!(s.ok("SELECT 1"), "1\n");
 }
