@@ -194,15 +194,25 @@ impl Scan {
     }
 
     fn finish_batch(&self, b: RecordBatch) -> Result<RecordBatch> {
-        let b = match &self.filter {
-            Some(f) => {
-                let m = f.evaluate(&b)?.into_array(b.num_rows())?;
-                let m = arrow::compute::cast(&m, &arrow::datatypes::DataType::Boolean)?;
-                filter_record_batch(&b, m.as_boolean())?
-            }
-            None => b,
+        let Some(f) = &self.filter else {
+            return Ok(b.project(&self.out_cols_in_read)?.with_schema(self.out_schema.clone())?);
         };
-        Ok(b.project(&self.out_cols_in_read)?.with_schema(self.out_schema.clone())?)
+        let m = f.evaluate(&b)?.into_array(b.num_rows())?;
+        let m = arrow::compute::cast(&m, &arrow::datatypes::DataType::Boolean)?;
+        let mask = m.as_boolean();
+        // Filter only the output columns: columns read just for the filter are
+        // dropped first, and with no output columns (count()) only the
+        // selected rows are counted.
+        let out = b.project(&self.out_cols_in_read)?.with_schema(self.out_schema.clone())?;
+        if out.num_columns() == 0 {
+            let selected = match arrow::array::Array::null_count(mask) {
+                0 => mask.true_count(),
+                _ => arrow::compute::prep_null_mask_filter(mask).true_count(),
+            };
+            let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(selected));
+            return Ok(RecordBatch::try_new_with_options(self.out_schema.clone(), vec![], &opts)?);
+        }
+        Ok(filter_record_batch(&out, mask)?)
     }
 }
 
