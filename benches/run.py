@@ -141,7 +141,34 @@ def svg_chart(bars, path, title):
     Path(path).write_text("\n".join(out) + "\n")
 
 
+def gen_smoke(path, rows):
+    """Small hits-shaped rows for the smoke run (not the benchmark's distribution)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(20240601)
+    day = rng.integers(0, 122, rows)
+    start = np.datetime64("2013-06-01")
+    t = pa.table({
+        "event_date": pa.array((start + day.astype("timedelta64[D]")).astype("datetime64[D]"), pa.date32()),
+        "event_time": pa.array(np.sort(day * 86400 + rng.integers(0, 86400, rows) + 1370044800), pa.int64()),
+        "user_id": pa.array(rng.integers(0, 10_000, rows).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15 % 2**63)),
+        "counter_id": pa.array(rng.zipf(1.5, rows).clip(1, 1000).astype(np.uint32)),
+        "url": pa.array([f"http://example.com/{'google/' if i % 100 == 0 else ''}{i % 1000}" for i in range(rows)]),
+        "region": pa.array(rng.integers(0, 300, rows).astype(np.uint16)),
+        "duration": pa.array(rng.exponential(60, rows).astype(np.uint32)),
+        "revenue": pa.array(np.where(rng.random(rows) < 0.9, 0.0, np.round(rng.lognormal(2, 1, rows), 2))),
+        "is_mobile": pa.array((rng.random(rows) < 0.3).astype(np.uint8)),
+    })
+    pq.write_table(t, path)
+
+
 def main():
+    import sys
+    if len(sys.argv) == 4 and sys.argv[1] == "--gen-smoke":
+        gen_smoke(sys.argv[2], int(sys.argv[3]))
+        return
     import urllib.parse  # noqa: F401  (used by Shardhouse.post)
     ap = argparse.ArgumentParser()
     ap.add_argument("parquet")

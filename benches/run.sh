@@ -22,17 +22,24 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import chdb, duckdb, pyar
   .venv/bin/pip install -q chdb duckdb pyarrow numpy
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/shardhouse-target}"
-PARQUET="$WORK/hits_$ROWS.parquet"
+PARQUET="$WORK/hits_$ROWS$([ "$PROFILE" = debug ] && echo _smoke).parquet"
 # Each `cargo build -p X` unifies features over X alone, and benches and
 # shardhouse select different DataFusion features: building them in turn
 # would rebuild DataFusion every time. So the generator is built only when
 # its Parquet output is missing.
-FLAG=$([ "$PROFILE" = release ] && echo --release || true)
-if [ ! -f "$PARQUET" ]; then
-  cargo build -q $FLAG -p benches --bin storage-bench
-  "$CARGO_TARGET_DIR/$PROFILE/storage-bench" --rows "$ROWS" --gen-only --workdir "$WORK" --parquet-out "$PARQUET"
+if [ "$PROFILE" = debug ]; then
+  # Smoke mode reuses the server binary `cargo test --workspace` just built
+  # (building with other feature unification would rebuild DataFusion) and
+  # small synthetic rows made in Python: it checks the suite works, not speed.
+  [ -f "$PARQUET" ] || .venv/bin/python run.py --gen-smoke "$PARQUET" "$ROWS"
+  [ -x "$CARGO_TARGET_DIR/debug/shardhouse" ] || cargo build -q -p shardhouse
+else
+  if [ ! -f "$PARQUET" ]; then
+    cargo build -q --release -p benches --bin storage-bench
+    "$CARGO_TARGET_DIR/release/storage-bench" --rows "$ROWS" --gen-only --workdir "$WORK" --parquet-out "$PARQUET"
+  fi
+  cargo build -q --release -p shardhouse
 fi
-cargo build -q $FLAG -p shardhouse
 DATA="$WORK/queries_shardhouse"
 rm -rf "$DATA"
 PORT=$((20000 + RANDOM % 20000))
