@@ -22,7 +22,9 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import chdb, duckdb, pyar
   .venv/bin/pip install -q chdb duckdb pyarrow numpy
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/shardhouse-target}"
-PARQUET="$WORK/hits_$ROWS$([ "$PROFILE" = debug ] && echo _smoke).parquet"
+SUFFIX=""
+[ "$PROFILE" = debug ] && SUFFIX=_smoke
+PARQUET="$WORK/hits_$ROWS$SUFFIX.parquet"
 # Each `cargo build -p X` unifies features over X alone, and benches and
 # shardhouse select different DataFusion features: building them in turn
 # would rebuild DataFusion every time. So the generator is built only when
