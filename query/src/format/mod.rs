@@ -12,6 +12,7 @@ use arrow::datatypes::{DataType, Field, TimeUnit};
 
 use crate::error::QueryError;
 use crate::parse::types::CH_TYPE_KEY;
+pub(crate) use read::unescape_tsv;
 pub use read::{default_column, null_as_default, read};
 use value::{Style, write_value};
 

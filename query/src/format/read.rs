@@ -26,7 +26,8 @@ struct Table {
     rows: Vec<Vec<Option<String>>>,
 }
 
-fn unescape_tsv(s: &str) -> String {
+/// Undoes TabSeparated escaping (`\\t`, `\\n`, `\\\\`, …).
+pub(crate) fn unescape_tsv(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {

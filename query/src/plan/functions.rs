@@ -78,7 +78,9 @@ fn rewrite(f: &mut Function) -> Result<(), QueryError> {
         set_name(f, "arrow_cast");
         return Ok(());
     }
-    if let Some(unit) = date_part_unit(&name) {
+    let unit_call =
+        date_part_unit(&name).map(|u| (u, "date_part")).or(trunc_unit(&name).map(|(u, _)| (u, "date_trunc")));
+    if let Some((unit, func)) = unit_call {
         let Some(list) = arg_list(f) else { return Ok(()) };
         if list.args.len() != 1 {
             return Err(QueryError::arguments(format!("{name} takes one argument")));
@@ -87,20 +89,8 @@ fn rewrite(f: &mut Function) -> Result<(), QueryError> {
             0,
             FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(Value::SingleQuotedString(unit.into())))),
         );
-        set_name(f, "date_part");
-        return Ok(());
-    }
-    if let Some((unit, to_date)) = trunc_unit(&name) {
-        let Some(list) = arg_list(f) else { return Ok(()) };
-        if list.args.len() != 1 {
-            return Err(QueryError::arguments(format!("{name} takes one argument")));
-        }
-        list.args.insert(
-            0,
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(Value::SingleQuotedString(unit.into())))),
-        );
-        set_name(f, "date_trunc");
-        if to_date {
+        set_name(f, func);
+        if trunc_unit(&name).is_some_and(|(_, to_date)| to_date) {
             // ClickHouse returns a Date for these.
             let inner = Expr::Function(f.clone());
             if let Some(list) = arg_list(f) {

@@ -20,27 +20,6 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// Values are in the escaped (TabSeparated) form ClickHouse expects.
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match it.next() {
-            Some('t') => out.push('\t'),
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some('0') => out.push('\0'),
-            Some(o) => out.push(o),
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
 fn literal(name: &str, value: &str, t: &ChType) -> Result<String, QueryError> {
     use ChType::*;
     let err = || bad_value(name, value, t);
@@ -109,7 +88,8 @@ fn literal(name: &str, value: &str, t: &ChType) -> Result<String, QueryError> {
             }
             out
         }
-        _ => quote(&unescape(value)),
+        // Values come in the escaped (TabSeparated) form ClickHouse expects.
+        _ => quote(&crate::format::unescape_tsv(value)),
     })
 }
 
