@@ -702,7 +702,12 @@ impl Server {
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
             let task = Arc::new(frame.task_ctx());
             let physical = frame.create_physical_plan().await.map_err(df)?;
-            let physical = super::metering::meter(physical, &q.stats).map_err(df)?;
+            // EXPLAIN ANALYZE prints the plan it ran: leave it unwrapped.
+            let physical = if matches!(physical.name(), "AnalyzeExec" | "ExplainExec") {
+                physical
+            } else {
+                super::metering::meter(physical, &q.stats).map_err(df)?
+            };
             Ok::<_, QueryError>((schema, datafusion::physical_plan::collect(physical, task).await.map_err(df)?))
         };
         let limit = q.settings.u64("max_execution_time");

@@ -283,6 +283,9 @@ fn clickhouse_aggregate_functions() {
     assert_eq!(s.ok("SELECT sum(number), count() FROM numbers(10)"), "45\t10\n");
     assert_eq!(s.ok("SELECT number FROM numbers(5, 2)"), "5\n6\n");
     assert_eq!(s.ok("SELECT number FROM system.numbers LIMIT 3"), "0\n1\n2\n");
+    // EXPLAIN ANALYZE shows each operator once (not once more per metering wrapper).
+    let plan = s.ok("EXPLAIN ANALYZE SELECT count() FROM t WHERE k > 1");
+    assert_eq!(plan.matches("AggregateExec: mode=Partial").count(), 1, "{plan}");
 }
 
 #[test]
