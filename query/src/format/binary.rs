@@ -455,7 +455,8 @@ impl Col {
                 for _ in 0..n {
                     inner.read_one(r)?;
                 }
-                offsets.push(offsets[offsets.len() - 1] + n as i32);
+                let next = i32::try_from(n).ok().and_then(|n| offsets[offsets.len() - 1].checked_add(n));
+                offsets.push(next.ok_or_else(|| input_error("an array column is larger than 2^31 items".into()))?);
             }
             // In RowBinary LowCardinality(T) is just T.
             Col::LowCardinality { inner, .. } => inner.read_one(r)?,
@@ -479,7 +480,10 @@ impl Col {
     /// Native: `n` values of this column.
     fn read_many(&mut self, r: &mut Reader, n: usize) -> Result<(), QueryError> {
         match self {
-            Col::Fixed { width, bytes, .. } => bytes.extend_from_slice(r.take(n * *width)?),
+            Col::Fixed { width, bytes, .. } => {
+                let len = n.checked_mul(*width).ok_or_else(|| short_read(usize::MAX, r.buf.len() - r.pos))?;
+                bytes.extend_from_slice(r.take(len)?)
+            }
             Col::Str { data, offsets, .. } => {
                 for _ in 0..n {
                     Col::push_str(data, offsets, r.string()?)?;
@@ -494,11 +498,12 @@ impl Col {
                 let mut last = 0u64;
                 for _ in 0..n {
                     let o = r.u64()?;
-                    if o < last || o > (r.buf.len() as u64) * 8 {
+                    let next = i32::try_from(o).ok().and_then(|o| base.checked_add(o));
+                    let Some(next) = next.filter(|_| o >= last && o <= (r.buf.len() as u64) * 8) else {
                         return Err(input_error(format!("array offsets are corrupt ({o} after {last})")));
-                    }
+                    };
                     last = o;
-                    offsets.push(base + o as i32);
+                    offsets.push(next);
                 }
                 inner.read_many(r, last as usize)?;
             }
@@ -525,8 +530,11 @@ impl Col {
                 if rows != n {
                     return Err(input_error(format!("LowCardinality column has {rows} indexes for {n} rows")));
                 }
-                let iw = 1usize << (flags & 0xff);
-                let raw = r.take(rows * iw)?;
+                let iw = match flags & 0xff {
+                    k @ 0..=3 => 1usize << k,
+                    k => return Err(input_error(format!("LowCardinality index type {k} is not 0..3"))),
+                };
+                let raw = r.take(rows.checked_mul(iw).ok_or_else(|| short_read(usize::MAX, 0))?)?;
                 let idx: Vec<u64> = raw
                     .chunks_exact(iw)
                     .map(|c| {

@@ -110,9 +110,44 @@ fn truncated_and_corrupt_input_are_errors() {
     for cut in [1, 5, native.len() / 2, native.len() - 1] {
         assert!(read_native(&native[..cut]).is_err());
     }
+    // A LowCardinality block claiming an impossible index width is an error, not a panic.
+    let mut lc = Vec::new();
+    write_varuint(&mut lc, 1);
+    write_varuint(&mut lc, 1);
+    write_string(&mut lc, b"c");
+    write_string(&mut lc, b"LowCardinality(String)");
+    lc.extend_from_slice(&1u64.to_le_bytes());
+    lc.extend_from_slice(&((1u64 << 9) | 200).to_le_bytes());
+    lc.extend_from_slice(&1u64.to_le_bytes());
+    write_string(&mut lc, b"a");
+    lc.extend_from_slice(&1u64.to_le_bytes());
+    lc.push(0);
+    assert_eq!(read_native(&lc).unwrap_err().code, 27);
     // A huge string length does not allocate; it is a short read.
     let mut huge = Vec::new();
     write_varuint(&mut huge, u64::MAX >> 1);
     let s1 = schema(&[("s", "String")]);
     assert_eq!(read_row_binary(&huge, &s1, false).unwrap_err().code, 33);
+}
+
+proptest::proptest! {
+    /// Corrupt bodies (random bytes overwritten, then cut) are errors or
+    /// data, never a panic or a huge allocation.
+    #[test]
+    fn corrupt_binary_bodies_never_panic(edits in proptest::collection::vec((0usize..4096, 0u8..=255), 1..8), cut in 0usize..4096) {
+        let (s, b) = sample();
+        for mut body in [
+            write_native(std::slice::from_ref(&b), &s).unwrap(),
+            write_row_binary(std::slice::from_ref(&b), &s, true).unwrap(),
+        ] {
+            for (pos, v) in &edits {
+                let n = body.len();
+                body[pos % n] = *v;
+            }
+            body.truncate(cut.min(body.len()));
+            let _ = read_native(&body);
+            let _ = read_row_binary(&body, &Schema::empty(), true);
+            let _ = read_row_binary(&body, &s, false);
+        }
+    }
 }
