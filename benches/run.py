@@ -18,11 +18,14 @@ import argparse
 import datetime as dt
 import decimal
 import json
+import re
 import math
 import os
 import shutil
 import statistics
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -43,6 +46,50 @@ QUERIES = [
             "AND event_date <= '2013-07-31' GROUP BY event_date ORDER BY event_date"),
     ("q12", "SELECT user_id, count(*) AS c FROM hits GROUP BY user_id ORDER BY c DESC, user_id LIMIT 10"),
 ]
+# The TPC-H subset of ../shared/bench/README.md (peers.py), dates as literals.
+TPCH_QUERIES = [
+    ("tpch_q1", """SELECT l_returnflag, l_linestatus, sum(l_quantity) AS sum_qty, sum(l_extendedprice) AS sum_base_price,
+ sum(l_extendedprice * (1 - l_discount)) AS sum_disc_price, sum(l_extendedprice * (1 - l_discount) * (1 + l_tax)) AS sum_charge,
+ avg(l_quantity) AS avg_qty, avg(l_extendedprice) AS avg_price, avg(l_discount) AS avg_disc, count(*) AS count_order
+FROM lineitem WHERE l_shipdate <= DATE '1998-09-02' GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus"""),
+    ("tpch_q3", """SELECT l_orderkey, sum(l_extendedprice * (1 - l_discount)) AS revenue, o_orderdate, o_shippriority
+FROM customer, orders, lineitem
+WHERE c_mktsegment = 'BUILDING' AND c_custkey = o_custkey AND l_orderkey = o_orderkey
+  AND o_orderdate < DATE '1995-03-15' AND l_shipdate > DATE '1995-03-15'
+GROUP BY l_orderkey, o_orderdate, o_shippriority ORDER BY revenue DESC, o_orderdate, l_orderkey LIMIT 10"""),
+    ("tpch_q5", """SELECT n_name, sum(l_extendedprice * (1 - l_discount)) AS revenue
+FROM customer, orders, lineitem, supplier, nation, region
+WHERE c_custkey = o_custkey AND l_orderkey = o_orderkey AND l_suppkey = s_suppkey AND c_nationkey = s_nationkey
+  AND s_nationkey = n_nationkey AND n_regionkey = r_regionkey AND r_name = 'ASIA'
+  AND o_orderdate >= DATE '1994-01-01' AND o_orderdate < DATE '1995-01-01'
+GROUP BY n_name ORDER BY revenue DESC"""),
+    ("tpch_q6", """SELECT sum(l_extendedprice * l_discount) AS revenue FROM lineitem
+WHERE l_shipdate >= DATE '1994-01-01' AND l_shipdate < DATE '1995-01-01' AND l_discount BETWEEN 0.05 AND 0.07 AND l_quantity < 24"""),
+    ("tpch_q10", """SELECT c_custkey, c_name, sum(l_extendedprice * (1 - l_discount)) AS revenue, c_acctbal, n_name
+FROM customer, orders, lineitem, nation
+WHERE c_custkey = o_custkey AND l_orderkey = o_orderkey AND o_orderdate >= DATE '1993-10-01' AND o_orderdate < DATE '1994-01-01'
+  AND l_returnflag = 'R' AND c_nationkey = n_nationkey
+GROUP BY c_custkey, c_name, c_acctbal, n_name ORDER BY revenue DESC, c_custkey LIMIT 20"""),
+]
+TPCH_TABLES = ["lineitem", "orders", "customer", "supplier", "nation", "region", "part", "partsupp"]
+
+
+def ch_type(t):
+    """The ClickHouse type of a Parquet/Arrow column of TPC-H."""
+    import pyarrow as pa
+    if pa.types.is_int32(t):
+        return "Int32"
+    if pa.types.is_int64(t):
+        return "Int64"
+    if pa.types.is_decimal(t):
+        return f"Decimal({t.precision}, {t.scale})"
+    if pa.types.is_date32(t):
+        return "Date"
+    if pa.types.is_floating(t):
+        return "Float64"
+    return "String"
+
+
 DDL = """CREATE TABLE hits (event_date Date, event_time DateTime, user_id UInt64, counter_id UInt32,
  url String, region UInt16, duration UInt32, revenue Float64, is_mobile UInt8) ENGINE = MergeTree
  PARTITION BY toYYYYMM(event_date) ORDER BY (counter_id, event_date, user_id)"""
@@ -70,15 +117,21 @@ def rows_norm(rows):
 
 
 class Shardhouse:
-    def __init__(self, url):
+    def __init__(self, url, database=None):
         self.url = url
+        self.database = database
 
     def post(self, sql, body=None):
         data = sql.encode() if body is None else body
-        q = "" if body is None else "?query=" + urllib.parse.quote(sql)
-        req = urllib.request.Request(self.url + "/" + q, data=data, method="POST")
-        with urllib.request.urlopen(req, timeout=3600) as r:
-            return r.read()
+        params = {} if body is None else {"query": sql}
+        if self.database:
+            params["database"] = self.database
+        req = urllib.request.Request(self.url + "/?" + urllib.parse.urlencode(params), data=data, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=3600) as r:
+                return r.read()
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(e.read().decode(errors="replace").strip()) from None
 
     def rows(self, sql):
         out = json.loads(self.post(sql + " FORMAT JSONCompact"))
@@ -178,6 +231,7 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--server-pid", type=int, default=0)
     ap.add_argument("--workloads", default="load,inserts,mutations,queries")
+    ap.add_argument("--tpch", default=None, help="directory of TPC-H Parquet files (tpchgen-cli)")
     a = ap.parse_args()
     wl = set(a.workloads.split(","))
     work = Path(a.workdir)
@@ -340,6 +394,55 @@ def main():
             report.setdefault("geomean_vs_chdb", {})[e] = geomean(
                 [res[q][e]["median_ms"] / res[q]["chdb_mt"]["median_ms"] for q, _ in QUERIES])
         peak("queries")
+    tpch = {}
+    if a.tpch:
+        print("TPC-H ...", flush=True)
+        tdir = Path(a.tpch)
+        sh_t = Shardhouse(a.url, database="tpch")
+        sh.post("CREATE DATABASE IF NOT EXISTS tpch")
+        ch.query("CREATE DATABASE IF NOT EXISTS tpch")
+        tduck = duckdb.connect(str(work / "bench_tpch.duckdb"))
+        for t in TPCH_TABLES:
+            f = tdir / f"{t}.parquet"
+            schema = pq.read_schema(f)
+            cols = ", ".join(f"{n} {ch_type(schema.field(n).type)}" for n in schema.names)
+            sh.post(f"DROP TABLE IF EXISTS tpch.{t}")
+            sh.post(f"CREATE TABLE tpch.{t} ({cols}) ENGINE = MergeTree ORDER BY tuple()")
+            sh.post(f"INSERT INTO tpch.{t} FORMAT Parquet", f.read_bytes())
+            sh.post(f"OPTIMIZE TABLE tpch.{t} FINAL")
+            ch.query(f"DROP TABLE IF EXISTS tpch.{t}")
+            ch.query(f"CREATE TABLE tpch.{t} ({cols}) ENGINE = MergeTree ORDER BY tuple()")
+            ch.query(f"INSERT INTO tpch.{t} SELECT * FROM file('{f}', Parquet)")
+            ch.query(f"OPTIMIZE TABLE tpch.{t} FINAL")
+            tduck.execute(f"CREATE OR REPLACE TABLE {t} AS SELECT * FROM read_parquet('{f}')")
+        names = re.compile(r"\b(" + "|".join(TPCH_TABLES) + r")\b")
+
+        def tch_rows(sql):
+            t = ch.query(names.sub(r"tpch.\1", sql), "ArrowTable")
+            cols = [c.to_pylist() for c in t.columns]
+            return list(zip(*cols)) if cols else []
+
+        tengines = {"shardhouse": sh_t.rows, "chdb_mt": tch_rows, "duckdb": lambda q: tduck.execute(q).fetchall()}
+        for qname, sql in TPCH_QUERIES:
+            tpch[qname] = {e: {"runs_ms": []} for e in tengines}
+            answers = {}
+            for e, fn in tengines.items():
+                try:
+                    answers[e] = rows_norm(fn(sql))
+                except Exception as ex:  # a query shardhouse cannot run yet is reported, not fatal
+                    tpch[qname][e]["error"] = str(ex).splitlines()[0][:300]
+            for _ in range(a.reps):
+                for e, fn in tengines.items():
+                    if "error" not in tpch[qname][e]:
+                        tpch[qname][e]["runs_ms"].append(timed(lambda: fn(sql)) * 1e3)
+            for e in tengines:
+                r = tpch[qname][e]
+                if r["runs_ms"]:
+                    r["median_ms"] = statistics.median(r["runs_ms"])
+                    r["matches_duckdb"] = answers.get(e) == answers.get("duckdb")
+            print(f"  {qname} " + "  ".join(f"{e}={tpch[qname][e].get('median_ms', float('nan')):8.1f}ms" for e in tengines), flush=True)
+        report["tpch"] = tpch
+        peak("tpch")
     report["shardhouse_peak_rss"] = rss
     report["machine"]["load_after"] = os.getloadavg()
     Path(a.out + ".json").write_text(json.dumps(report, indent=1, default=str))
@@ -392,6 +495,23 @@ def main():
         g = report["geomean_vs_chdb"]
         L += ["", f"**Query geomean vs chDB: shardhouse {g['shardhouse']:.2f}x, DuckDB {g['duckdb']:.2f}x.**", ""]
         bars.append(("query geomean", g["shardhouse"]))
+    if tpch:
+        L += ["## TPC-H SF1 subset: median ms; ratios to DuckDB native (the reference for TPC-H) and chDB", "",
+              "| query | shardhouse | chDB MergeTree | DuckDB | shardhouse / DuckDB | shardhouse / chDB | answer matches DuckDB |",
+              "|---|---|---|---|---|---|---|"]
+        tr = []
+        for q, _ in TPCH_QUERIES:
+            r = tpch[q]
+            ms = {e: r[e].get("median_ms") for e in r}
+            if ms["shardhouse"] is None:
+                L.append(f"| {q} | error: {r['shardhouse'].get('error', '?')[:120]} | {ms['chdb_mt'] or 0:.1f} | {ms['duckdb'] or 0:.1f} | — | — | — |")
+                continue
+            tr.append(ms["shardhouse"] / ms["duckdb"])
+            L.append(f"| {q} | {ms['shardhouse']:.1f} | {ms['chdb_mt'] or float('nan'):.1f} | {ms['duckdb']:.1f} | "
+                     f"{ms['shardhouse'] / ms['duckdb']:.2f}x | {ms['shardhouse'] / (ms['chdb_mt'] or float('nan')):.2f}x | "
+                     f"{'yes' if r['shardhouse'].get('matches_duckdb') else 'NO'} |")
+        report["tpch_geomean_vs_duckdb"] = geomean(tr)
+        L += ["", f"**TPC-H geomean vs DuckDB: shardhouse {geomean(tr):.2f}x** over {len(tr)} queries.", ""]
     if rss:
         L += ["## shardhouse server peak RSS (MB) per workload", "",
               " · ".join(f"{k} {v / 2**20:.0f}" for k, v in rss.items() if k != "before"), ""]

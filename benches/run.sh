@@ -49,4 +49,13 @@ PORT=$((20000 + RANDOM % 20000))
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/ping" >/dev/null && break; sleep 0.1; done
-.venv/bin/python run.py "$PARQUET" "http://127.0.0.1:$PORT" "$WORK" "$OUT" --reps "$REPS" --server-pid "$PID"
+TPCH=()
+if [ "$PROFILE" = release ] && [ -z "${NO_TPCH:-}" ]; then
+  # TPC-H SF1 from tpchgen-cli (PyPI), generated once.
+  .venv/bin/python -c "import tpchgen_cli" 2>/dev/null || .venv/bin/pip install -q tpchgen-cli
+  if [ ! -f "$WORK/tpch_sf1/lineitem.parquet" ]; then
+    .venv/bin/tpchgen-cli parquet -s 1 --output-dir="$WORK/tpch_sf1"
+  fi
+  TPCH=(--tpch "$WORK/tpch_sf1")
+fi
+.venv/bin/python run.py "$PARQUET" "http://127.0.0.1:$PORT" "$WORK" "$OUT" --reps "$REPS" --server-pid "$PID" "${TPCH[@]}"
