@@ -200,13 +200,22 @@ impl Table {
 
     /// A row converter for the sort key: its rows compare as the ORDER BY does.
     pub(crate) fn sort_key_converter(&self) -> Result<RowConverter> {
+        if self.order_by.is_empty() {
+            // ORDER BY tuple(): every row has the same (constant) key.
+            return Ok(RowConverter::new(vec![SortField::new(DataType::Boolean)])?);
+        }
         Ok(RowConverter::new(self.order_by_types.iter().map(|t| SortField::new(t.clone())).collect())?)
     }
 
     /// The sort key of a batch in row format.
     pub(crate) fn sort_key_rows(&self, conv: &RowConverter, batch: &RecordBatch) -> Result<Rows> {
         if self.order_by.is_empty() {
-            return Ok(conv.empty_rows(batch.num_rows(), 0));
+            // One row per input row, all equal: a zero-column conversion would
+            // have no rows at all (regression: OPTIMIZE of an ORDER BY tuple()
+            // table panicked with "row index out of bounds").
+            let constant: arrow::array::ArrayRef =
+                Arc::new(arrow::array::BooleanArray::from(vec![false; batch.num_rows()]));
+            return Ok(conv.convert_columns(&[constant])?);
         }
         let cols = self.eval_sort_key(batch)?;
         Ok(conv.convert_columns(&cols)?)
