@@ -122,6 +122,9 @@ impl TableProvider for EngineProvider {
         let filter = pushed.into_iter().reduce(|a, b| a.and(b));
         let req = ScanRequest { columns, filter, final_: self.final_ };
         let parts = self.engine.snapshot();
+        // The exact count, when nothing filters, from the very parts this scan
+        // reads (a second snapshot could already see a merge's result).
+        let rows = (filters.is_empty() && !self.final_).then(|| parts.iter().map(|p| p.live_rows() as usize).sum());
         let n = state.config().target_partitions().clamp(1, parts.len().max(1));
         let mut groups: Vec<Vec<Arc<Part>>> = vec![Vec::new(); n];
         if self.final_ {
@@ -146,10 +149,6 @@ impl TableProvider for EngineProvider {
             })
             .collect();
         let exec = Arc::new(StreamingTableExec::try_new(projected, streams, None, Vec::new(), false, None)?);
-        // Without filters or FINAL the row count is known exactly from the
-        // parts' metadata: `count()` is answered without reading data.
-        let rows = (filters.is_empty() && !self.final_)
-            .then(|| self.engine.snapshot().iter().map(|p| p.live_rows() as usize).sum());
         Ok(Arc::new(CountedExec { inner: exec, rows }))
     }
 }
