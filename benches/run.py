@@ -171,6 +171,11 @@ def timed(fn):
     return time.perf_counter() - t
 
 
+def row3(label, per_engine, cell):
+    """A Markdown row with one cell per engine (shardhouse, chDB, DuckDB)."""
+    return f"| {label} | " + " | ".join(cell(per_engine[e]) for e in ("shardhouse", "chdb_mt", "duckdb")) + " |"
+
+
 def svg_chart(bars, path, title):
     """A horizontal bar chart of ratios (1.0 = chDB); bars: [(label, ratio)]."""
     w, row, left = 720, 22, 260
@@ -458,17 +463,17 @@ def main():
     ld = report["load"]
     L += ["## Bulk load (one INSERT of the whole Parquet file, then OPTIMIZE FINAL)", "",
           "| | shardhouse | chDB | DuckDB |", "|---|---|---|---|",
-          f"| rows/s | {ld['shardhouse']['rows_per_s']:,.0f} | {ld['chdb_mt']['rows_per_s']:,.0f} | {ld['duckdb']['rows_per_s']:,.0f} |",
-          f"| MB/s (Parquet in) | {ld['shardhouse']['MB_per_s']:.0f} | {ld['chdb_mt']['MB_per_s']:.0f} | {ld['duckdb']['MB_per_s']:.0f} |",
-          f"| on disk (MB) | {ld['shardhouse']['bytes_on_disk'] / 1e6:.0f} | {ld['chdb_mt']['bytes_on_disk'] / 1e6:.0f} | {ld['duckdb']['bytes_on_disk'] / 1e6:.0f} |", ""]
+          row3("rows/s", ld, lambda v: f"{v['rows_per_s']:,.0f}"),
+          row3("MB/s (Parquet in)", ld, lambda v: f"{v['MB_per_s']:.0f}"),
+          row3("on disk (MB)", ld, lambda v: f"{v['bytes_on_disk'] / 1e6:.0f}"), ""]
     bars.append(("bulk load", ld["chdb_mt"]["rows_per_s"] / ld["shardhouse"]["rows_per_s"]))
     bars.append(("size on disk", ld["shardhouse"]["bytes_on_disk"] / ld["chdb_mt"]["bytes_on_disk"]))
     if "inserts" in report:
         i = report["inserts"]
         L += ["## 100k-row inserts, merges stopped (shardhouse: Parquet over HTTP; chDB and DuckDB: Arrow in process)", "",
               "| | shardhouse | chDB | DuckDB |", "|---|---|---|---|",
-              f"| rows/s | {i['shardhouse']['rows_per_s']:,.0f} | {i['chdb_mt']['rows_per_s']:,.0f} | {i['duckdb']['rows_per_s']:,.0f} |",
-              f"| p50 / p99 ms | {i['shardhouse']['p50_ms']:.1f} / {i['shardhouse']['p99_ms']:.1f} | {i['chdb_mt']['p50_ms']:.1f} / {i['chdb_mt']['p99_ms']:.1f} | {i['duckdb']['p50_ms']:.1f} / {i['duckdb']['p99_ms']:.1f} |",
+              row3("rows/s", i, lambda v: f"{v['rows_per_s']:,.0f}"),
+              row3("p50 / p99 ms", i, lambda v: f"{v['p50_ms']:.1f} / {v['p99_ms']:.1f}"),
               f"| parts | {i['shardhouse']['parts']} | {i['chdb_mt']['parts']} | — |",
               f"| OPTIMIZE FINAL rows/s | {i['shardhouse']['optimize_rows_per_s']:,.0f} | {i['chdb_mt']['optimize_rows_per_s']:,.0f} | — |",
               f"| OPTIMIZE FINAL MB/s (uncompressed) | {i['shardhouse']['optimize_MB_per_s']:.0f} | {i['chdb_mt']['optimize_MB_per_s']:.0f} | — |", ""]
