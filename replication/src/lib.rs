@@ -1,3 +1,47 @@
-//! Replication: the log commands, the state machine over storage, and the multi-raft registry (issue 5).
+//! Replication: every partition-shard is a Raft group (openraft) whose log
+//! carries insert, merge, mutation and drop commands; part bytes travel beside
+//! the log (staged before the proposal, fetched by replicas that lack them).
+//!
+//! * [`command`] — the log entries and their outcomes;
+//! * [`log_store`] — one RocksDB per node shared by every group, with group commit;
+//! * [`replica`] — the applied state of one group over the storage engine;
+//! * [`state_machine`] — openraft's state machine and snapshots around a replica;
+//! * [`transport`] — one tonic service per node multiplexing every group;
+//! * [`registry`] — the multi-raft registry: groups created on demand, the write path.
+
+pub mod command;
+pub mod dedup;
+pub mod error;
+pub mod log_store;
+pub mod registry;
+pub mod replica;
+pub mod staging;
+pub mod state_machine;
+pub mod transport;
 
 pub use storage;
+
+pub use command::{Command, Response};
+pub use error::{ReplicationError, Result};
+pub use registry::{GroupSpec, NodeConfig, ReplicationNode, TableResolver};
+
+/// A Raft group's id: unique in the cluster.
+pub type GroupId = u64;
+/// A node's id: unique in the cluster.
+pub type NodeId = u64;
+
+use std::io::Cursor;
+
+openraft::declare_raft_types!(
+    /// The one Raft type configuration of every group.
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+);
+
+/// A running Raft group.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// openraft's storage error for our types.
+pub type StorageError = openraft::StorageError<NodeId>;

@@ -99,6 +99,19 @@ impl PartSet {
         Ok(())
     }
 
+    /// Takes one part out of the active set, making it outdated (a replica
+    /// installing a snapshot that does not have it).
+    pub fn remove(&mut self, name: &PartName) -> Option<Arc<Part>> {
+        let p = self.active.remove(name)?;
+        self.outdated.push((p.clone(), Instant::now()));
+        Some(p)
+    }
+
+    /// The active part that contains `name` (itself, or a merge or mutation of it).
+    pub fn covering(&self, name: &PartName) -> Option<&Arc<Part>> {
+        self.active.iter().find(|(n, _)| n.contains(name)).map(|(_, p)| p)
+    }
+
     /// Drops every active part of a partition (`DROP PARTITION`), making them outdated.
     pub fn drop_partition(&mut self, partition_id: &str) -> Vec<Arc<Part>> {
         let names: Vec<PartName> = self.active.keys().filter(|n| n.partition_id == partition_id).cloned().collect();

@@ -12,7 +12,7 @@ pub use rewrite::{mutate_part, validate};
 use crate::part::Part;
 
 /// One command of a mutation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MutationCommand {
     /// `ALTER TABLE t DELETE WHERE predicate`.
     Delete { predicate: String },

@@ -1,5 +1,6 @@
 //! A part: an immutable directory of sorted column data plus its metadata.
 
+pub mod adopt;
 pub mod checksum;
 pub mod encode;
 pub mod meta;

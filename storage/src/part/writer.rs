@@ -95,7 +95,7 @@ fn distinct_fraction(col: &ArrayRef) -> Result<f64> {
     Ok(distinct.len() as f64 / idx.len() as f64)
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StorageError::io(dir, e))
 }
 
@@ -265,7 +265,7 @@ impl Drop for PartWriter<'_> {
 /// Renames a finished temp directory to its final name. If the part already
 /// exists (a command re-executed after a restart) the existing one is kept when
 /// it loads, since merges and mutations are deterministic.
-pub(crate) fn publish(tmp_dir: &Path, final_dir: &Path, parent: &Path) -> Result<()> {
+pub fn publish(tmp_dir: &Path, final_dir: &Path, parent: &Path) -> Result<()> {
     if final_dir.exists() {
         if Part::load(final_dir).is_ok() {
             fs::remove_dir_all(tmp_dir).map_err(|e| StorageError::io(tmp_dir, e))?;

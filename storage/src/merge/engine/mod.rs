@@ -18,7 +18,7 @@ use crate::merge::kway::pad_to_table;
 use crate::table::{Engine, Table};
 
 /// How a merge or a FINAL read reduces rows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReduceMode {
     /// FINAL read: Collapsing keeps only positive rows.
     pub final_read: bool,

@@ -1,0 +1,66 @@
+//! The commands a group's log carries. Entries are small: part bytes never
+//! travel through Raft, only names, ids and checksums.
+//!
+//! Entries are stored as JSON behind a format byte (see
+//! [`crate::log_store`]); fields added later must be `#[serde(default)]` so
+//! logs written by older versions stay readable.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use storage::ReduceMode;
+use storage::mutation::MutationCommand;
+use storage::part::checksum::FileChecksum;
+
+use crate::NodeId;
+
+/// One log command of a partition-shard group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Command {
+    /// A staged block becomes part `<partition_id>_<index>_<index>_0`, unless
+    /// its `block_id` is inside the dedup window.
+    Insert {
+        block_id: String,
+        /// Name of the staging directory holding the part on `holders`.
+        staged_id: String,
+        partition_id: String,
+        rows: u64,
+        /// Checksums of the staged part's files, checked by every replica.
+        files: BTreeMap<String, FileChecksum>,
+        /// Nodes that held the staged part durably when this was proposed.
+        holders: Vec<NodeId>,
+        /// The proposer's wall clock (seconds), so the time-based dedup window
+        /// is the same on every replica.
+        ts: i64,
+    },
+    /// Replace `sources` by the merge of them, run on every replica.
+    Merge { sources: Vec<String>, mode: ReduceMode },
+    /// A mutation whose version is this entry's index.
+    Mutate { commands: Vec<MutationCommand>, text: String, ts: i64 },
+    /// Stop a mutation: parts not yet rewritten keep their data.
+    KillMutation { version: i64 },
+    /// Drop every part of a partition (covered by an empty part, as ClickHouse's DROP_RANGE).
+    DropPartition { partition_id: String },
+    /// Reserved for object-storage offload (issue 6): applying it is a no-op today.
+    Offload { part: String, key: String },
+}
+
+/// What applying a command did, as the proposer reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Response {
+    /// Membership and blank entries.
+    #[default]
+    None,
+    /// The block became this part.
+    Inserted { part: String },
+    /// The block id was inside the dedup window: nothing was written.
+    Deduplicated { block_id: String },
+    /// The merge result (or a part covering it) is active.
+    Merged { part: String },
+    /// The mutation's version.
+    Mutation { version: i64 },
+    /// The command was applied and changed nothing (a drop of an empty partition,
+    /// a merge whose sources are gone).
+    Done,
+}

@@ -1,0 +1,48 @@
+//! Errors of the replication layer; the query layer maps them to ClickHouse codes.
+
+use crate::NodeId;
+
+/// What went wrong replicating or applying a command.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("RocksDB error: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Corrupted replication state: {0}")]
+    Corrupted(String),
+    /// Fewer replicas are reachable than the write needs (ClickHouse's TOO_FEW_LIVE_REPLICAS).
+    #[error("Number of alive replicas ({alive}) is less than requested quorum ({needed})")]
+    TooFewLiveReplicas { alive: usize, needed: usize },
+    /// The outcome of a write is not known: it may or may not have committed
+    /// (ClickHouse's UNKNOWN_STATUS_OF_INSERT). Retrying it is safe.
+    #[error("Unknown status of insert: {0}")]
+    UnknownStatus(String),
+    #[error("No leader for group {group}: {reason}")]
+    NoLeader { group: u64, reason: String },
+    #[error("Node {node} is unreachable: {reason}")]
+    Unreachable { node: NodeId, reason: String },
+    #[error("Group {0} does not exist on this node")]
+    NoSuchGroup(u64),
+    #[error("Table {0} does not exist on this node")]
+    NoSuchTable(String),
+    #[error("Raft error: {0}")]
+    Raft(String),
+    #[error("Node is shutting down")]
+    ShuttingDown,
+}
+
+/// Results of this crate.
+pub type Result<T, E = ReplicationError> = std::result::Result<T, E>;
+
+impl ReplicationError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        ReplicationError::Io { path: path.to_path_buf(), source }
+    }
+}

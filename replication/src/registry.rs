@@ -1,0 +1,516 @@
+//! The multi-raft registry of one node: any number of groups, created on
+//! demand and reopened at startup, sharing one RocksDB and one transport; and
+//! the replicated write path (stage, push, propose).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, Response};
+use crate::error::{ReplicationError, Result};
+use crate::log_store::{LogDb, MetaTag};
+use crate::replica::{Replica, ReplicaSettings};
+use crate::state_machine::GroupStateMachine;
+use crate::transport::{NetControl, Peers, TransportFetcher};
+use crate::{GroupId, NodeId, Raft};
+
+/// What a group is: which table's partition it holds and on which nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSpec {
+    pub group: GroupId,
+    pub table: String,
+    pub partition_id: String,
+    pub members: Vec<NodeId>,
+    #[serde(default)]
+    pub settings: ReplicaSettings,
+}
+
+/// The storage definition of a table by name; the query layer provides it.
+pub trait TableResolver: Send + Sync + 'static {
+    fn table(&self, name: &str) -> Option<Arc<storage::Table>>;
+}
+
+/// A node's replication settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub dir: PathBuf,
+    /// The gRPC listen address (port 0 picks one; see [`ReplicationNode::addr`]).
+    pub listen: SocketAddr,
+    /// Every node of the cluster and its gRPC address (this node included).
+    pub peers: BTreeMap<NodeId, String>,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+    /// Build a snapshot (and allow purging the log) after this many entries.
+    pub snapshot_logs: u64,
+    /// How long a proposal waits for a leader before giving up.
+    pub propose_timeout: Duration,
+    /// Fault injection for tests; inert by default.
+    pub net: Arc<NetControl>,
+}
+
+impl NodeConfig {
+    /// Defaults for node `id` storing under `dir`, listening on `listen`.
+    pub fn new(id: NodeId, dir: &Path, listen: SocketAddr) -> Self {
+        NodeConfig {
+            id,
+            dir: dir.to_path_buf(),
+            listen,
+            peers: BTreeMap::new(),
+            heartbeat_ms: 100,
+            election_timeout_ms: (400, 800),
+            snapshot_logs: 5000,
+            propose_timeout: Duration::from_secs(10),
+            net: Arc::new(NetControl::default()),
+        }
+    }
+}
+
+/// A group hosted here.
+pub struct Group {
+    pub spec: GroupSpec,
+    pub raft: Raft,
+    pub replica: Arc<Replica>,
+    /// Last error of an apply or fetch being retried, if any.
+    pub last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl Group {
+    /// The last error of a command being retried here.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) id: NodeId,
+    dir: PathBuf,
+    db: Arc<LogDb>,
+    pub(crate) peers: Arc<Peers>,
+    groups: RwLock<HashMap<GroupId, Arc<Group>>>,
+    creating: tokio::sync::Mutex<()>,
+    tables: Arc<dyn TableResolver>,
+    raft_config: Arc<openraft::Config>,
+    propose_timeout: Duration,
+}
+
+/// How an insert waits (`insert_quorum`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quorum {
+    /// Majority commit, applied on the leader.
+    #[default]
+    Majority,
+    /// At least this many replicas have applied it.
+    Replicas(usize),
+    /// Every replica has applied it.
+    All,
+}
+
+/// The outcome of a replicated insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsertOutcome {
+    pub response: Response,
+    pub index: u64,
+}
+
+/// One node's replication: its groups and its gRPC service.
+pub struct ReplicationNode {
+    pub(crate) inner: Arc<NodeInner>,
+    addr: SocketAddr,
+    server: Mutex<Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
+}
+
+impl std::fmt::Debug for ReplicationNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationNode").field("id", &self.inner.id).field("addr", &self.addr).finish()
+    }
+}
+
+fn majority(n: usize) -> usize {
+    n / 2 + 1
+}
+
+fn raft_err(e: impl std::fmt::Display) -> ReplicationError {
+    ReplicationError::Raft(e.to_string())
+}
+
+impl ReplicationNode {
+    /// Opens the node's database, starts its gRPC service and reopens every
+    /// group it hosted.
+    pub async fn start(cfg: NodeConfig, tables: Arc<dyn TableResolver>) -> Result<ReplicationNode> {
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| ReplicationError::io(&cfg.dir, e))?;
+        let db = open_db_retrying(&cfg.dir.join("raft-db")).await?;
+        let listener =
+            tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| ReplicationError::io(&cfg.dir, e))?;
+        let addr = listener.local_addr().map_err(|e| ReplicationError::io(&cfg.dir, e))?;
+        let mut peers = cfg.peers.clone();
+        peers.insert(cfg.id, addr.to_string());
+        let raft_config = openraft::Config {
+            cluster_name: "shardhouse".into(),
+            heartbeat_interval: cfg.heartbeat_ms,
+            election_timeout_min: cfg.election_timeout_ms.0,
+            election_timeout_max: cfg.election_timeout_ms.1,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
+            max_in_snapshot_log_to_keep: cfg.snapshot_logs / 2,
+            install_snapshot_timeout: 2000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(raft_err)?;
+        let inner = Arc::new(NodeInner {
+            id: cfg.id,
+            dir: cfg.dir.clone(),
+            db,
+            peers: Arc::new(Peers::new(cfg.id, peers, cfg.net.clone())),
+            groups: RwLock::new(HashMap::new()),
+            creating: tokio::sync::Mutex::new(()),
+            tables,
+            raft_config: Arc::new(raft_config),
+            propose_timeout: cfg.propose_timeout,
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let server = crate::transport::serve(inner.clone(), listener, rx);
+        let node = ReplicationNode { inner, addr, server: Mutex::new(Some((tx, server))) };
+        for (_, spec) in node.inner.db.groups_with(MetaTag::Spec).map_err(raft_err)? {
+            let spec: GroupSpec = crate::log_store::decode(&spec).map_err(ReplicationError::Corrupted)?;
+            node.inner.open_group(spec, false).await?;
+        }
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The gRPC address the node listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A hosted group.
+    pub fn group(&self, group: GroupId) -> Option<Arc<Group>> {
+        self.inner.group(group)
+    }
+
+    /// Every hosted group.
+    pub fn groups(&self) -> Vec<Arc<Group>> {
+        self.inner.groups.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Learns (or changes) a peer's address.
+    pub fn set_peer(&self, node: NodeId, addr: String) {
+        self.inner.peers.set_addr(node, addr);
+    }
+
+    /// Creates the group on every member that can be reached; a majority must be.
+    pub async fn ensure_group(&self, spec: &GroupSpec) -> Result<Arc<Group>> {
+        if let Some(g) = self.inner.group(spec.group) {
+            return Ok(g);
+        }
+        let mut ok = 0;
+        let mut last_err = None;
+        let futs = spec.members.iter().map(|&m| {
+            let inner = self.inner.clone();
+            let spec = spec.clone();
+            async move {
+                if m == inner.id {
+                    inner.create_local(spec).await.map(|_| ())
+                } else {
+                    inner.peers.create_group(m, &spec).await
+                }
+            }
+        });
+        for r in futures::future::join_all(futs).await {
+            match r {
+                Ok(()) => ok += 1,
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if ok < majority(spec.members.len()) {
+            return Err(last_err
+                .unwrap_or(ReplicationError::TooFewLiveReplicas { alive: ok, needed: majority(spec.members.len()) }));
+        }
+        self.inner.group(spec.group).ok_or(ReplicationError::NoSuchGroup(spec.group))
+    }
+
+    /// Proposes a command to the group's leader (forwarding when that is
+    /// another node) and returns its outcome and log index.
+    pub async fn propose(&self, group: GroupId, cmd: Command) -> Result<InsertOutcome> {
+        self.inner.propose(group, cmd).await
+    }
+
+    /// The replicated insert of one block of one partition: stage here, push
+    /// to the other members, propose once a majority holds it durably, and
+    /// wait as `quorum` says.
+    pub async fn insert(
+        &self,
+        spec: &GroupSpec,
+        partition_value: Vec<String>,
+        batch: RecordBatch,
+        block_id: String,
+        quorum: Quorum,
+        quorum_timeout: Duration,
+    ) -> Result<InsertOutcome> {
+        let needed = match quorum {
+            Quorum::Majority => majority(spec.members.len()),
+            Quorum::Replicas(n) => n.max(majority(spec.members.len())),
+            Quorum::All => spec.members.len(),
+        };
+        if needed > spec.members.len() {
+            return Err(ReplicationError::TooFewLiveReplicas { alive: spec.members.len(), needed });
+        }
+        let group = self.ensure_group(spec).await?;
+        let replica = group.replica.clone();
+        let pid = spec.partition_id.clone();
+        let staged =
+            tokio::task::spawn_blocking(move || crate::staging::stage_block(&replica, &pid, partition_value, &batch))
+                .await
+                .map_err(raft_err)??;
+        let others: Vec<NodeId> = spec.members.iter().copied().filter(|m| *m != self.inner.id).collect();
+        let pushes = others.iter().map(|&m| {
+            let peers = self.inner.peers.clone();
+            let staged = staged.clone();
+            let g = spec.group;
+            async move { (m, peers.push_part(m, g, &staged).await) }
+        });
+        let mut holders = vec![self.inner.id];
+        for (m, r) in futures::future::join_all(pushes).await {
+            match r {
+                Ok(()) => holders.push(m),
+                Err(e) => tracing::warn!(group = spec.group, node = m, error = %e, "staging push failed"),
+            }
+        }
+        if holders.len() < majority(spec.members.len()) || (quorum != Quorum::Majority && holders.len() < needed) {
+            let _ = std::fs::remove_dir_all(group.replica.staging_dir().join(&staged.staged_id));
+            return Err(ReplicationError::TooFewLiveReplicas { alive: holders.len(), needed });
+        }
+        let cmd = Command::Insert {
+            block_id,
+            staged_id: staged.staged_id.clone(),
+            partition_id: spec.partition_id.clone(),
+            rows: staged.rows,
+            files: staged.files.clone(),
+            holders,
+            ts: chrono_secs(),
+        };
+        let out = self.inner.propose(spec.group, cmd).await?;
+        if quorum != Quorum::Majority {
+            self.wait_applied(spec, out.index, needed, quorum_timeout).await?;
+        }
+        Ok(out)
+    }
+
+    /// Waits until `needed` members have applied `index`.
+    pub async fn wait_applied(&self, spec: &GroupSpec, index: u64, needed: usize, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut n = 0;
+            for &m in &spec.members {
+                let applied = if m == self.inner.id {
+                    self.inner.group(spec.group).and_then(|g| g.replica.applied().0).map(|l| l.index)
+                } else {
+                    self.inner.peers.applied(m, spec.group).await.ok().flatten()
+                };
+                if applied.is_some_and(|a| a >= index) {
+                    n += 1;
+                }
+            }
+            if n >= needed {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ReplicationError::UnknownStatus(format!(
+                    "the insert committed at index {index} but only {n} of the {needed} replicas required applied it in time"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One round of merge assignment: on each group this node leads, run the
+    /// merge selector and propose what it picks. Returns how many merges were
+    /// proposed.
+    pub async fn assign_merges(&self) -> Result<usize> {
+        let mut n = 0;
+        for g in self.groups() {
+            if g.raft.current_leader().await != Some(self.inner.id) {
+                continue;
+            }
+            let s = &g.replica.table.def.settings;
+            let settings = storage::merge::selector::SelectorSettings {
+                max_parts_to_merge_at_once: s.max_parts_to_merge_at_once,
+                max_total_bytes: s.max_bytes_to_merge_at_max_space_in_pool,
+                ..Default::default()
+            };
+            if let Some(names) = storage::merge::selector::select_merge(&g.replica.merge_candidates(), &settings) {
+                let sources = names.iter().map(|n| n.to_string()).collect();
+                self.inner.propose(g.spec.group, Command::Merge { sources, mode: Default::default() }).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// `OPTIMIZE`: proposes the merges the optimize selector picks in a group.
+    pub async fn optimize(&self, group: GroupId, final_: bool, mode: storage::ReduceMode) -> Result<usize> {
+        let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
+        let cands = g.replica.merge_candidates();
+        let picks = storage::merge::selector::select_optimize(
+            &cands,
+            None,
+            final_,
+            g.replica.table.def.settings.max_parts_to_merge_at_once,
+        );
+        let n = picks.len();
+        for names in picks {
+            let sources = names.iter().map(|n| n.to_string()).collect();
+            self.inner.propose(group, Command::Merge { sources, mode }).await?;
+        }
+        Ok(n)
+    }
+
+    /// Adds `node` to a group as a voter (learner first, then promoted).
+    pub async fn add_member(&self, group: GroupId, node: NodeId) -> Result<()> {
+        let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
+        let addr = self.inner.peers.addr(node).unwrap_or_default();
+        g.raft.add_learner(node, BasicNode { addr }, true).await.map_err(raft_err)?;
+        g.raft.change_membership(ChangeMembers::AddVoterIds([node].into()), false).await.map_err(raft_err)?;
+        Ok(())
+    }
+
+    /// Stops every group and the gRPC service (a clean shutdown, or a
+    /// simulated crash in tests: nothing is flushed beyond what was synced).
+    pub async fn shutdown(&self) {
+        let taken = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((tx, handle)) = taken {
+            let _ = tx.send(());
+            handle.abort();
+            let _ = handle.await;
+        }
+        let groups: Vec<Arc<Group>> =
+            self.inner.groups.write().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, g)| g).collect();
+        for g in groups {
+            let _ = g.raft.shutdown().await;
+        }
+    }
+}
+
+/// RocksDB holds a lock file until every handle is gone; a node restarted in
+/// the same process may briefly still see the previous instance's lock.
+async fn open_db_retrying(path: &Path) -> Result<Arc<LogDb>> {
+    let mut tries = 0;
+    loop {
+        match LogDb::open(path) {
+            Ok(db) => return Ok(db),
+            Err(ReplicationError::Rocks(e)) if tries < 50 && e.to_string().contains("lock") => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn chrono_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl NodeInner {
+    pub(crate) fn group(&self, group: GroupId) -> Option<Arc<Group>> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
+    }
+
+    /// Creates the group here if it is not yet hosted.
+    pub(crate) async fn create_local(&self, spec: GroupSpec) -> Result<Arc<Group>> {
+        let _g = self.creating.lock().await;
+        if let Some(g) = self.group(spec.group) {
+            return Ok(g);
+        }
+        self.open_group(spec, true).await
+    }
+
+    async fn open_group(&self, spec: GroupSpec, initialize: bool) -> Result<Arc<Group>> {
+        let table = self.tables.table(&spec.table).ok_or_else(|| ReplicationError::NoSuchTable(spec.table.clone()))?;
+        let dir = self.dir.join("groups").join(spec.group.to_string());
+        let replica =
+            Arc::new(Replica::open(spec.group, self.id, &dir, table, spec.settings.clone(), self.db.clone())?);
+        let fetcher = Arc::new(TransportFetcher { peers: self.peers.clone() });
+        let sm = GroupStateMachine::new(replica.clone(), fetcher, spec.members.clone());
+        let last_error = sm.last_error.clone();
+        let network = self.peers.network(spec.clone());
+        let raft = Raft::new(self.id, self.raft_config.clone(), network, self.db.group(spec.group), sm)
+            .await
+            .map_err(raft_err)?;
+        if initialize {
+            let spec_bytes = crate::log_store::encode(&spec).map_err(|e| ReplicationError::Corrupted(e.to_string()))?;
+            self.db.put_meta(spec.group, MetaTag::Spec, &spec_bytes, true).map_err(raft_err)?;
+            if !raft.is_initialized().await.map_err(raft_err)? {
+                let members: BTreeMap<NodeId, BasicNode> = spec
+                    .members
+                    .iter()
+                    .map(|&m| (m, BasicNode { addr: self.peers.addr(m).unwrap_or_default() }))
+                    .collect();
+                if let Err(e) = raft.initialize(members).await {
+                    tracing::debug!(group = spec.group, error = %e, "initialize: already initialized");
+                }
+            }
+        }
+        let g = Arc::new(Group { spec: spec.clone(), raft, replica, last_error });
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(spec.group, g.clone());
+        Ok(g)
+    }
+
+    /// Proposes on the local Raft when it leads, else forwards to the leader;
+    /// retries while there is no leader, for up to 10 seconds.
+    pub(crate) async fn propose(&self, group: GroupId, cmd: Command) -> Result<InsertOutcome> {
+        let g = self.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
+        let deadline = tokio::time::Instant::now() + self.propose_timeout;
+        let mut submitted = false;
+        loop {
+            let leader = g.raft.current_leader().await;
+            let attempt: std::result::Result<(), String> = match leader {
+                Some(l) if l == self.id => {
+                    submitted = true;
+                    // A leader cut off from its majority never commits; the
+                    // outcome is then unknown, and a retry (same block id) safe.
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match tokio::time::timeout(left, g.raft.client_write(cmd.clone())).await {
+                        Ok(Ok(r)) => return Ok(InsertOutcome { response: r.data, index: r.log_id.index }),
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                            Err("leadership moved".to_string())
+                        }
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("not committed in time: the leader may have lost its majority".to_string()),
+                    }
+                }
+                Some(l) => {
+                    submitted = true;
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match self.peers.propose(l, group, &cmd, left.max(Duration::from_millis(100))).await {
+                        Ok(out) => return Ok(out),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                None => Err("no leader elected".to_string()),
+            };
+            if let Err(reason) = attempt {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(if submitted {
+                        ReplicationError::UnknownStatus(reason)
+                    } else {
+                        ReplicationError::NoLeader { group, reason }
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! The applied state of one partition-shard group on this node: its active
+//! parts (files under `parts/`), the dedup window and the mutations, plus the
+//! applied log id. Applying a command is deterministic given the parts a
+//! replica holds; when a replica lacks bytes a command needs (a block staged
+//! elsewhere, the sources of a merge) it reports what to fetch, and the caller
+//! fetches and applies again.
+//!
+//! Persistence: part files are published (fsynced, renamed) before the applied
+//! state naming them is written, and re-applying any command is a no-op for
+//! what is already there, so a crash between the two only re-applies.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::{LogId, StoredMembership};
+use serde::{Deserialize, Serialize};
+use storage::merge::selector::Candidate;
+use storage::mutation::{Mutation, MutationCommand, mutate_part};
+use storage::part::adopt::adopt_part;
+use storage::part::checksum::FileChecksum;
+use storage::part_set::{self, PartSet};
+use storage::{Part, PartName};
+
+use crate::command::{Command, Response};
+use crate::dedup::{DedupEntry, DedupWindow};
+use crate::error::{ReplicationError, Result};
+use crate::log_store::{LogDb, MetaTag};
+use crate::{GroupId, NodeId};
+
+/// Replication settings of a table (ClickHouse's names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaSettings {
+    pub replicated_deduplication_window: usize,
+    pub replicated_deduplication_window_seconds: i64,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        ReplicaSettings {
+            replicated_deduplication_window: crate::dedup::DEFAULT_WINDOW,
+            replicated_deduplication_window_seconds: crate::dedup::DEFAULT_WINDOW_SECONDS,
+        }
+    }
+}
+
+/// A mutation as the replicated state records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MutationRecord {
+    pub version: i64,
+    pub commands: Vec<MutationCommand>,
+    pub text: String,
+    pub create_time: i64,
+    pub killed: bool,
+}
+
+/// What survives a restart besides the part files.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PersistedState {
+    pub applied: Option<LogId<NodeId>>,
+    pub membership: StoredMembership<NodeId, openraft::BasicNode>,
+    pub dedup: DedupWindow,
+    pub mutations: Vec<MutationRecord>,
+}
+
+/// One part in a snapshot manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestPart {
+    pub name: String,
+    pub files: std::collections::BTreeMap<String, FileChecksum>,
+}
+
+/// A snapshot: the applied state plus the names and checksums of the active
+/// parts; the bytes are fetched from `source` (or any member) on install.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub state: PersistedState,
+    pub parts: Vec<ManifestPart>,
+    pub source: NodeId,
+}
+
+/// Bytes a command needs that this replica does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// The part wanted (or any active part covering it).
+    pub part: PartName,
+    /// A staging directory name to ask for first.
+    pub staged_id: Option<String>,
+    /// Nodes to ask, in order.
+    pub from: Vec<NodeId>,
+}
+
+/// Outcome of one attempt to apply a command.
+#[derive(Debug)]
+pub enum Step {
+    Done(Response),
+    Need(Missing),
+}
+
+struct State {
+    persisted: PersistedState,
+    parts: PartSet,
+}
+
+/// One group's replica on this node.
+pub struct Replica {
+    pub group: GroupId,
+    pub node: NodeId,
+    pub table: Arc<storage::Table>,
+    pub settings: ReplicaSettings,
+    dir: PathBuf,
+    db: Arc<LogDb>,
+    state: Mutex<State>,
+    /// Serialises applying and snapshot installation with merges run here.
+    apply_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("group", &self.group).field("node", &self.node).finish()
+    }
+}
+
+fn st(e: storage::StorageError) -> ReplicationError {
+    ReplicationError::Storage(e)
+}
+
+/// Name of the only subdirectory of a staging or fetch directory: the part.
+pub fn part_dir_in(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.parse::<PartName>().is_ok()))
+}
+
+impl Replica {
+    /// Opens the replica in `dir` (parts under `dir/parts`, staging under
+    /// `dir/staging`), recovering parts and the persisted state.
+    pub fn open(
+        group: GroupId,
+        node: NodeId,
+        dir: &Path,
+        table: Arc<storage::Table>,
+        settings: ReplicaSettings,
+        db: Arc<LogDb>,
+    ) -> Result<Replica> {
+        let parts_dir = dir.join("parts");
+        let staging = dir.join("staging");
+        for d in [&parts_dir, &staging] {
+            std::fs::create_dir_all(d).map_err(|e| ReplicationError::io(d, e))?;
+        }
+        let (parts, report) = part_set::recover(&parts_dir).map_err(st)?;
+        if !report.detached.is_empty() {
+            tracing::warn!(group, detached = ?report.detached, "parts detached at startup");
+        }
+        let mut persisted: PersistedState = match db.get_meta(group, MetaTag::Applied).map_err(raft_err)? {
+            Some(v) => crate::log_store::decode(&v).map_err(ReplicationError::Corrupted)?,
+            None => PersistedState::default(),
+        };
+        persisted.dedup.reindex();
+        Ok(Replica {
+            group,
+            node,
+            table,
+            settings,
+            dir: dir.to_path_buf(),
+            db,
+            state: Mutex::new(State { persisted, parts }),
+            apply_lock: Mutex::new(()),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the active parts live.
+    pub fn parts_dir(&self) -> PathBuf {
+        self.dir.join("parts")
+    }
+
+    /// Where staged blocks wait for their commit.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.dir.join("staging")
+    }
+
+    /// The active parts, for reads.
+    pub fn snapshot(&self) -> Vec<Arc<Part>> {
+        self.state().parts.snapshot()
+    }
+
+    /// Outdated parts still on disk.
+    pub fn outdated(&self) -> Vec<Arc<Part>> {
+        self.state().parts.outdated().cloned().collect()
+    }
+
+    /// The last applied log id and membership.
+    pub fn applied(&self) -> (Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>) {
+        let s = self.state();
+        (s.persisted.applied, s.persisted.membership.clone())
+    }
+
+    /// The recorded mutations, oldest first.
+    pub fn mutations(&self) -> Vec<MutationRecord> {
+        self.state().persisted.mutations.clone()
+    }
+
+    /// Ids held by the dedup window.
+    pub fn dedup_len(&self) -> usize {
+        self.state().persisted.dedup.len()
+    }
+
+    /// Merge candidates for the selector: parts merge only with parts on the
+    /// same side of every pending mutation.
+    pub fn merge_candidates(&self) -> Vec<Candidate> {
+        let s = self.state();
+        let live: Vec<i64> = s.persisted.mutations.iter().filter(|m| !m.killed).map(|m| m.version).collect();
+        s.parts
+            .active()
+            .map(|p| {
+                let dv = p.name.data_version();
+                let barrier = live.iter().copied().find(|v| *v > dv).unwrap_or(i64::MAX);
+                Candidate { name: p.name.clone(), bytes: p.meta.bytes_on_disk, barrier }
+            })
+            .collect()
+    }
+
+    /// Records a non-state entry (blank, membership) as applied.
+    pub fn apply_meta(
+        &self,
+        log_id: LogId<NodeId>,
+        membership: Option<StoredMembership<NodeId, openraft::BasicNode>>,
+    ) -> Result<()> {
+        let mut s = self.state();
+        s.persisted.applied = Some(log_id);
+        if let Some(m) = membership {
+            s.persisted.membership = m;
+        }
+        Ok(())
+    }
+
+    /// Writes the applied state (not synced: the log is the durable record
+    /// and re-applying is idempotent).
+    pub fn persist(&self) -> Result<()> {
+        let bytes = {
+            let s = self.state();
+            crate::log_store::encode(&s.persisted).map_err(|e| ReplicationError::Corrupted(e.to_string()))?
+        };
+        self.db.put_meta(self.group, MetaTag::Applied, &bytes, false).map_err(raft_err)
+    }
+
+    /// Applies one command at `log_id`. `fetched` is a directory holding a
+    /// part fetched for an earlier [`Step::Need`] of the same command.
+    pub fn apply(&self, log_id: LogId<NodeId>, cmd: &Command, fetched: Option<&Path>) -> Result<Step> {
+        let _g = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let index = log_id.index as i64;
+        let step = match cmd {
+            Command::Insert { block_id, staged_id, partition_id, files, holders, ts, .. } => {
+                self.apply_insert(index, block_id, staged_id, partition_id, files, holders, *ts, fetched)?
+            }
+            Command::Merge { sources, mode } => self.apply_merge(sources, *mode, fetched)?,
+            Command::Mutate { commands, text, ts } => {
+                let mut s = self.state();
+                if !s.persisted.mutations.iter().any(|m| m.version == index) {
+                    s.persisted.mutations.push(MutationRecord {
+                        version: index,
+                        commands: commands.clone(),
+                        text: text.clone(),
+                        create_time: *ts,
+                        killed: false,
+                    });
+                }
+                drop(s);
+                self.run_mutations()?;
+                Step::Done(Response::Mutation { version: index })
+            }
+            Command::KillMutation { version } => {
+                let mut s = self.state();
+                for m in s.persisted.mutations.iter_mut().filter(|m| m.version == *version) {
+                    m.killed = true;
+                }
+                Step::Done(Response::Done)
+            }
+            Command::DropPartition { partition_id } => self.apply_drop(partition_id)?,
+            Command::Offload { .. } => Step::Done(Response::Done),
+        };
+        if let Step::Done(_) = step {
+            self.state().persisted.applied = Some(log_id);
+        }
+        Ok(step)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_insert(
+        &self,
+        index: i64,
+        block_id: &str,
+        staged_id: &str,
+        partition_id: &str,
+        files: &std::collections::BTreeMap<String, FileChecksum>,
+        holders: &[NodeId],
+        ts: i64,
+        fetched: Option<&Path>,
+    ) -> Result<Step> {
+        let staged = self.staging_dir().join(staged_id);
+        let name = PartName::new_insert(partition_id, index);
+        if self.state().persisted.dedup.contains(block_id) {
+            remove_dir(&staged);
+            return Ok(Step::Done(Response::Deduplicated { block_id: block_id.to_string() }));
+        }
+        if self.state().parts.covering(&name).is_none() {
+            let src = match fetched.and_then(part_dir_in) {
+                Some(d) => d,
+                None => match part_dir_in(&staged).filter(|d| files_match(d, files)) {
+                    Some(d) => d,
+                    None => {
+                        return Ok(Step::Need(Missing {
+                            part: name,
+                            staged_id: Some(staged_id.to_string()),
+                            from: holders.iter().copied().filter(|n| *n != self.node).collect(),
+                        }));
+                    }
+                },
+            };
+            let src_name = src.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let fetched_name = src_name.parse::<PartName>().map_err(st)?;
+            let part = if fetched.is_some() && fetched_name.contains(&name) && fetched_name != name {
+                // A peer had already merged the block: take its covering part.
+                adopt_part(&src, &self.parts_dir(), &fetched_name).map_err(st)?
+            } else {
+                adopt_part(&src, &self.parts_dir(), &name).map_err(st)?
+            };
+            self.add_part(part)?;
+        }
+        let window = self.settings.replicated_deduplication_window;
+        let seconds = self.settings.replicated_deduplication_window_seconds;
+        self.state().persisted.dedup.add(
+            DedupEntry { block_id: block_id.to_string(), part: name.to_string(), ts },
+            window,
+            seconds,
+        );
+        remove_dir(&staged);
+        Ok(Step::Done(Response::Inserted { part: name.to_string() }))
+    }
+
+    /// Adds a part, tolerating one that an active part already covers.
+    fn add_part(&self, part: Part) -> Result<()> {
+        let mut s = self.state();
+        if s.parts.covering(&part.name).is_some() {
+            return Ok(());
+        }
+        s.parts.add(Arc::new(part)).map_err(st)?;
+        Ok(())
+    }
+
+    fn apply_merge(&self, sources: &[String], mode: storage::ReduceMode, fetched: Option<&Path>) -> Result<Step> {
+        let names: Vec<PartName> =
+            sources.iter().map(|s| s.parse::<PartName>()).collect::<Result<_, _>>().map_err(st)?;
+        let Some(result) = PartName::merged(&names) else { return Ok(Step::Done(Response::Done)) };
+        if self.state().parts.covering(&result).is_some() {
+            return Ok(Step::Done(Response::Merged { part: result.to_string() }));
+        }
+        if let Some(src) = fetched.and_then(part_dir_in) {
+            let got = src.file_name().and_then(|n| n.to_str()).unwrap_or_default().parse::<PartName>().map_err(st)?;
+            let part = adopt_part(&src, &self.parts_dir(), &got).map_err(st)?;
+            self.add_part(part)?;
+            return Ok(Step::Done(Response::Merged { part: result.to_string() }));
+        }
+        let parts: Vec<Arc<Part>> = {
+            let s = self.state();
+            names.iter().filter_map(|n| s.parts.get(n).cloned()).collect()
+        };
+        if parts.len() != names.len() {
+            // Some source is gone here (dropped, or this replica fetched a
+            // covering part): nothing to merge if nothing of the range is left.
+            let any_left = {
+                let s = self.state();
+                s.parts.active().any(|p| result.contains(&p.name))
+            };
+            if !any_left {
+                return Ok(Step::Done(Response::Done));
+            }
+            return Ok(Step::Need(Missing { part: result, staged_id: None, from: vec![] }));
+        }
+        let merged = storage::merge::merge_parts(&self.table, &self.parts_dir(), &parts, mode).map_err(st)?;
+        let name = merged.name.to_string();
+        self.state().parts.replace(&names, Arc::new(merged)).map_err(st)?;
+        Ok(Step::Done(Response::Merged { part: name }))
+    }
+
+    fn apply_drop(&self, partition_id: &str) -> Result<Step> {
+        let names: Vec<PartName> = self
+            .state()
+            .parts
+            .active()
+            .filter(|p| p.name.partition_id == partition_id)
+            .map(|p| p.name.clone())
+            .collect();
+        let Some(cover) = PartName::merged(&names) else { return Ok(Step::Done(Response::Done)) };
+        let w = storage::part::writer::PartWriter::create(&self.table, &self.parts_dir(), cover, "drop").map_err(st)?;
+        let empty = w.finish(vec![], None).map_err(st)?;
+        self.state().parts.replace(&names, Arc::new(empty)).map_err(st)?;
+        Ok(Step::Done(Response::Done))
+    }
+
+    /// Rewrites every part that a live mutation still applies to.
+    fn run_mutations(&self) -> Result<()> {
+        let (parts, mutations) = {
+            let s = self.state();
+            let m: Vec<Mutation> = s
+                .persisted
+                .mutations
+                .iter()
+                .filter(|m| !m.killed)
+                .map(|m| Mutation { version: m.version, commands: m.commands.clone() })
+                .collect();
+            (s.parts.snapshot(), m)
+        };
+        for part in parts {
+            match mutate_part(&self.table, &self.parts_dir(), &part, &mutations) {
+                Ok(Some(new)) => {
+                    self.state().parts.replace(std::slice::from_ref(&part.name), Arc::new(new)).map_err(st)?
+                }
+                Ok(None) => {}
+                // A mutation that cannot run (a bad expression) must not stop
+                // the log: ClickHouse records the failure and moves on.
+                Err(e) => tracing::error!(group = self.group, part = %part.name, error = %e, "mutation failed"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Parts a mutation still has to rewrite.
+    pub fn parts_to_do(&self, version: i64) -> u64 {
+        self.state().parts.active().filter(|p| p.name.data_version() < version).count() as u64
+    }
+
+    /// The snapshot manifest of the current applied state.
+    pub fn manifest(&self) -> Manifest {
+        let s = self.state();
+        Manifest {
+            state: s.persisted.clone(),
+            parts: s
+                .parts
+                .active()
+                .map(|p| ManifestPart { name: p.name.to_string(), files: p.meta.files.clone() })
+                .collect(),
+            source: self.node,
+        }
+    }
+
+    /// Parts of `manifest` this replica lacks.
+    pub fn missing_for(&self, manifest: &Manifest) -> Result<Vec<PartName>> {
+        let s = self.state();
+        let mut out = Vec::new();
+        for p in &manifest.parts {
+            let name: PartName = p.name.parse().map_err(st)?;
+            let have = s.parts.get(&name).is_some_and(|x| x.meta.files == p.files);
+            if !have {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Installs a snapshot whose missing parts were fetched into the
+    /// directories of `fetched`: the active set becomes exactly the manifest's.
+    pub fn install(&self, manifest: &Manifest, fetched: &[PathBuf]) -> Result<()> {
+        let _g = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        for dir in fetched {
+            let Some(src) = part_dir_in(dir) else { continue };
+            let name = src.file_name().and_then(|n| n.to_str()).unwrap_or_default().parse::<PartName>().map_err(st)?;
+            let part = adopt_part(&src, &self.parts_dir(), &name).map_err(st)?;
+            remove_dir(dir);
+            let mut s = self.state();
+            let intersecting: Vec<PartName> =
+                s.parts.active().filter(|p| p.name.intersects(&name)).map(|p| p.name.clone()).collect();
+            for n in intersecting {
+                s.parts.remove(&n);
+            }
+            s.parts.add(Arc::new(part)).map_err(st)?;
+        }
+        let mut s = self.state();
+        let keep: std::collections::HashSet<&str> = manifest.parts.iter().map(|p| p.name.as_str()).collect();
+        let extra: Vec<PartName> =
+            s.parts.active().filter(|p| !keep.contains(p.name.to_string().as_str())).map(|p| p.name.clone()).collect();
+        for n in extra {
+            s.parts.remove(&n);
+        }
+        let mut persisted = manifest.state.clone();
+        persisted.dedup.reindex();
+        s.persisted = persisted;
+        drop(s);
+        self.persist()
+    }
+
+    /// Deletes outdated parts no reader holds any more, and staged blocks
+    /// older than `staging_ttl` whose proposal never committed.
+    pub fn cleanup(&self, grace: std::time::Duration, staging_ttl: std::time::Duration) -> Result<()> {
+        let expired = self.state().parts.take_expired(grace);
+        for p in expired {
+            part_set::remove_part_files(&p).map_err(st)?;
+        }
+        if let Ok(rd) = std::fs::read_dir(self.staging_dir()) {
+            for e in rd.flatten() {
+                let old = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                if old.is_some_and(|age| age > staging_ttl) {
+                    tracing::info!(group = self.group, staged = ?e.file_name(), "removing a staged block that never committed");
+                    remove_dir(&e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds what a peer asks for: a staged block by id, or the active part
+    /// containing `part`. Returns the part directory to stream.
+    pub fn find_for_fetch(&self, want: &str) -> Option<PathBuf> {
+        if !want.contains('/')
+            && !want.contains("..")
+            && let Some(d) = part_dir_in(&self.staging_dir().join(want))
+        {
+            return Some(d);
+        }
+        let name: PartName = want.parse().ok()?;
+        self.state().parts.covering(&name).map(|p| p.dir.clone())
+    }
+}
+
+fn files_match(dir: &Path, files: &std::collections::BTreeMap<String, FileChecksum>) -> bool {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    storage::part::meta::PartMeta::read(dir, name).is_ok_and(|m| &m.files == files)
+}
+
+fn remove_dir(d: &Path) {
+    if d.exists()
+        && let Err(e) = std::fs::remove_dir_all(d)
+    {
+        tracing::warn!(dir = %d.display(), error = %e, "cannot remove directory");
+    }
+}
+
+pub(crate) fn raft_err(e: openraft::StorageError<NodeId>) -> ReplicationError {
+    ReplicationError::Raft(e.to_string())
+}

@@ -1,0 +1,216 @@
+//! openraft's state machine around a [`Replica`]: applying entries (fetching
+//! part bytes from peers when this replica lacks them) and snapshots, which
+//! are a manifest of parts plus the replicated state; installing one fetches
+//! the parts this replica lacks.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError, StoredMembership,
+};
+
+use crate::command::Response;
+use crate::error::{ReplicationError, Result};
+use crate::replica::{Manifest, Missing, Replica, Step};
+use crate::{GroupId, NodeId, StorageError, TypeConfig};
+
+/// Fetches part bytes from peers (implemented by the transport).
+#[async_trait::async_trait]
+pub trait PartFetcher: Send + Sync + 'static {
+    /// Streams the staged block `want` (a staging id) or the active part
+    /// covering `want` (a part name) of `group` from node `from` into a new
+    /// subdirectory of `dest`, checking every file's checksum.
+    async fn fetch(&self, group: GroupId, from: NodeId, want: &str, dest: &Path) -> Result<()>;
+}
+
+/// The latest snapshot: its meta and the manifest bytes.
+type Current = Arc<Mutex<Option<(SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>)>>>;
+
+/// The state machine of one group.
+pub struct GroupStateMachine {
+    replica: Arc<Replica>,
+    fetcher: Arc<dyn PartFetcher>,
+    members: Vec<NodeId>,
+    current: Current,
+    /// The last error of a fetch that is being retried (`system.replicas`).
+    pub last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl GroupStateMachine {
+    /// A state machine applying to `replica`, fetching from `members`.
+    pub fn new(replica: Arc<Replica>, fetcher: Arc<dyn PartFetcher>, members: Vec<NodeId>) -> Self {
+        GroupStateMachine {
+            replica,
+            fetcher,
+            members,
+            current: Arc::new(Mutex::new(None)),
+            last_error: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    /// Fetches what a command needs, from each candidate in turn, retrying
+    /// with backoff until one succeeds: a command cannot be skipped.
+    async fn fetch(&self, missing: &Missing) -> PathBuf {
+        let mut from = missing.from.clone();
+        for m in &self.members {
+            if *m != self.replica.node && !from.contains(m) {
+                from.push(*m);
+            }
+        }
+        let mut backoff = Duration::from_millis(20);
+        let mut n = 0u64;
+        loop {
+            for node in &from {
+                let wants = missing.staged_id.iter().cloned().chain([missing.part.to_string()]);
+                for want in wants {
+                    n += 1;
+                    let dest = self.replica.parts_dir().join(format!("tmp_fetch_{}_{n}", missing.part));
+                    match self.fetcher.fetch(self.replica.group, *node, &want, &dest).await {
+                        Ok(()) => {
+                            self.set_error(None);
+                            return dest;
+                        }
+                        Err(e) => {
+                            let _ = std::fs::remove_dir_all(&dest);
+                            let msg = format!("fetching {want} from node {node}: {e}");
+                            tracing::debug!(group = self.replica.group, "{msg}");
+                            self.set_error(Some(msg));
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn apply_one(&self, log_id: LogId<NodeId>, cmd: crate::Command) -> Result<Response> {
+        let mut fetched: Option<PathBuf> = None;
+        loop {
+            let (r, c, f) = (self.replica.clone(), cmd.clone(), fetched.clone());
+            let step = tokio::task::spawn_blocking(move || r.apply(log_id, &c, f.as_deref()))
+                .await
+                .map_err(|e| ReplicationError::Raft(format!("apply task: {e}")))?;
+            if let Some(f) = fetched.take() {
+                let _ = std::fs::remove_dir_all(f);
+            }
+            match step {
+                Ok(Step::Done(resp)) => return Ok(resp),
+                Ok(Step::Need(missing)) => fetched = Some(self.fetch(&missing).await),
+                Err(e) => {
+                    // A command that fails to apply (a disk error) is retried,
+                    // never skipped: skipping would fork this replica's state.
+                    self.set_error(Some(format!("applying {}: {e}", log_id.index)));
+                    tracing::error!(group = self.replica.group, index = log_id.index, error = %e, "apply failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+fn sm_err(e: impl ToString) -> StorageError {
+    StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+impl RaftStateMachine<TypeConfig> for GroupStateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>), StorageError> {
+        Ok(self.replica.applied())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        for e in entries {
+            match e.payload {
+                EntryPayload::Blank => {
+                    self.replica.apply_meta(e.log_id, None).map_err(sm_err)?;
+                    out.push(Response::None);
+                }
+                EntryPayload::Membership(m) => {
+                    self.replica
+                        .apply_meta(e.log_id, Some(StoredMembership::new(Some(e.log_id), m)))
+                        .map_err(sm_err)?;
+                    out.push(Response::None);
+                }
+                EntryPayload::Normal(cmd) => out.push(self.apply_one(e.log_id, cmd).await.map_err(sm_err)?),
+            }
+        }
+        self.replica.persist().map_err(sm_err)?;
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { replica: self.replica.clone(), current: self.current.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let manifest: Manifest = crate::log_store::decode(&bytes).map_err(sm_err)?;
+        let missing = self.replica.missing_for(&manifest).map_err(sm_err)?;
+        let mut dirs = Vec::new();
+        for part in missing {
+            let m = Missing { part, staged_id: None, from: vec![manifest.source] };
+            dirs.push(self.fetch(&m).await);
+        }
+        let r = self.replica.clone();
+        tokio::task::spawn_blocking(move || r.install(&manifest, &dirs)).await.map_err(sm_err)?.map_err(sm_err)?;
+        tracing::info!(group = self.replica.group, snapshot = %meta.snapshot_id, "snapshot installed");
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((meta.clone(), bytes));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(cur.map(|(meta, bytes)| Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
+    }
+}
+
+/// Builds snapshots of a replica's current applied state.
+pub struct SnapshotBuilder {
+    replica: Arc<Replica>,
+    current: Current,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let manifest = self.replica.manifest();
+        let bytes = crate::log_store::encode(&manifest).map_err(sm_err)?;
+        let last = manifest.state.applied;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: manifest.state.membership.clone(),
+            snapshot_id: format!(
+                "{}-{}-{}",
+                self.replica.group,
+                last.map(|l| l.index).unwrap_or(0),
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+            ),
+        };
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((meta.clone(), bytes.clone()));
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+    }
+}

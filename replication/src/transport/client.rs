@@ -1,0 +1,279 @@
+//! The client side: one lazily connected channel per peer, shared by every
+//! group; openraft's network traits per group; part push and fetch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use tonic::transport::{Channel, Endpoint};
+
+use super::NetControl;
+use super::pb::raft_transport_client::RaftTransportClient;
+use super::pb::{FetchPartRequest, GroupRequest};
+use crate::command::Command;
+use crate::error::{ReplicationError, Result};
+use crate::registry::{GroupSpec, InsertOutcome};
+use crate::staging::Staged;
+use crate::state_machine::PartFetcher;
+use crate::{GroupId, NodeId, TypeConfig};
+
+/// Largest message accepted: a batch of entries or a snapshot chunk.
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
+
+/// The peers of this node and one channel to each.
+#[derive(Debug)]
+pub struct Peers {
+    me: NodeId,
+    addrs: RwLock<BTreeMap<NodeId, String>>,
+    channels: Mutex<HashMap<NodeId, (String, Channel)>>,
+    net: Arc<NetControl>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+    Propose,
+    Create,
+    Applied,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+impl Peers {
+    pub(crate) fn new(me: NodeId, addrs: BTreeMap<NodeId, String>, net: Arc<NetControl>) -> Self {
+        Peers { me, addrs: RwLock::new(addrs), channels: Mutex::new(HashMap::new()), net }
+    }
+
+    /// A node's gRPC address.
+    pub fn addr(&self, node: NodeId) -> Option<String> {
+        self.addrs.read().unwrap_or_else(|p| p.into_inner()).get(&node).cloned()
+    }
+
+    pub(crate) fn set_addr(&self, node: NodeId, addr: String) {
+        self.addrs.write().unwrap_or_else(|p| p.into_inner()).insert(node, addr);
+    }
+
+    fn client(&self, to: NodeId) -> Result<RaftTransportClient<Channel>> {
+        if self.net.is_blocked(self.me, to) || self.net.is_blocked(to, self.me) {
+            return Err(ReplicationError::Unreachable { node: to, reason: "link cut".into() });
+        }
+        let addr = self.addr(to).ok_or(ReplicationError::Unreachable { node: to, reason: "no address".into() })?;
+        let mut ch = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match ch.get(&to) {
+            Some((a, c)) if *a == addr => c.clone(),
+            _ => {
+                let c = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| ReplicationError::Unreachable { node: to, reason: e.to_string() })?
+                    .connect_timeout(Duration::from_millis(500))
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                ch.insert(to, (addr, c.clone()));
+                c
+            }
+        };
+        Ok(RaftTransportClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    fn status_err(to: NodeId, s: tonic::Status) -> ReplicationError {
+        match s.code() {
+            tonic::Code::NotFound => ReplicationError::NoSuchGroup(0),
+            _ => ReplicationError::Unreachable { node: to, reason: s.message().to_string() },
+        }
+    }
+
+    async fn unary(
+        &self,
+        to: NodeId,
+        rpc: Rpc,
+        group: GroupId,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
+        let mut c = self.client(to)?;
+        let mut req = tonic::Request::new(GroupRequest { group, payload });
+        req.set_timeout(timeout);
+        let fut = async {
+            match rpc {
+                Rpc::Append => c.append_entries(req).await,
+                Rpc::Vote => c.vote(req).await,
+                Rpc::Snapshot => c.install_snapshot(req).await,
+                Rpc::Propose => c.propose(req).await,
+                Rpc::Create => c.create_group(req).await,
+                Rpc::Applied => c.applied(req).await,
+            }
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(r)) => Ok(r.into_inner().payload),
+            Ok(Err(s)) => match Self::status_err(to, s) {
+                ReplicationError::NoSuchGroup(_) => Err(ReplicationError::NoSuchGroup(group)),
+                e => Err(e),
+            },
+            Err(_) => Err(ReplicationError::Unreachable { node: to, reason: format!("timed out after {timeout:?}") }),
+        }
+    }
+
+    /// Asks `to` to host the group.
+    pub(crate) async fn create_group(&self, to: NodeId, spec: &GroupSpec) -> Result<()> {
+        let payload = serde_json::to_vec(spec).map_err(|e| ReplicationError::Corrupted(e.to_string()))?;
+        let reply = self.unary(to, Rpc::Create, spec.group, payload, Duration::from_secs(5)).await?;
+        let r: std::result::Result<(), String> = json(&reply)?;
+        r.map_err(|e| ReplicationError::Unreachable { node: to, reason: e })
+    }
+
+    /// Proposes on `to`, which should be the group's leader.
+    pub(crate) async fn propose(
+        &self,
+        to: NodeId,
+        group: GroupId,
+        cmd: &Command,
+        timeout: Duration,
+    ) -> Result<InsertOutcome> {
+        let payload = serde_json::to_vec(cmd).map_err(|e| ReplicationError::Corrupted(e.to_string()))?;
+        let reply = self.unary(to, Rpc::Propose, group, payload, timeout).await?;
+        let r: std::result::Result<(crate::Response, u64), String> = json(&reply)?;
+        r.map(|(response, index)| InsertOutcome { response, index }).map_err(ReplicationError::Raft)
+    }
+
+    /// The group's applied index on `to`.
+    pub(crate) async fn applied(&self, to: NodeId, group: GroupId) -> Result<Option<u64>> {
+        let reply = self.unary(to, Rpc::Applied, group, Vec::new(), Duration::from_secs(2)).await?;
+        json(&reply)
+    }
+
+    /// Streams a staged block into `to`'s staging area; returns once `to`
+    /// has it durably.
+    pub(crate) async fn push_part(&self, to: NodeId, group: GroupId, staged: &Staged) -> Result<()> {
+        let mut c = self.client(to)?;
+        let dir_name = staged.part_dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let label = format!("{}/{dir_name}", staged.staged_id);
+        let stream = super::parts::stream_part(group, label, staged.part_dir.clone());
+        let stream = futures::StreamExt::filter_map(stream, |c| async move { c.ok() });
+        let fut = c.push_part(stream);
+        match tokio::time::timeout(Duration::from_secs(60), fut).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(s)) => Err(Self::status_err(to, s)),
+            Err(_) => Err(ReplicationError::Unreachable { node: to, reason: "push timed out".into() }),
+        }
+    }
+
+    /// The openraft network of one group.
+    pub(crate) fn network(self: &Arc<Self>, spec: GroupSpec) -> GroupNetwork {
+        GroupNetwork { peers: self.clone(), spec: Arc::new(spec) }
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|e| ReplicationError::Corrupted(format!("bad reply from a peer: {e}")))
+}
+
+/// Fetches parts over the transport.
+pub struct TransportFetcher {
+    pub(crate) peers: Arc<Peers>,
+}
+
+#[async_trait::async_trait]
+impl PartFetcher for TransportFetcher {
+    async fn fetch(&self, group: GroupId, from: NodeId, want: &str, dest: &Path) -> Result<()> {
+        let mut c = self.peers.client(from)?;
+        let req = FetchPartRequest { group, table: String::new(), part: want.to_string() };
+        let stream = match tokio::time::timeout(Duration::from_secs(10), c.fetch_part(req)).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(s)) => return Err(Peers::status_err(from, s)),
+            Err(_) => return Err(ReplicationError::Unreachable { node: from, reason: "fetch timed out".into() }),
+        };
+        std::fs::create_dir_all(dest).map_err(|e| ReplicationError::io(dest, e))?;
+        super::parts::receive_part(stream, dest).await.map(|_| ())
+    }
+}
+
+/// openraft's network factory for one group.
+pub struct GroupNetwork {
+    peers: Arc<Peers>,
+    spec: Arc<GroupSpec>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
+    type Network = GroupClient;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> GroupClient {
+        GroupClient { peers: self.peers.clone(), spec: self.spec.clone(), target }
+    }
+}
+
+/// openraft's network to one peer for one group.
+pub struct GroupClient {
+    peers: Arc<Peers>,
+    spec: Arc<GroupSpec>,
+    target: NodeId,
+}
+
+impl GroupClient {
+    /// Sends one Raft RPC; a peer that does not host the group yet (it was
+    /// down when the group was created) is asked to create it, then retried.
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        let payload = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let timeout = option.hard_ttl().max(Duration::from_millis(50));
+        let mut reply = self.peers.unary(self.target, rpc, self.spec.group, payload.clone(), timeout).await;
+        if let Err(ReplicationError::NoSuchGroup(_)) = reply {
+            if let Err(e) = self.peers.create_group(self.target, &self.spec).await {
+                return Err(RPCError::Unreachable(Unreachable::new(&Msg(e.to_string()))));
+            }
+            reply = self.peers.unary(self.target, rpc, self.spec.group, payload, timeout).await;
+        }
+        let bytes = reply.map_err(|e| RPCError::Unreachable(Unreachable::new(&Msg(e.to_string()))))?;
+        let r: std::result::Result<Resp, E> =
+            serde_json::from_slice(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GroupClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(Rpc::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        self.call(Rpc::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}

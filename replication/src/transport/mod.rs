@@ -1,0 +1,56 @@
+//! The transport: one tonic service per node multiplexing every group (the
+//! group id travels in each request), one channel per peer shared by all
+//! groups, and part bytes streamed in chunks with per-file CRC32s.
+
+mod client;
+mod parts;
+mod server;
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+
+pub use client::{GroupNetwork, Peers, TransportFetcher};
+pub(crate) use server::serve;
+
+use crate::NodeId;
+
+#[allow(clippy::all, missing_docs)]
+pub(crate) mod pb {
+    tonic::include_proto!("shardhouse.raft");
+}
+
+/// Size of one streamed chunk of part bytes.
+pub(crate) const CHUNK: usize = 1 << 20;
+
+/// Fault injection for tests of a cluster in one process: a blocked link
+/// `(from, to)` makes every RPC from `from` to `to` fail as unreachable, as a
+/// network partition would. Inert unless a test blocks something.
+#[derive(Debug, Default)]
+pub struct NetControl {
+    blocked: RwLock<HashSet<(NodeId, NodeId)>>,
+}
+
+impl NetControl {
+    /// Cuts the link from `from` to `to` (one direction).
+    pub fn block(&self, from: NodeId, to: NodeId) {
+        self.blocked.write().unwrap_or_else(|p| p.into_inner()).insert((from, to));
+    }
+
+    /// Cuts `node` off from every node in `others`, both directions.
+    pub fn isolate(&self, node: NodeId, others: &[NodeId]) {
+        for &o in others {
+            self.block(node, o);
+            self.block(o, node);
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.blocked.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Whether the link from `from` to `to` is cut.
+    pub fn is_blocked(&self, from: NodeId, to: NodeId) -> bool {
+        self.blocked.read().unwrap_or_else(|p| p.into_inner()).contains(&(from, to))
+    }
+}

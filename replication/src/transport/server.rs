@@ -1,0 +1,148 @@
+//! The server side: every RPC names its group; a group this node does not
+//! host answers NOT_FOUND (the caller may then ask it to create the group).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::client::MAX_MESSAGE;
+use super::pb::raft_transport_server::{RaftTransport, RaftTransportServer};
+use super::pb::{FetchPartRequest, GroupReply, GroupRequest, PartChunk, PushReply};
+use crate::registry::{Group, GroupSpec, NodeInner};
+
+struct Service {
+    node: Arc<NodeInner>,
+}
+
+/// Starts serving on `listener` until `stop` fires.
+pub(crate) fn serve(
+    node: Arc<NodeInner>,
+    listener: tokio::net::TcpListener,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
+    let svc = RaftTransportServer::new(Service { node })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        let r = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop.await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "raft transport server stopped");
+        }
+    })
+}
+
+fn reply<T: serde::Serialize>(v: &T) -> Result<Response<GroupReply>, Status> {
+    serde_json::to_vec(v)
+        .map(|payload| Response::new(GroupReply { payload }))
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, Status> {
+    serde_json::from_slice(b).map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))
+}
+
+impl Service {
+    fn group(&self, group: u64) -> Result<Arc<Group>, Status> {
+        self.node.group(group).ok_or_else(|| Status::not_found(format!("group {group} is not hosted here")))
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<PartChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RaftTransport for Service {
+    async fn append_entries(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
+        let r = req.into_inner();
+        let g = self.group(r.group)?;
+        reply(&g.raft.append_entries(parse(&r.payload)?).await)
+    }
+
+    async fn vote(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
+        let r = req.into_inner();
+        let g = self.group(r.group)?;
+        reply(&g.raft.vote(parse(&r.payload)?).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
+        let r = req.into_inner();
+        let g = self.group(r.group)?;
+        reply(&g.raft.install_snapshot(parse(&r.payload)?).await)
+    }
+
+    async fn propose(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
+        let r = req.into_inner();
+        let g = self.group(r.group)?;
+        let cmd: crate::Command = parse(&r.payload)?;
+        // Only the local Raft: forwarding again could bounce between nodes.
+        let out = g.raft.client_write(cmd).await.map(|w| (w.data, w.log_id.index)).map_err(|e| e.to_string());
+        reply(&out)
+    }
+
+    async fn create_group(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
+        let r = req.into_inner();
+        let spec: GroupSpec = parse(&r.payload)?;
+        let out = self.node.create_local(spec).await.map(|_| ()).map_err(|e| e.to_string());
+        reply(&out)
+    }
+
+    async fn applied(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
+        let g = self.group(req.into_inner().group)?;
+        reply(&g.replica.applied().0.map(|l| l.index))
+    }
+
+    async fn push_part(&self, req: Request<Streaming<PartChunk>>) -> Result<Response<PushReply>, Status> {
+        let mut stream = req.into_inner();
+        // The first chunk names the group; everything goes to a temp
+        // directory, renamed into staging only once complete and verified.
+        let first = match futures::StreamExt::next(&mut stream).await {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return Err(e),
+            None => return Err(Status::invalid_argument("empty part stream")),
+        };
+        let g = self.group(first.group)?;
+        let staged_id = first.part.split('/').next().unwrap_or_default().to_string();
+        let staging = g.replica.staging_dir();
+        let tmp = staging.join(format!("tmp_push_{staged_id}"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| Status::internal(e.to_string()))?;
+        let all = futures::StreamExt::chain(futures::stream::iter([Ok(first)]), stream);
+        let received = super::parts::receive_part(Box::pin(all), &tmp).await;
+        let result = received.and_then(|(_, part_dir)| {
+            let size: u64 = std::fs::read_dir(&part_dir)
+                .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+                .unwrap_or(0);
+            let target = staging.join(&staged_id);
+            std::fs::rename(tmp.join(&staged_id), &target)
+                .and_then(|_| std::fs::File::open(&staging)?.sync_all())
+                .map_err(|e| crate::ReplicationError::io(&target, e))?;
+            Ok(size)
+        });
+        let _ = std::fs::remove_dir_all(&tmp);
+        match result {
+            Ok(bytes) => Ok(Response::new(PushReply { bytes })),
+            Err(e) => Err(Status::data_loss(e.to_string())),
+        }
+    }
+
+    type FetchPartStream = ChunkStream;
+
+    async fn fetch_part(&self, req: Request<FetchPartRequest>) -> Result<Response<Self::FetchPartStream>, Status> {
+        let r = req.into_inner();
+        let g = self.group(r.group)?;
+        let dir = g
+            .replica
+            .find_for_fetch(&r.part)
+            .ok_or_else(|| Status::not_found(format!("no part {} in group {}", r.part, r.group)))?;
+        let label = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        Ok(Response::new(Box::pin(super::parts::stream_part(r.group, label, dir))))
+    }
+}

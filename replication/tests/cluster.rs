@@ -1,0 +1,444 @@
+//! In-process clusters of real nodes (RocksDB logs, tonic on loopback) with a
+//! controllable network: replication invariants under leader kills,
+//! partitions and restarts. Each test is seeded by its own fixed inputs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use replication::registry::{InsertOutcome, Quorum};
+use replication::transport::NetControl;
+use replication::{GroupSpec, NodeConfig, ReplicationError, ReplicationNode, Response, TableResolver};
+use storage::{Engine, MergeTreeSettings, Table, TableDef};
+
+struct Tables(HashMap<String, Arc<Table>>);
+
+impl TableResolver for Tables {
+    fn table(&self, name: &str) -> Option<Arc<Table>> {
+        self.0.get(name).cloned()
+    }
+}
+
+fn table() -> Arc<Table> {
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("v", DataType::Utf8, false)]));
+    Table::new(TableDef {
+        schema,
+        engine: Engine::MergeTree,
+        partition_by: None,
+        order_by: vec!["k".into()],
+        settings: MergeTreeSettings::default(),
+    })
+    .unwrap()
+}
+
+fn batch(block: i64, rows: i64) -> RecordBatch {
+    let t = table();
+    let k: Vec<i64> = (0..rows).map(|i| block * 1_000_000 + (rows - i)).collect();
+    let v: Vec<String> = k.iter().map(|x| format!("v{x}")).collect();
+    RecordBatch::try_new(t.schema().clone(), vec![Arc::new(Int64Array::from(k)), Arc::new(StringArray::from(v))])
+        .unwrap()
+}
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    addrs: BTreeMap<u64, SocketAddr>,
+    nodes: BTreeMap<u64, ReplicationNode>,
+    net: Arc<NetControl>,
+    tables: Arc<Tables>,
+    snapshot_logs: u64,
+}
+
+const GROUP: u64 = 7;
+
+impl Cluster {
+    async fn start(n: u64, snapshot_logs: u64) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs = (1..=n).map(|i| (i, free_port())).collect();
+        let mut c = Cluster {
+            root: dir.path().to_path_buf(),
+            _dir: dir,
+            addrs,
+            nodes: BTreeMap::new(),
+            net: Arc::new(NetControl::default()),
+            tables: Arc::new(Tables([("db.t".to_string(), table())].into_iter().collect())),
+            snapshot_logs,
+        };
+        for i in 1..=n {
+            c.start_node(i).await;
+        }
+        c
+    }
+
+    async fn start_node(&mut self, id: u64) {
+        let mut cfg = NodeConfig::new(id, &self.root.join(format!("n{id}")), self.addrs[&id]);
+        cfg.peers = self.addrs.iter().map(|(k, a)| (*k, a.to_string())).collect();
+        cfg.heartbeat_ms = 50;
+        cfg.election_timeout_ms = (200, 400);
+        cfg.snapshot_logs = self.snapshot_logs;
+        cfg.propose_timeout = Duration::from_secs(3);
+        cfg.net = self.net.clone();
+        let node = ReplicationNode::start(cfg, self.tables.clone()).await.unwrap();
+        self.nodes.insert(id, node);
+    }
+
+    /// Stops a node abruptly: its groups and service go away; only what it
+    /// synced survives to its restart.
+    async fn kill(&mut self, id: u64) {
+        if let Some(n) = self.nodes.remove(&id) {
+            n.shutdown().await;
+        }
+    }
+
+    fn spec(&self) -> GroupSpec {
+        GroupSpec {
+            group: GROUP,
+            table: "db.t".into(),
+            partition_id: "all".into(),
+            members: self.addrs.keys().copied().collect(),
+            settings: Default::default(),
+        }
+    }
+
+    async fn insert(&self, via: u64, b: &RecordBatch, block_id: &str) -> Result<InsertOutcome, ReplicationError> {
+        self.nodes[&via]
+            .insert(&self.spec(), vec![], b.clone(), block_id.to_string(), Quorum::Majority, Duration::from_secs(5))
+            .await
+    }
+
+    async fn leader(&self) -> Option<u64> {
+        for n in self.nodes.values() {
+            if let Some(g) = n.group(GROUP)
+                && let Some(l) = g.raft.current_leader().await
+                && self.nodes.contains_key(&l)
+            {
+                return Some(l);
+            }
+        }
+        None
+    }
+
+    async fn wait_leader(&self) -> u64 {
+        for _ in 0..200 {
+            if let Some(l) = self.leader().await {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader elected");
+    }
+
+    /// Keys on a node's replica, in part order.
+    fn keys(&self, id: u64) -> Vec<i64> {
+        let g = self.nodes[&id].group(GROUP).expect("group hosted");
+        let mut out = Vec::new();
+        for p in g.replica.snapshot() {
+            for b in storage::part::reader::read_all(&p).unwrap() {
+                let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                out.extend(col.values().iter().copied());
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// Part names and data checksums of a node's replica.
+    fn parts(&self, id: u64) -> BTreeMap<String, u32> {
+        let g = self.nodes[&id].group(GROUP).expect("group hosted");
+        g.replica
+            .snapshot()
+            .iter()
+            .map(|p| (p.name.to_string(), p.meta.files.get("data.parquet").map(|c| c.crc32).unwrap_or(0)))
+            .collect()
+    }
+
+    /// Waits until every live node has applied the same index and holds
+    /// byte-identical parts.
+    async fn converge(&self) {
+        let mut last = String::new();
+        for _ in 0..400 {
+            let mut states = Vec::new();
+            for (id, n) in &self.nodes {
+                let Some(g) = n.group(GROUP) else {
+                    states.push((*id, None, BTreeMap::new()));
+                    continue;
+                };
+                states.push((*id, g.replica.applied().0.map(|l| l.index), self.parts(*id)));
+            }
+            let first = &states[0];
+            if first.1.is_some() && states.iter().all(|s| s.1 == first.1 && s.2 == first.2) {
+                return;
+            }
+            last = format!("{states:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("replicas did not converge: {last}");
+    }
+
+    async fn shutdown(mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.kill(id).await;
+        }
+    }
+}
+
+fn expected_keys(blocks: &BTreeSet<i64>, rows: i64) -> Vec<i64> {
+    let mut v: Vec<i64> = blocks.iter().flat_map(|b| (1..=rows).map(move |i| b * 1_000_000 + i)).collect();
+    v.sort_unstable();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_apply_inserts_identically_and_deduplicate() {
+    let c = Cluster::start(3, 5000).await;
+    let mut acked = BTreeSet::new();
+    for i in 0..12 {
+        let via = 1 + (i as u64 % 3);
+        let out = c.insert(via, &batch(i, 100), &format!("b{i}")).await.unwrap();
+        assert!(matches!(out.response, Response::Inserted { .. }), "{out:?}");
+        acked.insert(i);
+    }
+    // The same block id again, through another node: a no-op.
+    let dup = c.insert(2, &batch(3, 100), "b3").await.unwrap();
+    assert_eq!(dup.response, Response::Deduplicated { block_id: "b3".into() });
+    c.converge().await;
+    for id in 1..=3 {
+        assert_eq!(c.keys(id), expected_keys(&acked, 100), "node {id}");
+    }
+    // Staging areas are empty once every insert applied.
+    for id in 1..=3 {
+        let g = c.nodes[&id].group(GROUP).unwrap();
+        let staged: Vec<_> = std::fs::read_dir(g.replica.staging_dir()).unwrap().flatten().collect();
+        assert!(staged.is_empty(), "node {id} kept staged blocks: {staged:?}");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_mid_stream_loses_no_acknowledged_insert() {
+    let mut c = Cluster::start(3, 5000).await;
+    let mut acked = BTreeSet::new();
+    let mut block = 0;
+    for round in 0..3 {
+        for i in 0..8 {
+            block += 1;
+            // Spread the stream over every live node, leader or not.
+            let live: Vec<u64> = c.nodes.keys().copied().collect();
+            let via = live[(i + round) % live.len()];
+            // A client retries an insert whose outcome it does not know, with the same block id.
+            for attempt in 0..10 {
+                match c.insert(via, &batch(block, 50), &format!("b{block}")).await {
+                    Ok(_) => {
+                        acked.insert(block);
+                        break;
+                    }
+                    Err(e) if attempt < 9 => {
+                        tracing::info!("retrying block {block}: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => panic!("block {block} never acknowledged: {e}"),
+                }
+            }
+        }
+        if round == 0 {
+            let l = c.wait_leader().await;
+            c.kill(l).await;
+        }
+    }
+    // Bring every node back and check every acknowledged block is there exactly once.
+    let all: Vec<u64> = c.addrs.keys().copied().collect();
+    for id in all {
+        if !c.nodes.contains_key(&id) {
+            c.start_node(id).await;
+        }
+    }
+    c.wait_leader().await;
+    c.converge().await;
+    for id in 1..=3 {
+        assert_eq!(c.keys(id), expected_keys(&acked, 50), "node {id}");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_node_restarted_serves_acknowledged_inserts_and_keeps_the_dedup_window() {
+    let mut c = Cluster::start(3, 5000).await;
+    let mut acked = BTreeSet::new();
+    for i in 0..6 {
+        c.insert(1, &batch(i, 20), &format!("b{i}")).await.unwrap();
+        acked.insert(i);
+    }
+    for id in 1..=3 {
+        c.kill(id).await;
+    }
+    for id in 1..=3 {
+        c.start_node(id).await;
+    }
+    c.wait_leader().await;
+    c.converge().await;
+    for id in 1..=3 {
+        assert_eq!(c.keys(id), expected_keys(&acked, 20), "node {id}");
+    }
+    let dup = c.insert(3, &batch(2, 20), "b2").await.unwrap();
+    assert_eq!(dup.response, Response::Deduplicated { block_id: "b2".into() });
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lagging_replica_catches_up_by_log_then_snapshot_and_part_fetch() {
+    // Snapshots every 8 entries, so a replica away for longer cannot be
+    // served from the log and installs a snapshot, fetching its parts.
+    let mut c = Cluster::start(3, 8).await;
+    let mut acked = BTreeSet::new();
+    c.insert(1, &batch(0, 10), "b0").await.unwrap();
+    acked.insert(0);
+    c.converge().await;
+    // Short absence: catch up by log.
+    c.kill(3).await;
+    for i in 1..4 {
+        c.insert(1, &batch(i, 10), &format!("b{i}")).await.unwrap();
+        acked.insert(i);
+    }
+    c.start_node(3).await;
+    c.converge().await;
+    assert_eq!(c.keys(3), expected_keys(&acked, 10));
+    // Long absence, with merges: the log is purged past node 3's position.
+    let away_at = c.nodes[&3].group(GROUP).unwrap().replica.applied().0.unwrap().index;
+    c.kill(3).await;
+    for i in 4..40 {
+        c.insert(1 + (i as u64 % 2), &batch(i, 10), &format!("b{i}")).await.unwrap();
+        acked.insert(i);
+        if i % 10 == 0 {
+            for n in c.nodes.values() {
+                n.assign_merges().await.unwrap();
+            }
+        }
+    }
+    let l = c.wait_leader().await;
+    c.nodes[&l].group(GROUP).unwrap().raft.trigger().snapshot().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let purged = c.nodes[&l].group(GROUP).unwrap().raft.metrics().borrow().purged.map(|p| p.index);
+    assert!(
+        purged > Some(away_at),
+        "the leader kept the log node 3 needs ({purged:?} vs {away_at}): no snapshot would be sent"
+    );
+    c.start_node(3).await;
+    c.converge().await;
+    for id in 1..=3 {
+        assert_eq!(c.keys(id), expected_keys(&acked, 10), "node {id}");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn merges_and_mutations_through_leader_changes_converge() {
+    let mut c = Cluster::start(3, 5000).await;
+    let mut acked = BTreeSet::new();
+    for i in 0..10 {
+        c.insert(1 + (i as u64 % 3), &batch(i, 30), &format!("b{i}")).await.unwrap();
+        acked.insert(i);
+    }
+    let l = c.wait_leader().await;
+    let merged = c.nodes[&l].optimize(GROUP, true, Default::default()).await.unwrap();
+    assert_eq!(merged, 1);
+    c.converge().await;
+    assert_eq!(c.parts(1).len(), 1);
+    // Kill the leader, mutate through the new one, bring the old one back.
+    c.kill(l).await;
+    let l2 = c.wait_leader().await;
+    let cmd = replication::Command::Mutate {
+        commands: vec![storage::mutation::MutationCommand::Delete { predicate: "k % 2 = 0".into() }],
+        text: "ALTER TABLE t DELETE WHERE k % 2 = 0".into(),
+        ts: 0,
+    };
+    let out = c.nodes[&l2].propose(GROUP, cmd).await.unwrap();
+    assert!(matches!(out.response, Response::Mutation { .. }));
+    for i in 10..14 {
+        c.insert(l2, &batch(i, 30), &format!("b{i}")).await.unwrap();
+        acked.insert(i);
+    }
+    c.start_node(l).await;
+    c.wait_leader().await;
+    c.converge().await;
+    let before: Vec<i64> = expected_keys(&acked.iter().copied().filter(|b| *b < 10).collect(), 30);
+    let after: Vec<i64> = expected_keys(&acked.iter().copied().filter(|b| *b >= 10).collect(), 30);
+    let mut want: Vec<i64> = before.into_iter().filter(|k| k % 2 != 0).chain(after).collect();
+    want.sort_unstable();
+    for id in 1..=3 {
+        assert_eq!(c.keys(id), want, "node {id}");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_cut_off_in_a_minority_cannot_acknowledge() {
+    let c = Cluster::start(3, 5000).await;
+    c.insert(1, &batch(0, 10), "b0").await.unwrap();
+    let l = c.wait_leader().await;
+    let others: Vec<u64> = c.addrs.keys().copied().filter(|k| *k != l).collect();
+    c.net.isolate(l, &others);
+    // Through the old leader: staging cannot reach a majority, or the
+    // proposal never commits. Either way, no acknowledgement.
+    let r = c.insert(l, &batch(1, 10), "b1").await;
+    assert!(r.is_err(), "a minority leader acknowledged an insert: {r:?}");
+    // The majority side elects a leader and goes on.
+    let out = c.insert(others[0], &batch(2, 10), "b2").await.unwrap();
+    assert!(matches!(out.response, Response::Inserted { .. }));
+    c.net.heal();
+    c.converge().await;
+    for id in 1..=3 {
+        assert_eq!(c.keys(id), expected_keys(&[0, 2].into_iter().collect(), 10), "node {id}");
+    }
+    c.shutdown().await;
+}
+
+/// openraft's own conformance suite for the RocksDB log store and the state machine.
+struct SuiteBuilder;
+
+struct NoPeers;
+
+#[async_trait::async_trait]
+impl replication::state_machine::PartFetcher for NoPeers {
+    async fn fetch(&self, _: u64, from: u64, _: &str, _: &std::path::Path) -> replication::Result<()> {
+        Err(ReplicationError::Unreachable { node: from, reason: "single-node store test".into() })
+    }
+}
+
+impl
+    openraft::testing::StoreBuilder<
+        replication::TypeConfig,
+        replication::log_store::GroupLogStore,
+        replication::state_machine::GroupStateMachine,
+        tempfile::TempDir,
+    > for SuiteBuilder
+{
+    async fn build(
+        &self,
+    ) -> Result<
+        (tempfile::TempDir, replication::log_store::GroupLogStore, replication::state_machine::GroupStateMachine),
+        openraft::StorageError<u64>,
+    > {
+        let dir = tempfile::tempdir().unwrap();
+        let db = replication::log_store::LogDb::open(&dir.path().join("db")).unwrap();
+        let replica =
+            replication::replica::Replica::open(3, 1, &dir.path().join("g3"), table(), Default::default(), db.clone())
+                .unwrap();
+        let sm = replication::state_machine::GroupStateMachine::new(Arc::new(replica), Arc::new(NoPeers), vec![1]);
+        Ok((dir, db.group(3), sm))
+    }
+}
+
+#[test]
+fn rocksdb_log_store_passes_openraft_storage_suite() {
+    openraft::testing::Suite::test_all(SuiteBuilder).unwrap();
+}
