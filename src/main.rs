@@ -79,6 +79,8 @@ fn run_server(config: Config) -> Result<(), String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let server = query::server::Server::open_with(&config).map_err(|e| e.to_string())?;
+        // Groups must answer their peers whether or not this node gets queries.
+        server.replication().start().await.map_err(|e| e.to_string())?;
         let data = config.server.data_dir.display().to_string();
         let listen = config.server.http_listen;
         query::server::http::serve(
@@ -91,6 +93,7 @@ fn run_server(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("{listen}: {e}"))?;
         server.shutdown();
+        server.replication().shutdown().await;
         tracing::info!("shut down");
         Ok(())
     })

@@ -80,9 +80,16 @@ pub struct Group {
     pub replica: Arc<Replica>,
     /// Last error of an apply or fetch being retried, if any.
     pub last_error: Arc<Mutex<Option<String>>>,
+    /// Whether the group's Raft ticks are off because it is idle (see `hibernate`).
+    pub(crate) quiesced: std::sync::atomic::AtomicBool,
 }
 
 impl Group {
+    /// Whether the group is quiesced: idle, with no heartbeats or election timers.
+    pub fn is_quiesced(&self) -> bool {
+        self.quiesced.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The last error of a command being retried here.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -386,6 +393,50 @@ impl ReplicationNode {
         Ok(())
     }
 
+    /// Entries of a group's log this replica has not applied yet (its
+    /// replication queue), oldest first.
+    pub async fn pending_entries(&self, group: GroupId) -> Result<Vec<(u64, Command)>> {
+        use openraft::RaftLogReader;
+        let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
+        let from = g.replica.applied().0.map(|l| l.index + 1).unwrap_or(0);
+        let mut log = self.inner.db.group(group);
+        let entries = log.try_get_log_entries(from..).await.map_err(raft_err)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| match e.payload {
+                openraft::EntryPayload::Normal(c) => Some((e.log_id.index, c)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The group's commit index as this node last persisted it.
+    pub fn committed(&self, group: GroupId) -> Option<u64> {
+        let v = self.inner.db.get_meta(group, MetaTag::Committed).ok()??;
+        let c: Option<openraft::LogId<NodeId>> = crate::log_store::decode(&v).ok()?;
+        c.map(|l| l.index)
+    }
+
+    /// Stops and deletes every group of `table` hosted here: its log, state and parts.
+    pub async fn remove_groups_of(&self, table: &str) -> Result<()> {
+        let doomed: Vec<Arc<Group>> = {
+            let mut groups = self.inner.groups.write().unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<GroupId> = groups.values().filter(|g| g.spec.table == table).map(|g| g.spec.group).collect();
+            ids.iter().filter_map(|id| groups.remove(id)).collect()
+        };
+        for g in doomed {
+            let _ = g.raft.shutdown().await;
+            self.inner.db.remove_group(g.spec.group).map_err(raft_err)?;
+            let dir = self.inner.dir.join("groups").join(g.spec.group.to_string());
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(ReplicationError::io(&dir, e));
+            }
+        }
+        Ok(())
+    }
+
     /// Stops every group and the gRPC service (a clean shutdown, or a
     /// simulated crash in tests: nothing is flushed beyond what was synced).
     pub async fn shutdown(&self) {
@@ -463,7 +514,7 @@ impl NodeInner {
                 }
             }
         }
-        let g = Arc::new(Group { spec: spec.clone(), raft, replica, last_error });
+        let g = Arc::new(Group { spec: spec.clone(), raft, replica, last_error, quiesced: Default::default() });
         self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(spec.group, g.clone());
         Ok(g)
     }

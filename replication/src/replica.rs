@@ -432,7 +432,8 @@ impl Replica {
 
     /// Parts a mutation still has to rewrite.
     pub fn parts_to_do(&self, version: i64) -> u64 {
-        self.state().parts.active().filter(|p| p.name.data_version() < version).count() as u64
+        self.state().parts.active().filter(|p| p.name.data_version() < version && p.name.min_block < version).count()
+            as u64
     }
 
     /// The snapshot manifest of the current applied state.

@@ -245,6 +245,13 @@ pub fn apply_settings(s: &mut MergeTreeSettings, settings: &[(String, String)]) 
                     }
                 }
             }
+            // Replication settings: read by the replicated table, validated here.
+            "replication_factor" | "replicated_deduplication_window" => {
+                setting_number::<u64>(k, v)?;
+            }
+            "replicated_deduplication_window_seconds" => {
+                setting_number::<i64>(k, v)?;
+            }
             k if IGNORED_SETTINGS.contains(&k) => {}
             k => return Err(QueryError::unknown_setting(k)),
         }

@@ -35,6 +35,8 @@ pub struct Server {
     users: Mutex<BTreeMap<String, String>>,
     /// Settings every query starts from (the configuration's `[settings]`).
     pub(crate) default_settings: super::settings::Settings,
+    /// The cluster and this node's replication (Replicated* tables).
+    pub(crate) replication: Arc<super::cluster::Replication>,
 }
 
 fn io(path: &Path, e: std::io::Error) -> QueryError {
@@ -104,7 +106,9 @@ impl Server {
             query_log: Default::default(),
             users: Mutex::new(cfg.user_passwords()),
             default_settings: cfg.default_settings()?,
+            replication: Arc::new(super::cluster::Replication::new(cfg.cluster.clone(), data_dir.join("replication"))),
         });
+        server.replication.set_server(&server);
         let meta = data_dir.join("metadata");
         std::fs::create_dir_all(meta.join("default")).map_err(|e| io(&meta, e))?;
         let mut dbs: Vec<String> = std::fs::read_dir(&meta)
@@ -129,7 +133,7 @@ impl Server {
                 let Statement::CreateTable(create) = parse_statement(&sql)? else {
                     return Err(QueryError::bad_arguments(format!("{} is not a CREATE TABLE", f.display())));
                 };
-                let table = LocalTable::open(&server.table_dir(&db, &create.name), *create.clone())?;
+                let table = server.open_engine(&db, &server.table_dir(&db, &create.name), *create.clone())?;
                 server.register_table(&db, &create.name, table)?;
             }
         }
@@ -141,6 +145,26 @@ impl Server {
             server.start_merges(i, cfg.server.merge_threads);
         }
         Ok(server)
+    }
+
+    /// Opens a table with its engine: `Replicated*` tables replicate
+    /// through Raft groups, the others are local to this node.
+    pub(crate) fn open_engine(
+        &self,
+        db: &str,
+        dir: &Path,
+        create: crate::parse::CreateTable,
+    ) -> Result<Arc<dyn TableEngine>, QueryError> {
+        if create.engine.as_ref().is_some_and(|e| e.name.starts_with("Replicated")) {
+            Ok(crate::table::ReplicatedTable::open(db, create, self.replication.clone())?)
+        } else {
+            Ok(LocalTable::open(dir, create)?)
+        }
+    }
+
+    /// The cluster and this node's replication.
+    pub fn replication(&self) -> &Arc<super::cluster::Replication> {
+        &self.replication
     }
 
     pub(crate) fn table_dir(&self, db: &str, table: &str) -> PathBuf {

@@ -14,6 +14,9 @@
 //!
 //! [users.default]               # users and passwords (default: `default`, no password)
 //! password = ""
+//!
+//! [cluster]                     # see `cluster.rs`; absent: a one-node cluster
+//! node_id = 1
 //! ```
 
 use std::collections::BTreeMap;
@@ -66,6 +69,7 @@ pub struct Config {
     pub server: ServerSection,
     pub settings: BTreeMap<String, toml::Value>,
     pub users: BTreeMap<String, User>,
+    pub cluster: super::cluster::ClusterSection,
 }
 
 impl Config {
@@ -76,6 +80,7 @@ impl Config {
             return Err(bad("Invalid configuration: server.merge_threads must be at least 1".into()));
         }
         c.default_settings()?;
+        c.cluster.validate().map_err(|e| bad(format!("Invalid configuration: {e}")))?;
         Ok(c)
     }
 

@@ -51,6 +51,14 @@ impl Server {
         if !self.tables().contains_key(to_db) {
             return Err(super::catalog::unknown_database(to_db));
         }
+        if table.create().engine.as_ref().is_some_and(|e| e.name.starts_with("Replicated")) {
+            // Its Raft groups are named after the table on every replica.
+            return Err(QueryError {
+                code: 48,
+                name: "NOT_IMPLEMENTED",
+                message: format!("RENAME of replicated table {from_db}.{from} is not supported yet"),
+            });
+        }
         let mut create = table.create().clone();
         create.name = to.to_string();
         create.database = None;

@@ -18,7 +18,7 @@ use crate::error::QueryError;
 use crate::format::{self, Format};
 use crate::parse::cursor::Cursor;
 use crate::parse::{AlterCommand, PartitionSpec, Statement, parse_statement};
-use crate::table::{InsertOptions, LocalTable, OptimizeOptions, TableEngine};
+use crate::table::{InsertOptions, OptimizeOptions, TableEngine};
 
 /// What a statement returns.
 #[derive(Debug, Default)]
@@ -209,6 +209,11 @@ impl Server {
         data: &[u8],
         q: &QueryContext,
     ) -> Result<QueryOutput, QueryError> {
+        // Replicated tables read this node's groups: bring them up before the
+        // first statement after a restart (the server binary starts them at once).
+        if self.replication.started().is_none() && self.has_replicated_tables() {
+            self.replication.start().await?;
+        }
         if let Some((head, inline)) = split_insert_format(sql) {
             let mut rows = inline.as_bytes().to_vec();
             if !data.is_empty() {
@@ -300,7 +305,7 @@ impl Server {
                 let server = self.clone();
                 let (db2, name2) = (db.clone(), name.clone());
                 blocking(move || {
-                    let table = LocalTable::open(&dir, *create)?;
+                    let table = server.open_engine(&db2, &dir, *create)?;
                     write_atomic(&server.metadata_path(&db2, &name2), text.as_bytes())?;
                     server.register_table(&db2, &name2, table)
                 })
@@ -309,7 +314,7 @@ impl Server {
                     let insert = format!("INSERT INTO {}.{} {sel}", quote_ident(&db), quote_ident(&name));
                     if let Err(e) = self.execute_insert(&insert, None, q).await {
                         // Like ClickHouse: a failed AS SELECT leaves no table behind.
-                        let _ = self.drop_table(&db, &name);
+                        let _ = self.drop_table(&db, &name).await;
                         return Err(e);
                     }
                 }
@@ -321,7 +326,7 @@ impl Server {
                     return Ok(QueryOutput::default());
                 }
                 self.table(&db, &name)?;
-                self.drop_table(&db, &name)?;
+                self.drop_table(&db, &name).await?;
                 Ok(QueryOutput::default())
             }
             Statement::DropDatabase { name, if_exists } => {
@@ -331,7 +336,7 @@ impl Server {
                     None => return Err(unknown_database(&name)),
                 };
                 for t in tables {
-                    self.drop_table(&name, &t)?;
+                    self.drop_table(&name, &t).await?;
                 }
                 self.tables().remove(&name);
                 if let Some(c) = self.ctx.catalog(super::catalog::CATALOG) {
@@ -519,8 +524,20 @@ impl Server {
         ctx.execute_logical_plan(plan).await.map_err(df)
     }
 
-    pub(crate) fn drop_table(&self, db: &str, name: &str) -> Result<(), QueryError> {
+    fn has_replicated_tables(&self) -> bool {
+        self.tables()
+            .values()
+            .flat_map(|t| t.values())
+            .any(|t| t.create().engine.as_ref().is_some_and(|e| e.name.starts_with("Replicated")))
+    }
+
+    pub(crate) async fn drop_table(&self, db: &str, name: &str) -> Result<(), QueryError> {
         self.deregister_table(db, name);
+        // A replicated table's groups go with it on this replica (other
+        // replicas drop theirs with their own DROP, as in ClickHouse).
+        if let Some(node) = self.replication.started() {
+            node.remove_groups_of(&format!("{db}.{name}")).await.map_err(super::cluster::replication_error)?;
+        }
         let meta = self.metadata_path(db, name);
         std::fs::remove_file(&meta).map_err(|e| st(storage::StorageError::io(&meta, e)))?;
         let dir = self.table_dir(db, name);
@@ -647,12 +664,20 @@ impl Server {
             // and sort cost) and deduplicated on its own.
             let block = (q.settings.u64("max_insert_block_size") as usize).max(1);
             let stats = q.stats.clone();
+            let quorum = q.settings.get("insert_quorum").unwrap_or("0").to_string();
+            let quorum_timeout_ms = q.settings.u64("insert_quorum_timeout");
             let rows = blocking(move || {
                 super::metering::measured(&stats, || {
                     let mut rows = 0;
                     for (index, start) in (0..full.num_rows().max(1)).step_by(block).enumerate() {
                         let len = block.min(full.num_rows() - start);
-                        let opts = InsertOptions { deduplicate, token: token.clone(), index };
+                        let opts = InsertOptions {
+                            deduplicate,
+                            token: token.clone(),
+                            index,
+                            quorum: quorum.clone(),
+                            quorum_timeout_ms,
+                        };
                         rows += table.insert(&full.slice(start, len), &opts)?;
                     }
                     Ok(rows)

@@ -2,6 +2,7 @@
 //! statement executor, background merges, and the ClickHouse HTTP interface.
 
 mod catalog;
+pub mod cluster;
 pub mod config;
 mod ddl;
 mod execute;
@@ -14,6 +15,7 @@ pub mod query_log;
 pub mod session;
 pub mod settings;
 mod system;
+mod system_replication;
 
 pub use catalog::Server;
 pub use execute::QueryOutput;

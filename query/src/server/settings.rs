@@ -43,7 +43,13 @@ pub const KNOWN: &[Known] = &[
     k("input_format_null_as_default", "1", "Bool", "NULL into a non-Nullable column becomes the default"),
     ignored("max_block_size", "65409", "NonZeroUInt64", "Rows per block read from a table"),
     k("max_insert_block_size", "1048449", "UInt64", "Rows per block (and part) an insert is split into"),
-    ignored("insert_quorum", "0", "UInt64Auto", "Replicas that must acknowledge an insert (replication)"),
+    k(
+        "insert_quorum",
+        "0",
+        "UInt64Auto",
+        "Replicas that must apply an insert of a replicated table (0: majority commit; 'auto': majority; 'all')",
+    ),
+    k("insert_quorum_timeout", "600000", "UInt64", "Milliseconds an insert waits for its quorum"),
     ignored("select_sequential_consistency", "0", "UInt64", "Read through the leader (replication)"),
     ignored("input_format_skip_unknown_fields", "1", "Bool", "Skip unknown JSONEachRow keys"),
     ignored("date_time_input_format", "basic", "DateTimeInputFormat", "How DateTime text is parsed"),
@@ -101,6 +107,9 @@ impl Settings {
                     Some("0, 1, true or false")
                 }
                 "OverflowMode" if value != "throw" && value != "break" => Some("throw or break"),
+                "UInt64Auto" if value != "auto" && value != "all" && value.parse::<u64>().is_err() => {
+                    Some("an unsigned integer, auto or all")
+                }
                 _ => None,
             };
             if let Some(want) = expected {

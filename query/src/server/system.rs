@@ -29,7 +29,7 @@ fn utf8(v: Vec<String>) -> ArrayRef {
     Arc::new(StringArray::from(v))
 }
 
-fn table_of(fields: Vec<Field>, cols: Vec<ArrayRef>) -> Result<Arc<dyn TableProvider>> {
+pub(crate) fn table_of(fields: Vec<Field>, cols: Vec<ArrayRef>) -> Result<Arc<dyn TableProvider>> {
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(schema.clone(), cols)?;
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
@@ -341,17 +341,20 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        TABLES.iter().map(|t| t.to_string()).collect()
+        TABLES.iter().chain(super::system_replication::TABLES).map(|t| t.to_string()).collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         match self.server.upgrade() {
+            Some(server) if super::system_replication::TABLES.contains(&name) => {
+                super::system_replication::table(&server, name).await
+            }
             Some(server) => build(&server, name),
             None => Ok(None),
         }
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        TABLES.contains(&name)
+        TABLES.contains(&name) || super::system_replication::TABLES.contains(&name)
     }
 }

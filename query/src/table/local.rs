@@ -71,7 +71,7 @@ pub(crate) fn mutation_commands(text: &str) -> Result<Vec<MutationCommand>, Quer
 }
 
 /// The commands of a recorded ALTER/DELETE as `system.mutations` shows them.
-fn command_text(text: &str) -> String {
+pub(crate) fn command_text(text: &str) -> String {
     let Ok(mut c) = crate::parse::cursor::Cursor::new(text) else { return text.to_string() };
     if c.eat_kws(&["ALTER", "TABLE"]) && c.qualified_name().is_ok() {
         return c.rest();

@@ -5,6 +5,7 @@
 
 mod local;
 mod provider;
+mod replicated;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use storage::mutation::MutationCommand;
 
 pub use local::LocalTable;
 pub use provider::EngineProvider;
+pub use replicated::ReplicatedTable;
 
 use crate::error::QueryError;
 use crate::parse::CreateTable;
@@ -36,11 +38,15 @@ pub struct InsertOptions {
     pub token: Option<String>,
     /// The block's index within its insert (with a token, the id is token + index).
     pub index: usize,
+    /// `insert_quorum` of a replicated table: `0` majority commit, `auto`,
+    /// `all` or a number of replicas that must have applied the block.
+    pub quorum: String,
+    pub quorum_timeout_ms: u64,
 }
 
 impl Default for InsertOptions {
     fn default() -> Self {
-        InsertOptions { deduplicate: true, token: None, index: 0 }
+        InsertOptions { deduplicate: true, token: None, index: 0, quorum: "0".into(), quorum_timeout_ms: 600_000 }
     }
 }
 

@@ -40,6 +40,7 @@ impl Runner {
     fn restart(&mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown();
+            self.rt.block_on(s.replication().shutdown());
         }
     }
 }

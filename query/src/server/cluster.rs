@@ -1,0 +1,232 @@
+//! The cluster this server belongs to (`[cluster]` in the configuration) and
+//! its replication node, started on first use or by [`Replication::start`].
+//!
+//! ```toml
+//! [cluster]
+//! node_id = 1
+//! raft_listen = "127.0.0.1:9234"     # this node's gRPC (Raft and part transfer) address
+//! [[cluster.nodes]]
+//! id = 1
+//! raft = "127.0.0.1:9234"
+//! http = "127.0.0.1:8123"
+//! [[cluster.nodes]]
+//! id = 2
+//! raft = "127.0.0.1:9235"
+//! http = "127.0.0.1:8124"
+//! ```
+//!
+//! Without a `[cluster]` section the server is a one-node cluster whose
+//! gRPC service listens on an ephemeral loopback port: the same code path,
+//! with replication factor 1.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, Weak};
+
+use replication::{NodeConfig, ReplicationError, ReplicationNode, TableResolver};
+use serde::Deserialize;
+
+use super::Server;
+use crate::error::QueryError;
+
+/// One node of `[[cluster.nodes]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterNode {
+    pub id: u64,
+    /// gRPC address (Raft and part transfer).
+    pub raft: String,
+    /// ClickHouse HTTP address, for operators and tests.
+    #[serde(default)]
+    pub http: Option<String>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    pub node_id: u64,
+    /// Where this node's gRPC service listens; defaults to its `raft` entry
+    /// in `nodes`, or an ephemeral loopback port for a one-node cluster.
+    pub raft_listen: Option<SocketAddr>,
+    pub nodes: Vec<ClusterNode>,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    /// Entries between snapshots of a group.
+    pub snapshot_logs: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            node_id: 1,
+            raft_listen: None,
+            nodes: Vec::new(),
+            heartbeat_ms: 100,
+            election_timeout_ms: 500,
+            snapshot_logs: 5000,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// Checks the section makes sense.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.nodes.is_empty() && !self.nodes.iter().any(|n| n.id == self.node_id) {
+            return Err(format!("cluster.node_id {} is not among cluster.nodes", self.node_id));
+        }
+        let mut ids: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err("cluster.nodes lists a node id twice".into());
+        }
+        if self.heartbeat_ms == 0 || self.election_timeout_ms <= self.heartbeat_ms {
+            return Err("cluster.election_timeout_ms must exceed cluster.heartbeat_ms > 0".into());
+        }
+        Ok(())
+    }
+
+    /// Every node id, this one included.
+    pub fn node_ids(&self) -> Vec<u64> {
+        if self.nodes.is_empty() { vec![self.node_id] } else { self.nodes.iter().map(|n| n.id).collect() }
+    }
+}
+
+/// The server's replication: configuration and the node, once started.
+pub struct Replication {
+    cfg: ClusterSection,
+    dir: PathBuf,
+    node: tokio::sync::OnceCell<Arc<ReplicationNode>>,
+    handle: OnceLock<tokio::runtime::Handle>,
+    server: OnceLock<Weak<Server>>,
+}
+
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replication").field("node_id", &self.cfg.node_id).finish()
+    }
+}
+
+/// Tables by `db.table`, for groups created on this node by a peer.
+struct ServerTables(Weak<Server>);
+
+impl TableResolver for ServerTables {
+    fn table(&self, name: &str) -> Option<Arc<storage::Table>> {
+        let server = self.0.upgrade()?;
+        let (db, t) = name.split_once('.')?;
+        server.table(db, t).ok().map(|t| t.storage().clone())
+    }
+}
+
+/// Maps replication errors to ClickHouse's codes.
+pub(crate) fn replication_error(e: ReplicationError) -> QueryError {
+    let (code, name) = match &e {
+        ReplicationError::Storage(s) => return QueryError::storage(s),
+        ReplicationError::TooFewLiveReplicas { .. } | ReplicationError::NoLeader { .. } => {
+            (285, "TOO_FEW_LIVE_REPLICAS")
+        }
+        ReplicationError::UnknownStatus(_) => (319, "UNKNOWN_STATUS_OF_INSERT"),
+        ReplicationError::NoSuchTable(_) => (60, "UNKNOWN_TABLE"),
+        ReplicationError::Unreachable { .. } => (210, "NETWORK_ERROR"),
+        _ => (1002, "UNKNOWN_EXCEPTION"),
+    };
+    QueryError { code, name, message: e.to_string() }
+}
+
+impl Replication {
+    pub(crate) fn new(cfg: ClusterSection, dir: PathBuf) -> Self {
+        Replication { cfg, dir, node: Default::default(), handle: OnceLock::new(), server: OnceLock::new() }
+    }
+
+    pub(crate) fn set_server(&self, server: &Arc<Server>) {
+        let _ = self.server.set(Arc::downgrade(server));
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.cfg.node_id
+    }
+
+    /// The cluster section.
+    pub fn config(&self) -> &ClusterSection {
+        &self.cfg
+    }
+
+    /// Starts the node (idempotent): its gRPC service and every group it hosts.
+    pub async fn start(&self) -> Result<Arc<ReplicationNode>, QueryError> {
+        let _ = self.handle.set(tokio::runtime::Handle::current());
+        self.node
+            .get_or_try_init(|| async {
+                let me = self.cfg.nodes.iter().find(|n| n.id == self.cfg.node_id);
+                let listen = match (self.cfg.raft_listen, me) {
+                    (Some(a), _) => a,
+                    (None, Some(n)) => n.raft.parse().map_err(|e| {
+                        QueryError::bad_arguments(format!("cluster node {} raft address {}: {e}", n.id, n.raft))
+                    })?,
+                    (None, None) => SocketAddr::from(([127, 0, 0, 1], 0)),
+                };
+                let mut nc = NodeConfig::new(self.cfg.node_id, &self.dir, listen);
+                nc.peers = self.cfg.nodes.iter().map(|n| (n.id, n.raft.clone())).collect::<BTreeMap<_, _>>();
+                nc.heartbeat_ms = self.cfg.heartbeat_ms;
+                nc.election_timeout_ms = (self.cfg.election_timeout_ms, self.cfg.election_timeout_ms * 2);
+                nc.snapshot_logs = self.cfg.snapshot_logs;
+                let server = self.server.get().cloned().unwrap_or_default();
+                let node =
+                    ReplicationNode::start(nc, Arc::new(ServerTables(server))).await.map_err(replication_error)?;
+                tracing::info!(node = self.cfg.node_id, addr = %node.addr(), "replication node started");
+                Ok::<_, QueryError>(Arc::new(node))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The node if it has started.
+    pub fn started(&self) -> Option<Arc<ReplicationNode>> {
+        self.node.get().cloned()
+    }
+
+    /// Runs a future to completion from a blocking thread (table operations
+    /// run on blocking threads; merges on their own threads).
+    pub(crate) fn block_on<F: Future>(&self, f: F) -> Result<F::Output, QueryError> {
+        let handle = match tokio::runtime::Handle::try_current() {
+            Ok(h) => h,
+            Err(_) => {
+                self.handle.get().cloned().ok_or_else(|| QueryError::bad_arguments("no runtime for replication"))?
+            }
+        };
+        Ok(handle.block_on(f))
+    }
+
+    /// The node, started if needed, from a blocking thread.
+    pub(crate) fn node_blocking(&self) -> Result<Arc<ReplicationNode>, QueryError> {
+        if let Some(n) = self.started() {
+            return Ok(n);
+        }
+        self.block_on(self.start())?
+    }
+
+    /// Replicas of a group: every node when `rf` is 0 or covers the cluster,
+    /// else `rf` nodes chosen by rendezvous hashing on the group id (stable
+    /// as nodes come and go; the catalog issue replaces this with placement).
+    pub fn members(&self, group: u64, rf: usize) -> Vec<u64> {
+        let mut ids = self.cfg.node_ids();
+        if rf == 0 || rf >= ids.len() {
+            return ids;
+        }
+        ids.sort_by_key(|id| {
+            std::cmp::Reverse(xxhash_rust::xxh3::xxh3_64(&[group.to_le_bytes(), id.to_le_bytes()].concat()))
+        });
+        ids.truncate(rf);
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Stops the node.
+    pub async fn shutdown(&self) {
+        if let Some(n) = self.started() {
+            n.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! `ReplicatedMergeTree` (and the other `Replicated*MergeTree` engines): each
+//! partition of the table is a Raft group, created when the partition first
+//! receives data, on every node of the cluster or on `replication_factor`
+//! of them. Inserts, merges, mutations and drops go through the group's log;
+//! reads see this node's applied state.
+//!
+//! As in ClickHouse without `ON CLUSTER`, the table is created on each node
+//! with the same statement; a node that lacks the table refuses to host its
+//! groups until it is created there, then catches up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use replication::registry::Quorum;
+use replication::{GroupSpec, Response};
+use storage::Part;
+use storage::mutation::MutationCommand;
+use storage::partition::split_by_partition;
+
+use super::{InsertOptions, MergeInfo, MutationInfo, OptimizeOptions, TableEngine};
+use crate::error::QueryError;
+use crate::parse::CreateTable;
+use crate::server::cluster::{Replication, replication_error};
+
+/// A replicated table on this node.
+#[derive(Debug)]
+pub struct ReplicatedTable {
+    create: CreateTable,
+    table: Arc<storage::Table>,
+    /// `db.table`: how peers name it.
+    name: String,
+    replication: Arc<Replication>,
+    replication_factor: usize,
+    settings: replication::replica::ReplicaSettings,
+    merges_stopped: AtomicBool,
+}
+
+fn st(e: storage::StorageError) -> QueryError {
+    QueryError::storage(&e)
+}
+
+impl ReplicatedTable {
+    /// The table `db.name` as `create` defines it.
+    pub fn open(
+        db: &str,
+        create: CreateTable,
+        replication: Arc<Replication>,
+    ) -> Result<Arc<ReplicatedTable>, QueryError> {
+        let def = create.table_def()?;
+        let table = storage::Table::new(def).map_err(st)?;
+        let mut settings = replication::replica::ReplicaSettings::default();
+        let mut rf = 0;
+        for (k, v) in &create.settings {
+            let v = v.trim();
+            let bad = || QueryError::bad_arguments(format!("Setting {k} cannot take the value '{v}'"));
+            match k.as_str() {
+                "replication_factor" => rf = v.parse().map_err(|_| bad())?,
+                "replicated_deduplication_window" => {
+                    settings.replicated_deduplication_window = v.parse().map_err(|_| bad())?
+                }
+                "replicated_deduplication_window_seconds" => {
+                    settings.replicated_deduplication_window_seconds = v.parse().map_err(|_| bad())?
+                }
+                _ => {}
+            }
+        }
+        Ok(Arc::new(ReplicatedTable {
+            name: format!("{db}.{}", create.name),
+            create,
+            table,
+            replication,
+            replication_factor: rf,
+            settings,
+            merges_stopped: AtomicBool::new(false),
+        }))
+    }
+
+    /// The group of a partition: a stable hash of table and partition.
+    pub fn group_id(&self, partition_id: &str) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(format!("{}\0{partition_id}", self.name).as_bytes())
+    }
+
+    fn spec(&self, partition_id: &str) -> GroupSpec {
+        let group = self.group_id(partition_id);
+        GroupSpec {
+            group,
+            table: self.name.clone(),
+            partition_id: partition_id.to_string(),
+            members: self.replication.members(group, self.replication_factor),
+            settings: self.settings.clone(),
+        }
+    }
+
+    /// The groups of this table hosted here.
+    fn groups(&self) -> Vec<Arc<replication::registry::Group>> {
+        match self.replication.started() {
+            Some(n) => n.groups().into_iter().filter(|g| g.spec.table == self.name).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn quorum(&self, opts: &InsertOptions, replicas: usize) -> Result<Quorum, QueryError> {
+        Ok(match opts.quorum.trim().trim_matches('\'') {
+            "" | "0" | "1" => Quorum::Majority,
+            "auto" => Quorum::Majority,
+            "all" => Quorum::All,
+            n => {
+                let n: usize = n.parse().map_err(|_| QueryError {
+                    code: 27,
+                    name: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+                    message: format!("insert_quorum = {n}"),
+                })?;
+                if n > replicas {
+                    return Err(replication_error(replication::ReplicationError::TooFewLiveReplicas {
+                        alive: replicas,
+                        needed: n,
+                    }));
+                }
+                Quorum::Replicas(n)
+            }
+        })
+    }
+
+    /// Proposes a command to every group of the table hosted here.
+    fn propose_all(&self, f: impl Fn(&GroupSpec) -> Option<replication::Command>) -> Result<Vec<i64>, QueryError> {
+        let node = self.replication.node_blocking()?;
+        let mut out = Vec::new();
+        for g in self.groups() {
+            if let Some(cmd) = f(&g.spec) {
+                let r = self.replication.block_on(node.propose(g.spec.group, cmd))?.map_err(replication_error)?;
+                if let Response::Mutation { version } = r.response {
+                    out.push(version);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl TableEngine for ReplicatedTable {
+    fn create(&self) -> &CreateTable {
+        &self.create
+    }
+
+    fn storage(&self) -> &Arc<storage::Table> {
+        &self.table
+    }
+
+    fn insert(&self, batch: &RecordBatch, opts: &InsertOptions) -> Result<usize, QueryError> {
+        let node = self.replication.node_blocking()?;
+        let mut rows = 0;
+        for block in split_by_partition(&self.table, batch).map_err(st)? {
+            let spec = self.spec(&block.partition_id);
+            if let Some(g) = node.group(spec.group) {
+                let active = g.replica.snapshot().len();
+                if let Some(delay) =
+                    storage::backpressure::check_insert(&block.partition_id, active, &self.table.def.settings)
+                        .map_err(st)?
+                {
+                    std::thread::sleep(delay);
+                }
+            }
+            let block_id = match (&opts.token, opts.deduplicate && self.settings.replicated_deduplication_window > 0) {
+                (_, false) => replication::staging::new_staged_id(node.id()),
+                (Some(t), true) => storage::dedup::token_block_id(&format!("{t}\0{}", block.partition_id), opts.index),
+                (None, true) => storage::dedup::block_id(&block.batch).map_err(st)?,
+            };
+            let quorum = self.quorum(opts, spec.members.len())?;
+            let timeout = Duration::from_millis(opts.quorum_timeout_ms.max(1));
+            let n = block.batch.num_rows();
+            let out = self
+                .replication
+                .block_on(node.insert(&spec, block.value, block.batch, block_id, quorum, timeout))?
+                .map_err(replication_error)?;
+            if matches!(out.response, Response::Inserted { .. }) {
+                rows += n;
+            }
+        }
+        Ok(rows)
+    }
+
+    fn snapshot(&self) -> Vec<Arc<Part>> {
+        self.groups().iter().flat_map(|g| g.replica.snapshot()).collect()
+    }
+
+    fn merge_step(&self) -> Result<bool, QueryError> {
+        if self.merges_stopped.load(Ordering::SeqCst) || self.replication.started().is_none() {
+            return Ok(false);
+        }
+        let node = self.replication.node_blocking()?;
+        let mut any = false;
+        for g in self.groups() {
+            let leads = self.replication.block_on(g.raft.current_leader())? == Some(node.id());
+            if !leads {
+                continue;
+            }
+            let s = &self.table.def.settings;
+            let settings = storage::merge::selector::SelectorSettings {
+                max_parts_to_merge_at_once: s.max_parts_to_merge_at_once,
+                max_total_bytes: s.max_bytes_to_merge_at_max_space_in_pool,
+                ..Default::default()
+            };
+            if let Some(names) = storage::merge::selector::select_merge(&g.replica.merge_candidates(), &settings) {
+                let sources = names.iter().map(|n| n.to_string()).collect();
+                let cmd = replication::Command::Merge { sources, mode: Default::default() };
+                self.replication.block_on(node.propose(g.spec.group, cmd))?.map_err(replication_error)?;
+                any = true;
+            }
+        }
+        Ok(any)
+    }
+
+    fn optimize(&self, opts: &OptimizeOptions) -> Result<(), QueryError> {
+        let node = self.replication.node_blocking()?;
+        let mode = storage::ReduceMode { final_read: false, cleanup: opts.cleanup, deduplicate: opts.deduplicate };
+        for g in self.groups() {
+            if opts.partition_id.as_ref().is_some_and(|p| *p != g.spec.partition_id) {
+                continue;
+            }
+            self.replication.block_on(node.optimize(g.spec.group, opts.final_, mode))?.map_err(replication_error)?;
+        }
+        Ok(())
+    }
+
+    fn mutate(&self, commands: Vec<MutationCommand>, text: &str) -> Result<i64, QueryError> {
+        storage::mutation::validate(
+            &self.table,
+            &storage::mutation::Mutation { version: i64::MAX, commands: commands.clone() },
+        )
+        .map_err(st)?;
+        let ts = chrono::Utc::now().timestamp();
+        let versions = self.propose_all(|_| {
+            Some(replication::Command::Mutate { commands: commands.clone(), text: text.to_string(), ts })
+        })?;
+        Ok(versions.into_iter().max().unwrap_or(0))
+    }
+
+    fn drop_partition(&self, partition_id: &str) -> Result<(), QueryError> {
+        self.propose_all(|s| {
+            (s.partition_id == partition_id)
+                .then(|| replication::Command::DropPartition { partition_id: partition_id.to_string() })
+        })
+        .map(|_| ())
+    }
+
+    fn truncate(&self) -> Result<(), QueryError> {
+        self.propose_all(|s| Some(replication::Command::DropPartition { partition_id: s.partition_id.clone() }))
+            .map(|_| ())
+    }
+
+    fn set_merges_stopped(&self, stopped: bool) {
+        self.merges_stopped.store(stopped, Ordering::SeqCst);
+    }
+
+    fn cleanup(&self) -> Result<(), QueryError> {
+        let grace = Duration::from_secs(self.table.def.settings.old_parts_lifetime_secs);
+        for g in self.groups() {
+            g.replica.cleanup(grace, Duration::from_secs(3600)).map_err(replication_error)?;
+        }
+        Ok(())
+    }
+
+    fn outdated(&self) -> Vec<Arc<Part>> {
+        self.groups().iter().flat_map(|g| g.replica.outdated()).collect()
+    }
+
+    fn merges(&self) -> Vec<MergeInfo> {
+        Vec::new()
+    }
+
+    fn mutations(&self) -> Vec<MutationInfo> {
+        // One row per ALTER across this table's groups (each group numbers it
+        // with its own log index), as ClickHouse shows one row per mutation.
+        let mut by_id: std::collections::BTreeMap<(i64, String), MutationInfo> = Default::default();
+        for g in self.groups() {
+            for m in g.replica.mutations() {
+                let todo = if m.killed { 0 } else { g.replica.parts_to_do(m.version) };
+                let e = by_id.entry((m.create_time, m.text.clone())).or_insert_with(|| MutationInfo {
+                    mutation_id: format!("{:010}", m.version),
+                    command: super::local::command_text(&m.text),
+                    create_time: m.create_time,
+                    block_number: m.version,
+                    parts_to_do: 0,
+                    is_done: true,
+                    latest_fail_reason: String::new(),
+                });
+                e.block_number = e.block_number.max(m.version);
+                e.parts_to_do += todo;
+                e.is_done &= todo == 0;
+            }
+        }
+        by_id.into_values().collect()
+    }
+}
