@@ -12,6 +12,7 @@
 pub mod command;
 pub mod dedup;
 pub mod error;
+mod hibernate;
 pub mod log_store;
 pub mod registry;
 pub mod replica;

@@ -52,6 +52,8 @@ pub struct NodeConfig {
     pub snapshot_logs: u64,
     /// How long a proposal waits for a leader before giving up.
     pub propose_timeout: Duration,
+    /// Quiesce a group whose log has not moved for this long (`None`: never).
+    pub idle_after: Option<Duration>,
     /// Fault injection for tests; inert by default.
     pub net: Arc<NetControl>,
 }
@@ -68,6 +70,7 @@ impl NodeConfig {
             election_timeout_ms: (400, 800),
             snapshot_logs: 5000,
             propose_timeout: Duration::from_secs(10),
+            idle_after: Some(Duration::from_secs(2)),
             net: Arc::new(NetControl::default()),
         }
     }
@@ -106,6 +109,7 @@ pub(crate) struct NodeInner {
     tables: Arc<dyn TableResolver>,
     raft_config: Arc<openraft::Config>,
     propose_timeout: Duration,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 /// How an insert waits (`insert_quorum`).
@@ -132,6 +136,7 @@ pub struct ReplicationNode {
     pub(crate) inner: Arc<NodeInner>,
     addr: SocketAddr,
     server: Mutex<Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
+    hibernate: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for ReplicationNode {
@@ -181,10 +186,13 @@ impl ReplicationNode {
             tables,
             raft_config: Arc::new(raft_config),
             propose_timeout: cfg.propose_timeout,
+            stopped: Default::default(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel();
         let server = crate::transport::serve(inner.clone(), listener, rx);
-        let node = ReplicationNode { inner, addr, server: Mutex::new(Some((tx, server))) };
+        let hibernate = cfg.idle_after.map(|idle| crate::hibernate::spawn(Arc::downgrade(&inner), idle));
+        let node =
+            ReplicationNode { inner, addr, server: Mutex::new(Some((tx, server))), hibernate: Mutex::new(hibernate) };
         for (_, spec) in node.inner.db.groups_with(MetaTag::Spec).map_err(raft_err)? {
             let spec: GroupSpec = crate::log_store::decode(&spec).map_err(ReplicationError::Corrupted)?;
             node.inner.open_group(spec, false).await?;
@@ -209,7 +217,7 @@ impl ReplicationNode {
 
     /// Every hosted group.
     pub fn groups(&self) -> Vec<Arc<Group>> {
-        self.inner.groups.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.inner.all_groups()
     }
 
     /// Learns (or changes) a peer's address.
@@ -440,6 +448,10 @@ impl ReplicationNode {
     /// Stops every group and the gRPC service (a clean shutdown, or a
     /// simulated crash in tests: nothing is flushed beyond what was synced).
     pub async fn shutdown(&self) {
+        self.inner.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(h) = self.hibernate.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            h.abort();
+        }
         let taken = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((tx, handle)) = taken {
             let _ = tx.send(());
@@ -475,6 +487,14 @@ fn chrono_secs() -> i64 {
 }
 
 impl NodeInner {
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn all_groups(&self) -> Vec<Arc<Group>> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
     pub(crate) fn group(&self, group: GroupId) -> Option<Arc<Group>> {
         self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
     }
@@ -523,6 +543,7 @@ impl NodeInner {
     /// retries while there is no leader, for up to 10 seconds.
     pub(crate) async fn propose(&self, group: GroupId, cmd: Command) -> Result<InsertOutcome> {
         let g = self.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
+        crate::hibernate::wake(&g);
         let deadline = tokio::time::Instant::now() + self.propose_timeout;
         let mut submitted = false;
         loop {

@@ -56,6 +56,7 @@ struct Cluster {
     net: Arc<NetControl>,
     tables: Arc<Tables>,
     snapshot_logs: u64,
+    idle_after: Option<Duration>,
 }
 
 const GROUP: u64 = 7;
@@ -72,6 +73,7 @@ impl Cluster {
             net: Arc::new(NetControl::default()),
             tables: Arc::new(Tables([("db.t".to_string(), table())].into_iter().collect())),
             snapshot_logs,
+            idle_after: None,
         };
         for i in 1..=n {
             c.start_node(i).await;
@@ -87,6 +89,7 @@ impl Cluster {
         cfg.snapshot_logs = self.snapshot_logs;
         cfg.propose_timeout = Duration::from_secs(3);
         cfg.net = self.net.clone();
+        cfg.idle_after = self.idle_after;
         let node = ReplicationNode::start(cfg, self.tables.clone()).await.unwrap();
         self.nodes.insert(id, node);
     }
@@ -398,6 +401,47 @@ async fn leader_cut_off_in_a_minority_cannot_acknowledge() {
     c.converge().await;
     for id in 1..=3 {
         assert_eq!(c.keys(id), expected_keys(&[0, 2].into_iter().collect(), 10), "node {id}");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_groups_quiesce_and_wake_for_writes_and_leader_loss() {
+    let mut c = Cluster::start(3, 5000).await;
+    c.idle_after = Some(Duration::from_millis(300));
+    for id in 1..=3 {
+        c.kill(id).await;
+        c.start_node(id).await;
+    }
+    c.insert(1, &batch(0, 10), "b0").await.unwrap();
+    async fn all_quiesced(c: &Cluster) -> bool {
+        c.nodes.values().all(|n| n.group(GROUP).is_some_and(|g| g.is_quiesced()))
+    }
+    let mut waited = 0;
+    while !all_quiesced(&c).await {
+        waited += 1;
+        assert!(waited < 100, "the idle group never quiesced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A quiesced group takes writes.
+    c.insert(2, &batch(1, 10), "b1").await.unwrap();
+    c.converge().await;
+    // Its leader's node dies while it is quiesced: the followers notice by
+    // the node ping, wake, and elect a new leader.
+    let mut waited = 0;
+    while !all_quiesced(&c).await {
+        waited += 1;
+        assert!(waited < 100, "the idle group never quiesced again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let l = c.wait_leader().await;
+    c.kill(l).await;
+    let via = *c.nodes.keys().next().unwrap();
+    c.insert(via, &batch(2, 10), "b2").await.unwrap();
+    c.start_node(l).await;
+    c.converge().await;
+    for id in 1..=3 {
+        assert_eq!(c.keys(id), expected_keys(&[0, 1, 2].into_iter().collect(), 10), "node {id}");
     }
     c.shutdown().await;
 }

@@ -45,6 +45,7 @@ enum Rpc {
     Propose,
     Create,
     Applied,
+    Ping,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +115,7 @@ impl Peers {
                 Rpc::Propose => c.propose(req).await,
                 Rpc::Create => c.create_group(req).await,
                 Rpc::Applied => c.applied(req).await,
+                Rpc::Ping => c.ping(req).await,
             }
         };
         match tokio::time::timeout(timeout, fut).await {
@@ -152,6 +154,11 @@ impl Peers {
     pub(crate) async fn applied(&self, to: NodeId, group: GroupId) -> Result<Option<u64>> {
         let reply = self.unary(to, Rpc::Applied, group, Vec::new(), Duration::from_secs(2)).await?;
         json(&reply)
+    }
+
+    /// Whether `to` answers within `timeout`.
+    pub(crate) async fn ping(&self, to: NodeId, timeout: Duration) -> bool {
+        self.unary(to, Rpc::Ping, 0, Vec::new(), timeout).await.is_ok()
     }
 
     /// Streams a staged block into `to`'s staging area; returns once `to`

@@ -82,6 +82,7 @@ impl RaftTransport for Service {
         let r = req.into_inner();
         let g = self.group(r.group)?;
         let cmd: crate::Command = parse(&r.payload)?;
+        crate::hibernate::wake(&g);
         // Only the local Raft: forwarding again could bounce between nodes.
         let out = g.raft.client_write(cmd).await.map(|w| (w.data, w.log_id.index)).map_err(|e| e.to_string());
         reply(&out)
@@ -97,6 +98,10 @@ impl RaftTransport for Service {
     async fn applied(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
         let g = self.group(req.into_inner().group)?;
         reply(&g.replica.applied().0.map(|l| l.index))
+    }
+
+    async fn ping(&self, _req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
+        Ok(Response::new(GroupReply { payload: Vec::new() }))
     }
 
     async fn push_part(&self, req: Request<Streaming<PartChunk>>) -> Result<Response<PushReply>, Status> {
