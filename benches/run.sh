@@ -4,12 +4,19 @@
 # inserts + OPTIMIZE FINAL, mutations, the 12 queries, peak RSS.
 # Usage: benches/run.sh [ROWS] [REPS]   (defaults 10000000 and 5)
 #        benches/run.sh --smoke         (100k rows, 1 repetition, debug build: CI keeps it working)
+#        benches/run.sh --cluster       (replication: 3 server processes, RF=3, vs one node;
+#                                        writes results/CLUSTER.{md,json})
 # Writes benches/results/LATEST.{md,json,svg} (smoke: benches/work/smoke.*).
 set -euo pipefail
 cd "$(dirname "$0")"
 PROFILE=release
 OUT=results/LATEST
-if [ "${1:-}" = "--smoke" ]; then
+CLUSTER=""
+if [ "${1:-}" = "--cluster" ]; then
+  CLUSTER=1
+  shift
+  ROWS=10000000 REPS=1
+elif [ "${1:-}" = "--smoke" ]; then
   ROWS=100000 REPS=1 PROFILE=debug OUT=work/smoke
 else
   ROWS="${1:-10000000}"
@@ -41,6 +48,9 @@ else
     "$CARGO_TARGET_DIR/release/storage-bench" --rows "$ROWS" --gen-only --workdir "$WORK" --parquet-out "$PARQUET"
   fi
   cargo build -q --release -p shardhouse
+fi
+if [ -n "$CLUSTER" ]; then
+  exec .venv/bin/python cluster.py "$CARGO_TARGET_DIR/release/shardhouse" "$PARQUET" "$WORK" results/CLUSTER "$@"
 fi
 DATA="$WORK/queries_shardhouse"
 rm -rf "$DATA"

@@ -24,6 +24,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use replication::{NodeConfig, ReplicationError, ReplicationNode, TableResolver};
 use serde::Deserialize;
@@ -56,6 +57,9 @@ pub struct ClusterSection {
     pub election_timeout_ms: u64,
     /// Entries between snapshots of a group.
     pub snapshot_logs: u64,
+    /// Quiesce a group (no heartbeats, no election timers) after this long
+    /// without writes; 0 never quiesces.
+    pub quiesce_after_ms: u64,
 }
 
 impl Default for ClusterSection {
@@ -67,6 +71,7 @@ impl Default for ClusterSection {
             heartbeat_ms: 100,
             election_timeout_ms: 500,
             snapshot_logs: 5000,
+            quiesce_after_ms: 2000,
         }
     }
 }
@@ -172,6 +177,7 @@ impl Replication {
                 nc.heartbeat_ms = self.cfg.heartbeat_ms;
                 nc.election_timeout_ms = (self.cfg.election_timeout_ms, self.cfg.election_timeout_ms * 2);
                 nc.snapshot_logs = self.cfg.snapshot_logs;
+                nc.idle_after = (self.cfg.quiesce_after_ms > 0).then(|| Duration::from_millis(self.cfg.quiesce_after_ms));
                 let server = self.server.get().cloned().unwrap_or_default();
                 let node =
                     ReplicationNode::start(nc, Arc::new(ServerTables(server))).await.map_err(replication_error)?;

@@ -1,0 +1,255 @@
+"""Replication benchmarks (issue 5; suite workload 6): three `shardhouse server`
+processes on loopback with a ReplicatedMergeTree table (RF = 3) next to a
+single-node server in the same run.
+
+1. insert throughput of 100k-row Parquet blocks: RF=3 cluster vs the single
+   node (MergeTree, and ReplicatedMergeTree with RF=1), interleaved per block;
+2. small-insert (1-100 rows) commit latency p50/p99 at 1, 16 and 64 clients;
+3. idle CPU of a node hosting 1,000 groups, quiesced and not;
+4. catch-up speed of a replica that was down during a load (MB/s).
+
+Usage: cluster.py BINARY HITS_PARQUET WORKDIR OUT [--blocks N] [--groups N]
+Writes OUT.md and OUT.json. Ratios, not absolute times: the machine is noisy.
+"""
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from run import DDL, Shardhouse, pct
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Node:
+    def __init__(self, binary, root, node_id, cluster_toml, http, quiesce_ms):
+        self.binary, self.node_id, self.http = binary, node_id, http
+        self.dir = root / f"n{node_id}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = self.dir / "shardhouse.toml"
+        cluster = ""
+        if cluster_toml:
+            cluster = f"\n[cluster]\nnode_id = {node_id}\nquiesce_after_ms = {quiesce_ms}\n{cluster_toml}"
+        self.config.write_text(
+            f'[server]\ndata_dir = "{self.dir / "data"}"\nhttp_listen = "127.0.0.1:{http}"\n'
+            f"max_body_bytes = 4294967296\n{cluster}"
+        )
+        self.proc = None
+        self.sh = Shardhouse(f"http://127.0.0.1:{http}")
+
+    def start(self):
+        log = open(self.dir / "server.log", "ab")
+        self.proc = subprocess.Popen([self.binary, "server", "-c", str(self.config)], stdout=log, stderr=log)
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.http}/ping", timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"node {self.node_id} did not start")
+
+    def kill(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def cpu_seconds(self):
+        f = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cluster(binary, root, n, quiesce_ms=2000):
+    ports = [(free_port(), free_port()) for _ in range(n)]
+    toml = "".join(
+        f'[[cluster.nodes]]\nid = {i + 1}\nraft = "127.0.0.1:{r}"\nhttp = "127.0.0.1:{h}"\n'
+        for i, (r, h) in enumerate(ports)
+    )
+    nodes = [Node(binary, root, i + 1, toml, h, quiesce_ms) for i, (_, h) in enumerate(ports)]
+    for nd in nodes:
+        nd.start()
+    return nodes
+
+
+def replicated(ddl, name, extra=""):
+    ddl = ddl.replace("TABLE hits", f"TABLE {name}").replace("ENGINE = MergeTree", "ENGINE = ReplicatedMergeTree")
+    return ddl + extra
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("parquet")
+    ap.add_argument("workdir")
+    ap.add_argument("out")
+    ap.add_argument("--blocks", type=int, default=30)
+    ap.add_argument("--groups", type=int, default=1000)
+    ap.add_argument("--small", type=int, default=200, help="small inserts per concurrency level")
+    a = ap.parse_args()
+    root = Path(a.workdir) / "cluster_bench"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    report = {"machine": {"cores": os.cpu_count(), "load_before": os.getloadavg()[0]}}
+
+    tbl = pq.read_table(a.parquet)
+    rows_per_block = 100_000
+    blocks = []
+    for i in range(a.blocks):
+        buf = pa.BufferOutputStream()
+        pq.write_table(tbl.slice(i * rows_per_block, rows_per_block), buf, compression="none")
+        blocks.append(buf.getvalue().to_pybytes())
+    mb_in = sum(len(b) for b in blocks) / 1e6
+
+    nodes = cluster(a.binary, root / "rf3", 3)
+    single = Node(a.binary, root, "single", "", free_port(), 0)
+    single.start()
+    try:
+        # 1. Insert throughput, engines interleaved per block.
+        print("cluster: 100k-row inserts ...", flush=True)
+        for nd in nodes:
+            nd.sh.post(replicated(DDL, "ins3"))
+        single.sh.post(DDL.replace("TABLE hits", "TABLE ins"))
+        single.sh.post(replicated(DDL, "ins1"))
+        t = {"rf3": 0.0, "single_mergetree": 0.0, "single_replicated_rf1": 0.0}
+        for i, b in enumerate(blocks):
+            t["rf3"] += timed(lambda: nodes[i % 3].sh.post("INSERT INTO ins3 FORMAT Parquet", b))
+            t["single_mergetree"] += timed(lambda: single.sh.post("INSERT INTO ins FORMAT Parquet", b))
+            t["single_replicated_rf1"] += timed(lambda: single.sh.post("INSERT INTO ins1 FORMAT Parquet", b))
+        n = rows_per_block * len(blocks)
+        ins = {k: {"rows_per_s": n / v, "MB_per_s": mb_in / v} for k, v in t.items()}
+        report["inserts"] = ins
+        counts = [int(nd.sh.post("SELECT count() FROM ins3")) for nd in nodes]
+        assert all(c == n for c in counts), f"replicas disagree after the load: {counts}"
+
+        # 2. Small inserts: commit latency at 1, 16, 64 clients.
+        print("cluster: small-insert latency ...", flush=True)
+        small = {}
+        for clients in (1, 16, 64):
+            name = f"small{clients}"
+            ddl = (f"CREATE TABLE {name} (k UInt64, v String) ENGINE = ReplicatedMergeTree ORDER BY k "
+                   "SETTINGS parts_to_delay_insert = 100000, parts_to_throw_insert = 100000")
+            for nd in nodes:
+                nd.sh.post(ddl)
+            rng = random.Random(clients)
+            bodies = []
+            for j in range(a.small):
+                r = rng.randint(1, 100)
+                bodies.append("".join(f"{j * 1000 + x}\tv{x}\n" for x in range(r)).encode())
+
+            def one(j):
+                nd = nodes[j % 3]
+                return timed(lambda: nd.sh.post(f"INSERT INTO {name} FORMAT TSV", bodies[j]))
+
+            nodes[0].sh.post(f"INSERT INTO {name} FORMAT TSV", b"0\twarm\n")  # creates the group
+            with cf.ThreadPoolExecutor(clients) as ex:
+                t0 = time.perf_counter()
+                lat = list(ex.map(one, range(a.small)))
+                wall = time.perf_counter() - t0
+            small[clients] = {"p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
+                              "inserts_per_s": a.small / wall}
+        report["small_inserts"] = small
+
+        # 4. Catch-up: node 3 down during a load, then time to apply it all.
+        print("cluster: catch-up ...", flush=True)
+        for nd in nodes:
+            nd.sh.post(replicated(DDL, "catch"))
+        nodes[0].sh.post("INSERT INTO catch FORMAT Parquet", blocks[0])
+        nodes[2].kill()
+        for b in blocks[1:11]:
+            nodes[0].sh.post("INSERT INTO catch FORMAT Parquet", b)
+        want = int(nodes[0].sh.post("SELECT count() FROM catch"))
+        size = int(nodes[0].sh.post(
+            "SELECT sum(bytes_on_disk) FROM system.parts WHERE table = 'catch' AND active = 1") or 0)
+        t0 = time.perf_counter()
+        nodes[2].start()
+        while int(nodes[2].sh.post("SELECT count() FROM catch")) != want:
+            time.sleep(0.05)
+        secs = time.perf_counter() - t0
+        report["catch_up"] = {"seconds": secs, "MB": size / 1e6, "MB_per_s": size / 1e6 / secs}
+
+        # 3. Idle CPU with many groups: one partition per group.
+        print(f"cluster: idle CPU with {a.groups} groups ...", flush=True)
+        for nd in nodes:
+            nd.sh.post("CREATE TABLE many (p UInt32, v UInt8) ENGINE = ReplicatedMergeTree PARTITION BY p ORDER BY v")
+        body = "".join(f"{p}\t1\n" for p in range(a.groups)).encode()
+        nodes[0].sh.post("INSERT INTO many FORMAT TSV", body)
+        idle = {}
+        for mode, quiesce_ms in (("quiesced", 2000), ("not_quiesced", 0)):
+            if mode == "not_quiesced":
+                for nd in nodes:
+                    nd.kill()
+                    nd.config.write_text(nd.config.read_text().replace("quiesce_after_ms = 2000", "quiesce_after_ms = 0"))
+                    nd.start()
+            groups_here = int(nodes[0].sh.post("SELECT count() FROM system.raft_groups"))
+            deadline = time.time() + 120
+            while mode == "quiesced" and time.time() < deadline:
+                q = [int(nd.sh.post("SELECT countIf(quiesced) FROM system.raft_groups")) for nd in nodes]
+                if all(x >= groups_here for x in q):
+                    break
+                time.sleep(1)
+            time.sleep(3)
+            c0 = [nd.cpu_seconds() for nd in nodes]
+            t0 = time.perf_counter()
+            time.sleep(20)
+            dt = time.perf_counter() - t0
+            c1 = [nd.cpu_seconds() for nd in nodes]
+            idle[mode] = {"groups_per_node": groups_here,
+                          "cpu_pct_of_core": [round((b - a_) / dt * 100, 2) for a_, b in zip(c0, c1)]}
+        report["idle"] = idle
+    finally:
+        for nd in nodes:
+            nd.kill()
+        single.kill()
+    report["machine"]["load_after"] = os.getloadavg()[0]
+
+    ins = report["inserts"]
+    L = [f"# shardhouse replication benchmark: 3 server processes on loopback, RF = 3", "",
+         f"Machine: {report['machine']['cores']} cores, load {report['machine']['load_before']:.2f} before, "
+         f"{report['machine']['load_after']:.2f} after.", "",
+         f"## Inserts of {a.blocks} Parquet blocks of 100k hits rows (interleaved per block)", "",
+         "| | rows/s | MB/s (Parquet in) | ratio to single-node MergeTree |", "|---|---|---|---|"]
+    base = ins["single_mergetree"]["rows_per_s"]
+    for k, v in ins.items():
+        L.append(f"| {k} | {v['rows_per_s']:,.0f} | {v['MB_per_s']:.1f} | {v['rows_per_s'] / base:.2f}x |")
+    L += ["", f"## Small inserts (1-100 rows, {a.small} per level, spread over the 3 nodes)", "",
+          "| clients | p50 ms | p99 ms | inserts/s |", "|---|---|---|---|"]
+    for c, v in report["small_inserts"].items():
+        L.append(f"| {c} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['inserts_per_s']:.0f} |")
+    cu = report["catch_up"]
+    L += ["", "## Catch-up of a replica down during 10 block inserts", "",
+          f"{cu['MB']:.1f} MB of parts applied in {cu['seconds']:.2f} s: **{cu['MB_per_s']:.1f} MB/s**."]
+    L += ["", "## Idle CPU (% of one core per node process, over 20 s)", "", "| mode | groups per node | nodes 1, 2, 3 |",
+          "|---|---|---|"]
+    for m, v in report["idle"].items():
+        L.append(f"| {m} | {v['groups_per_node']} | {', '.join(str(x) for x in v['cpu_pct_of_core'])} |")
+    Path(a.out + ".md").write_text("\n".join(L) + "\n")
+    Path(a.out + ".json").write_text(json.dumps(report, indent=2))
+    print("\n".join(L))
+
+
+if __name__ == "__main__":
+    main()
