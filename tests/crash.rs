@@ -257,7 +257,11 @@ fn converge(nodes: &[ClusterNode], acked: &[u64]) {
         let answers: Vec<String> = nodes
             .iter()
             .filter(|n| n.proc.is_some())
-            .map(|n| post(n.http, "SELECT b, count(), uniqExact(k) FROM rt GROUP BY b ORDER BY b", b"").map(|r| r.1).unwrap_or_default())
+            .map(|n| {
+                post(n.http, "SELECT b, count(), uniqExact(k) FROM rt GROUP BY b ORDER BY b", b"")
+                    .map(|r| r.1)
+                    .unwrap_or_default()
+            })
             .collect();
         let agree = answers.windows(2).all(|w| w[0] == w[1]);
         let mut seen = std::collections::BTreeSet::new();
@@ -281,7 +285,10 @@ fn replicated_cluster_of_three_processes_survives_kill_9_of_a_leader() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster_of_three(dir.path());
     for n in &nodes {
-        ok(n.http, "CREATE TABLE rt (b UInt64, k UInt64, d Date) ENGINE = ReplicatedMergeTree('/ch/rt', '{replica}') PARTITION BY toYYYYMM(d) ORDER BY k");
+        ok(
+            n.http,
+            "CREATE TABLE rt (b UInt64, k UInt64, d Date) ENGINE = ReplicatedMergeTree('/ch/rt', '{replica}') PARTITION BY toYYYYMM(d) ORDER BY k",
+        );
     }
     let mut acked = Vec::new();
     for b in 0..6 {
@@ -295,10 +302,11 @@ fn replicated_cluster_of_three_processes_survives_kill_9_of_a_leader() {
     assert!(status >= 400 && body.contains("TOO_FEW_LIVE_REPLICAS"), "{status} {body}");
 
     // Kill -9 the node leading the first partition's group while inserts stream in.
-    let leader: usize = ok(nodes[0].http, "SELECT leader FROM system.raft_groups WHERE table = 'rt' ORDER BY partition_id LIMIT 1")
-        .trim()
-        .parse()
-        .unwrap();
+    let leader: usize =
+        ok(nodes[0].http, "SELECT leader FROM system.raft_groups WHERE table = 'rt' ORDER BY partition_id LIMIT 1")
+            .trim()
+            .parse()
+            .unwrap();
     let ports: Vec<u16> = nodes.iter().map(|n| n.http).collect();
     let writer = std::thread::spawn(move || {
         let mut acked = Vec::new();

@@ -85,6 +85,8 @@ pub struct Group {
     pub last_error: Arc<Mutex<Option<String>>>,
     /// Whether the group's Raft ticks are off because it is idle (see `hibernate`).
     pub(crate) quiesced: std::sync::atomic::AtomicBool,
+    /// Failed fetch and apply attempts, each retried with backoff.
+    pub retries: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Group {
@@ -307,6 +309,7 @@ impl ReplicationNode {
             let _ = std::fs::remove_dir_all(group.replica.staging_dir().join(&staged.staged_id));
             return Err(ReplicationError::TooFewLiveReplicas { alive: holders.len(), needed });
         }
+        fail::fail_point!("insert:after-stage", |_| Err(ReplicationError::Raft("failpoint insert:after-stage".into())));
         let cmd = Command::Insert {
             block_id,
             staged_id: staged.staged_id.clone(),
@@ -516,6 +519,7 @@ impl NodeInner {
         let fetcher = Arc::new(TransportFetcher { peers: self.peers.clone() });
         let sm = GroupStateMachine::new(replica.clone(), fetcher, spec.members.clone());
         let last_error = sm.last_error.clone();
+        let retries = sm.retries.clone();
         let network = self.peers.network(spec.clone());
         let raft = Raft::new(self.id, self.raft_config.clone(), network, self.db.group(spec.group), sm)
             .await
@@ -534,7 +538,8 @@ impl NodeInner {
                 }
             }
         }
-        let g = Arc::new(Group { spec: spec.clone(), raft, replica, last_error, quiesced: Default::default() });
+        let g =
+            Arc::new(Group { spec: spec.clone(), raft, replica, last_error, quiesced: Default::default(), retries });
         self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(spec.group, g.clone());
         Ok(g)
     }

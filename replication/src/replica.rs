@@ -383,6 +383,8 @@ impl Replica {
             return Ok(Step::Need(Missing { part: result, staged_id: None, from: vec![] }));
         }
         let merged = storage::merge::merge_parts(&self.table, &self.parts_dir(), &parts, mode).map_err(st)?;
+        // A crash with the merged part written but not yet swapped in.
+        fail::fail_point!("merge:before-swap");
         let name = merged.name.to_string();
         self.state().parts.replace(&names, Arc::new(merged)).map_err(st)?;
         Ok(Step::Done(Response::Merged { part: name }))

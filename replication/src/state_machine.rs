@@ -38,6 +38,8 @@ pub struct GroupStateMachine {
     current: Current,
     /// The last error of a fetch that is being retried (`system.replicas`).
     pub last_error: Arc<Mutex<Option<String>>>,
+    /// Failed fetch and apply attempts since start (each was retried).
+    pub retries: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl GroupStateMachine {
@@ -49,10 +51,14 @@ impl GroupStateMachine {
             members,
             current: Arc::new(Mutex::new(None)),
             last_error: Arc::new(Mutex::new(None)),
+            retries: Default::default(),
         }
     }
 
     fn set_error(&self, e: Option<String>) {
+        if e.is_some() {
+            self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
     }
 
@@ -148,7 +154,11 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                         .map_err(sm_err)?;
                     out.push(Response::None);
                 }
-                EntryPayload::Normal(cmd) => out.push(self.apply_one(e.log_id, cmd).await.map_err(sm_err)?),
+                EntryPayload::Normal(cmd) => {
+                    // A crash after commit, before apply: the entry is re-applied at restart.
+                    fail::fail_point!("apply:before");
+                    out.push(self.apply_one(e.log_id, cmd).await.map_err(sm_err)?)
+                }
             }
         }
         self.replica.persist().map_err(sm_err)?;

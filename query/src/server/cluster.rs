@@ -177,7 +177,8 @@ impl Replication {
                 nc.heartbeat_ms = self.cfg.heartbeat_ms;
                 nc.election_timeout_ms = (self.cfg.election_timeout_ms, self.cfg.election_timeout_ms * 2);
                 nc.snapshot_logs = self.cfg.snapshot_logs;
-                nc.idle_after = (self.cfg.quiesce_after_ms > 0).then(|| Duration::from_millis(self.cfg.quiesce_after_ms));
+                nc.idle_after =
+                    (self.cfg.quiesce_after_ms > 0).then(|| Duration::from_millis(self.cfg.quiesce_after_ms));
                 let server = self.server.get().cloned().unwrap_or_default();
                 let node =
                     ReplicationNode::start(nc, Arc::new(ServerTables(server))).await.map_err(replication_error)?;

@@ -144,6 +144,11 @@ where
             return Err(bad(format!("file {file}: chunk at {} after {written} bytes", c.offset)));
         }
         f.write_all(&c.data).map_err(|e| ReplicationError::io(&dir.join(&*file), e))?;
+        // A transfer cut off midway: the receiver must discard what it got.
+        fail::fail_point!("fetch:mid", |_| Err(ReplicationError::Unreachable {
+            node: 0,
+            reason: "failpoint fetch:mid".into()
+        }));
         crc.update(&c.data);
         *written += c.data.len() as u64;
         if c.last {

@@ -1,0 +1,129 @@
+//! Crash points (the `fail` crate) in the replicated write, apply, merge and
+//! fetch paths, each followed by restarting the node that crashed and the
+//! same checks: every acknowledged insert present exactly once, replicas
+//! byte-identical. Failpoints are process-wide, so the scenarios run one
+//! after another in a single test (and in their own test binary).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use replication::Response;
+
+/// Nodes restarted after a crash point fired.
+static CRASHED: AtomicUsize = AtomicUsize::new(0);
+
+/// Restarts every node whose Raft stopped (a panic at a crash point is fatal
+/// to the group there, as a process crash would be).
+async fn restart_crashed(c: &mut Cluster) -> Vec<u64> {
+    let mut crashed = Vec::new();
+    for (id, n) in &c.nodes {
+        if let Some(g) = n.group(GROUP)
+            && g.raft.metrics().borrow().running_state.is_err()
+        {
+            crashed.push(*id);
+        }
+    }
+    CRASHED.fetch_add(crashed.len(), Ordering::SeqCst);
+    for id in &crashed {
+        c.kill(*id).await;
+        c.start_node(*id).await;
+    }
+    crashed
+}
+
+/// Inserts `block`, retrying an unknown outcome with the same block id, as a client would.
+async fn insert_retrying(c: &mut Cluster, via: u64, block: i64) -> Response {
+    for _ in 0..20 {
+        match c.insert(via, &batch(block, 20), &format!("b{block}")).await {
+            Ok(out) => return out.response,
+            Err(_) => {
+                restart_crashed(c).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    panic!("block {block} never acknowledged");
+}
+
+async fn check(c: &Cluster, acked: &BTreeSet<i64>) {
+    c.converge().await;
+    for id in c.nodes.keys() {
+        assert_eq!(c.keys(*id), expected_keys(acked, 20), "node {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_points_in_stage_apply_merge_and_fetch() {
+    let scenario = fail::FailScenario::setup();
+    let mut c = Cluster::start(3, 8).await;
+    let mut acked = BTreeSet::new();
+    for b in 0..3 {
+        insert_retrying(&mut c, 1, b).await;
+        acked.insert(b);
+    }
+
+    // 1. After staging, before proposing: not acknowledged, nothing applied,
+    //    and the staged copies are garbage-collected.
+    fail::cfg("insert:after-stage", "1*return").unwrap();
+    assert!(c.insert(1, &batch(10, 20), "b10").await.is_err());
+    c.kill(1).await;
+    c.start_node(1).await;
+    check(&c, &acked).await;
+    for n in c.nodes.values() {
+        let g = n.group(GROUP).unwrap();
+        g.replica.cleanup(Duration::ZERO, Duration::ZERO).unwrap();
+        assert_eq!(std::fs::read_dir(g.replica.staging_dir()).unwrap().count(), 0, "staged blocks left");
+    }
+    assert!(matches!(insert_retrying(&mut c, 2, 10).await, Response::Inserted { .. }));
+    acked.insert(10);
+    check(&c, &acked).await;
+
+    // 2. After commit, before apply: the node crashes; at restart it re-applies,
+    //    and the client's retry is deduplicated if the first attempt committed.
+    fail::cfg("apply:before", "1*panic").unwrap();
+    insert_retrying(&mut c, 3, 11).await;
+    fail::remove("apply:before");
+    acked.insert(11);
+    restart_crashed(&mut c).await;
+    assert!(CRASHED.load(Ordering::SeqCst) >= 1, "the apply crash point never fired");
+    check(&c, &acked).await;
+
+    // 3. Mid-merge: the merged part is written, the swap never happens.
+    fail::cfg("merge:before-swap", "1*panic").unwrap();
+    let l = c.wait_leader().await;
+    let _ = c.nodes[&l].optimize(GROUP, true, Default::default()).await;
+    fail::remove("merge:before-swap");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = CRASHED.load(Ordering::SeqCst);
+    restart_crashed(&mut c).await;
+    assert!(CRASHED.load(Ordering::SeqCst) > before, "the merge crash point never fired");
+    check(&c, &acked).await;
+    for id in c.nodes.keys() {
+        assert_eq!(c.parts(*id).len(), 1, "node {id} did not end with the merged part");
+    }
+
+    // 4. Mid-fetch: a replica that was away installs a snapshot and its first
+    //    part transfer breaks off; it retries and still ends byte-identical.
+    c.kill(3).await;
+    for b in 20..40 {
+        insert_retrying(&mut c, 1, b).await;
+        acked.insert(b);
+    }
+    let l = c.wait_leader().await;
+    c.nodes[&l].optimize(GROUP, false, Default::default()).await.unwrap();
+    c.nodes[&l].group(GROUP).unwrap().raft.trigger().snapshot().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fail::cfg("fetch:mid", "1*return").unwrap();
+    c.start_node(3).await;
+    check(&c, &acked).await;
+    fail::remove("fetch:mid");
+    let retried = c.nodes[&3].group(GROUP).unwrap().retries.load(Ordering::SeqCst);
+    assert!(retried >= 1, "the broken fetch was never retried");
+
+    c.shutdown().await;
+    scenario.teardown();
+}
