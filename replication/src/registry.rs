@@ -404,6 +404,44 @@ impl ReplicationNode {
         Ok(())
     }
 
+    /// A read barrier (`select_sequential_consistency = 1`): returns once this
+    /// replica has applied everything committed before the call, as the
+    /// group's leader confirms with a quorum (a read index). Fails, rather
+    /// than allow a stale read, when no leader with a quorum answers in `timeout`.
+    pub async fn read_barrier(&self, group: GroupId, timeout: Duration) -> Result<()> {
+        let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
+        crate::hibernate::wake(&g);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let no_leader = |reason: String| ReplicationError::NoLeader { group, reason };
+        let index = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(no_leader("no leader confirmed a read index in time".into()));
+            }
+            match g.raft.current_leader().await {
+                Some(l) if l == self.inner.id => match tokio::time::timeout(left, g.raft.ensure_linearizable()).await {
+                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Err(e)) => tracing::debug!(group, error = %e, "read index on the leader"),
+                    Err(_) => return Err(no_leader("the leader could not reach a quorum".into())),
+                },
+                Some(l) => match self.inner.peers.read_index(l, group, left).await {
+                    Ok(i) => break i,
+                    Err(e) => tracing::debug!(group, error = %e, "read index from the leader"),
+                },
+                None => {}
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let Some(index) = index else { return Ok(()) };
+        while g.replica.applied().0.is_none_or(|a| a.index < index) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(no_leader(format!("this replica did not apply up to the read index {index} in time")));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
     /// Entries of a group's log this replica has not applied yet (its
     /// replication queue), oldest first.
     pub async fn pending_entries(&self, group: GroupId) -> Result<Vec<(u64, Command)>> {

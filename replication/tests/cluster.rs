@@ -207,7 +207,18 @@ async fn leader_cut_off_in_a_minority_cannot_acknowledge() {
     // The majority side elects a leader and goes on.
     let out = c.insert(others[0], &batch(2, 10), "b2").await.unwrap();
     assert!(matches!(out.response, Response::Inserted { .. }));
+    // A sequentially consistent read on the cut-off node (or the other
+    // follower before it catches up) fails or waits rather than serve
+    // stale data: block 2 is committed, the old leader does not have it.
+    let stale = c.nodes[&l].read_barrier(GROUP, Duration::from_millis(800)).await;
+    assert!(stale.is_err(), "a cut-off replica passed a read barrier");
+    for id in &others {
+        c.nodes[id].read_barrier(GROUP, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(c.keys(*id), expected_keys(&[0, 2].into_iter().collect(), 10), "node {id} read stale data");
+    }
     c.net.heal();
+    c.nodes[&l].read_barrier(GROUP, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(c.keys(l), expected_keys(&[0, 2].into_iter().collect(), 10), "old leader after healing");
     c.converge().await;
     for id in 1..=3 {
         assert_eq!(c.keys(id), expected_keys(&[0, 2].into_iter().collect(), 10), "node {id}");

@@ -37,6 +37,10 @@ impl QueryOutput {
 }
 
 fn df(e: datafusion::error::DataFusionError) -> QueryError {
+    // Our own errors raised inside DataFusion (a table scan) keep their code.
+    if let Some(q) = find_query_error(&e) {
+        return q;
+    }
     let msg = e.strip_backtrace();
     let (code, name) = if msg.contains("SQL error") || msg.contains("ParserError") {
         (62, "SYNTAX_ERROR")
@@ -54,6 +58,15 @@ fn df(e: datafusion::error::DataFusionError) -> QueryError {
 
 fn st(e: storage::StorageError) -> QueryError {
     QueryError::storage(&e)
+}
+
+fn find_query_error(e: &datafusion::error::DataFusionError) -> Option<QueryError> {
+    match e {
+        datafusion::error::DataFusionError::External(b) => b.downcast_ref::<QueryError>().cloned(),
+        datafusion::error::DataFusionError::Context(_, inner) => find_query_error(inner),
+        datafusion::error::DataFusionError::Shared(inner) => find_query_error(inner),
+        _ => None,
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -505,6 +518,9 @@ impl Server {
         // aggregation; hand their rows straight to the final one sooner
         // (measured: count(DISTINCT user_id) on 10M rows 215 → 185 ms).
         opts.execution.skip_partial_aggregation_probe_ratio_threshold = 0.3;
+        if q.settings.bool("select_sequential_consistency") {
+            state.config_mut().set_extension(Arc::new(crate::table::SequentialConsistency));
+        }
         let mut stmt = state.sql_to_statement(sql, &datafusion::config::Dialect::ClickHouse).map_err(df)?;
         if let datafusion::sql::parser::Statement::Statement(s) = &mut stmt {
             crate::plan::functions::rewrite_statement(s)?;

@@ -50,7 +50,12 @@ pub const KNOWN: &[Known] = &[
         "Replicas that must apply an insert of a replicated table (0: majority commit; 'auto': majority; 'all')",
     ),
     k("insert_quorum_timeout", "600000", "UInt64", "Milliseconds an insert waits for its quorum"),
-    ignored("select_sequential_consistency", "0", "UInt64", "Read through the leader (replication)"),
+    k(
+        "select_sequential_consistency",
+        "0",
+        "Bool",
+        "Replicated tables: read after a read index from the group leader (no stale reads)",
+    ),
     ignored("input_format_skip_unknown_fields", "1", "Bool", "Skip unknown JSONEachRow keys"),
     ignored("date_time_input_format", "basic", "DateTimeInputFormat", "How DateTime text is parsed"),
     ignored("date_time_output_format", "simple", "DateTimeOutputFormat", "YYYY-MM-DD hh:mm:ss"),

@@ -106,4 +106,14 @@ pub trait TableEngine: Send + Sync + std::fmt::Debug {
     fn merges(&self) -> Vec<MergeInfo>;
     /// Every mutation the table has recorded, oldest first.
     fn mutations(&self) -> Vec<MutationInfo>;
+    /// Waits until this node's copy reflects every write committed before
+    /// the call (`select_sequential_consistency = 1`); a local table always does.
+    fn read_barrier(&self) -> futures::future::BoxFuture<'_, Result<(), QueryError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
+
+/// Marks a query that must read through a read barrier, as a DataFusion
+/// session-config extension seen by table scans.
+#[derive(Debug, Default)]
+pub struct SequentialConsistency;

@@ -109,6 +109,9 @@ impl TableProvider for EngineProvider {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        if state.config().get_extension::<super::SequentialConsistency>().is_some() {
+            self.engine.read_barrier().await.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        }
         let table = self.engine.storage().clone();
         let schema = table.schema().clone();
         let projected = match projection {

@@ -270,6 +270,20 @@ impl TableEngine for ReplicatedTable {
         Vec::new()
     }
 
+    fn read_barrier(&self) -> futures::future::BoxFuture<'_, Result<(), QueryError>> {
+        Box::pin(async move {
+            let node = self.replication.start().await?;
+            for g in self.groups() {
+                node.read_barrier(g.spec.group, Duration::from_secs(10)).await.map_err(|e| QueryError {
+                    code: 289,
+                    name: "REPLICA_IS_NOT_IN_QUORUM",
+                    message: format!("Cannot read with select_sequential_consistency = 1: {e}"),
+                })?;
+            }
+            Ok(())
+        })
+    }
+
     fn mutations(&self) -> Vec<MutationInfo> {
         // One row per ALTER across this table's groups (each group numbers it
         // with its own log index), as ClickHouse shows one row per mutation.

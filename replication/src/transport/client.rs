@@ -46,6 +46,7 @@ enum Rpc {
     Create,
     Applied,
     Ping,
+    ReadIndex,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +117,7 @@ impl Peers {
                 Rpc::Create => c.create_group(req).await,
                 Rpc::Applied => c.applied(req).await,
                 Rpc::Ping => c.ping(req).await,
+                Rpc::ReadIndex => c.read_index(req).await,
             }
         };
         match tokio::time::timeout(timeout, fut).await {
@@ -154,6 +156,13 @@ impl Peers {
     pub(crate) async fn applied(&self, to: NodeId, group: GroupId) -> Result<Option<u64>> {
         let reply = self.unary(to, Rpc::Applied, group, Vec::new(), Duration::from_secs(2)).await?;
         json(&reply)
+    }
+
+    /// The read index of `group` from its leader `to`.
+    pub(crate) async fn read_index(&self, to: NodeId, group: GroupId, timeout: Duration) -> Result<Option<u64>> {
+        let reply = self.unary(to, Rpc::ReadIndex, group, Vec::new(), timeout).await?;
+        let r: std::result::Result<Option<u64>, String> = json(&reply)?;
+        r.map_err(|e| ReplicationError::NoLeader { group, reason: e })
     }
 
     /// Whether `to` answers within `timeout`.

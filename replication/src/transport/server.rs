@@ -100,6 +100,13 @@ impl RaftTransport for Service {
         reply(&g.replica.applied().0.map(|l| l.index))
     }
 
+    async fn read_index(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
+        let g = self.group(req.into_inner().group)?;
+        crate::hibernate::wake(&g);
+        let out = g.raft.ensure_linearizable().await.map(|l| l.map(|x| x.index)).map_err(|e| e.to_string());
+        reply(&out)
+    }
+
     async fn ping(&self, _req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
         Ok(Response::new(GroupReply { payload: Vec::new() }))
     }
