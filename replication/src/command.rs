@@ -44,6 +44,9 @@ pub enum Command {
     DropPartition { partition_id: String },
     /// Reserved for object-storage offload (issue 6): applying it is a no-op today.
     Offload { part: String, key: String },
+    /// The leader's checksums of a merge result: a replica whose own result
+    /// differs records the mismatch and replaces its part with `source`'s.
+    CheckPart { part: String, files: BTreeMap<String, FileChecksum>, source: NodeId },
 }
 
 /// What applying a command did, as the proposer reports it.
@@ -56,8 +59,13 @@ pub enum Response {
     Inserted { part: String },
     /// The block id was inside the dedup window: nothing was written.
     Deduplicated { block_id: String },
-    /// The merge result (or a part covering it) is active.
-    Merged { part: String },
+    /// The merge result (or a part covering it) is active; `files` are the
+    /// checksums of the part named `part` here, when it is active.
+    Merged {
+        part: String,
+        #[serde(default)]
+        files: BTreeMap<String, FileChecksum>,
+    },
     /// The mutation's version.
     Mutation { version: i64 },
     /// The command was applied and changed nothing (a drop of an empty partition,

@@ -370,7 +370,7 @@ impl ReplicationNode {
             };
             if let Some(names) = storage::merge::selector::select_merge(&g.replica.merge_candidates(), &settings) {
                 let sources = names.iter().map(|n| n.to_string()).collect();
-                self.inner.propose(g.spec.group, Command::Merge { sources, mode: Default::default() }).await?;
+                self.merge(g.spec.group, Command::Merge { sources, mode: Default::default() }).await?;
                 n += 1;
             }
         }
@@ -390,9 +390,25 @@ impl ReplicationNode {
         let n = picks.len();
         for names in picks {
             let sources = names.iter().map(|n| n.to_string()).collect();
-            self.inner.propose(group, Command::Merge { sources, mode }).await?;
+            self.merge(group, Command::Merge { sources, mode }).await?;
         }
         Ok(n)
+    }
+
+    /// Proposes a merge, then the leader's checksums of its result, which
+    /// every replica compares with its own (merges must be byte-identical).
+    pub async fn merge(&self, group: GroupId, merge: Command) -> Result<InsertOutcome> {
+        let out = self.inner.propose(group, merge).await?;
+        if let Response::Merged { part, files } = &out.response
+            && !files.is_empty()
+        {
+            // The checksums are those of the replica that answered: the leader.
+            let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
+            let source = g.raft.current_leader().await.unwrap_or(self.inner.id);
+            let check = Command::CheckPart { part: part.clone(), files: files.clone(), source };
+            self.inner.propose(group, check).await?;
+        }
+        Ok(out)
     }
 
     /// Adds `node` to a group as a voter (learner first, then promoted).

@@ -53,6 +53,19 @@ pub struct MutationRecord {
     pub killed: bool,
 }
 
+/// A merge result whose bytes differed from the leader's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mismatch {
+    pub part: String,
+    pub expected_crc32: u32,
+    pub got_crc32: u32,
+    /// The leader's part replaced ours.
+    pub repaired: bool,
+}
+
+/// Mismatches kept for `system.part_checksum_mismatches`.
+const MAX_MISMATCHES: usize = 100;
+
 /// What survives a restart besides the part files.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PersistedState {
@@ -60,6 +73,11 @@ pub struct PersistedState {
     pub membership: StoredMembership<NodeId, openraft::BasicNode>,
     pub dedup: DedupWindow,
     pub mutations: Vec<MutationRecord>,
+    #[serde(default)]
+    pub mismatches: Vec<Mismatch>,
+    /// Mismatches seen since the replica was created (the metric).
+    #[serde(default)]
+    pub mismatch_count: u64,
 }
 
 /// One part in a snapshot manifest.
@@ -283,6 +301,7 @@ impl Replica {
             }
             Command::DropPartition { partition_id } => self.apply_drop(partition_id)?,
             Command::Offload { .. } => Step::Done(Response::Done),
+            Command::CheckPart { part, files, source } => self.apply_check(part, files, *source, fetched)?,
         };
         if let Step::Done(_) = step {
             self.state().persisted.applied = Some(log_id);
@@ -358,13 +377,13 @@ impl Replica {
             sources.iter().map(|s| s.parse::<PartName>()).collect::<Result<_, _>>().map_err(st)?;
         let Some(result) = PartName::merged(&names) else { return Ok(Step::Done(Response::Done)) };
         if self.state().parts.covering(&result).is_some() {
-            return Ok(Step::Done(Response::Merged { part: result.to_string() }));
+            return Ok(Step::Done(self.merged(&result)));
         }
         if let Some(src) = fetched.and_then(part_dir_in) {
             let got = src.file_name().and_then(|n| n.to_str()).unwrap_or_default().parse::<PartName>().map_err(st)?;
             let part = adopt_part(&src, &self.parts_dir(), &got).map_err(st)?;
             self.add_part(part)?;
-            return Ok(Step::Done(Response::Merged { part: result.to_string() }));
+            return Ok(Step::Done(self.merged(&result)));
         }
         let parts: Vec<Arc<Part>> = {
             let s = self.state();
@@ -382,12 +401,79 @@ impl Replica {
             }
             return Ok(Step::Need(Missing { part: result, staged_id: None, from: vec![] }));
         }
-        let merged = storage::merge::merge_parts(&self.table, &self.parts_dir(), &parts, mode).map_err(st)?;
+        let merged = storage::merge::merge_parts(&self.merge_table(), &self.parts_dir(), &parts, mode).map_err(st)?;
         // A crash with the merged part written but not yet swapped in.
         fail::fail_point!("merge:before-swap");
-        let name = merged.name.to_string();
         self.state().parts.replace(&names, Arc::new(merged)).map_err(st)?;
-        Ok(Step::Done(Response::Merged { part: name }))
+        Ok(Step::Done(self.merged(&result)))
+    }
+
+    fn merged(&self, result: &PartName) -> Response {
+        let files = self.state().parts.get(result).map(|p| p.meta.files.clone()).unwrap_or_default();
+        Response::Merged { part: result.to_string(), files }
+    }
+
+    /// The table a merge writes with; a test failpoint swaps in different
+    /// page settings, which changes the bytes but not the rows, as a writer
+    /// of another version could.
+    fn merge_table(&self) -> Arc<storage::Table> {
+        fail::fail_point!("merge:nondeterministic", |_| {
+            let mut def = self.table.def.clone();
+            def.settings.index_granularity = 3;
+            storage::Table::new(def).unwrap_or_else(|_| self.table.clone())
+        });
+        self.table.clone()
+    }
+
+    /// Compares our copy of a merge result with the leader's checksums;
+    /// a differing copy is detached and replaced by the leader's.
+    fn apply_check(
+        &self,
+        part: &str,
+        files: &std::collections::BTreeMap<String, FileChecksum>,
+        source: NodeId,
+        fetched: Option<&Path>,
+    ) -> Result<Step> {
+        let name: PartName = part.parse().map_err(st)?;
+        let crc = |f: &std::collections::BTreeMap<String, FileChecksum>| {
+            f.get(storage::part::meta::DATA_FILE).map(|c| c.crc32).unwrap_or(0)
+        };
+        if let Some(src) = fetched.and_then(part_dir_in) {
+            let got = adopt_part(&src, &self.parts_dir(), &name).map_err(st)?;
+            let mut s = self.state();
+            s.parts.add(Arc::new(got)).map_err(st)?;
+            if let Some(m) = s.persisted.mismatches.iter_mut().rev().find(|m| m.part == part) {
+                m.repaired = true;
+            }
+            tracing::info!(group = self.group, part, "merge result replaced by the leader's copy");
+            return Ok(Step::Done(Response::Done));
+        }
+        let ours = self.state().parts.get(&name).cloned();
+        let Some(ours) = ours else { return Ok(Step::Done(Response::Done)) };
+        if ours.meta.files == *files {
+            return Ok(Step::Done(Response::Done));
+        }
+        tracing::error!(group = self.group, part, "merge result differs from the leader's: replacing it");
+        {
+            let mut s = self.state();
+            s.persisted.mismatch_count += 1;
+            s.persisted.mismatches.push(Mismatch {
+                part: part.to_string(),
+                expected_crc32: crc(files),
+                got_crc32: crc(&ours.meta.files),
+                repaired: false,
+            });
+            let excess = s.persisted.mismatches.len().saturating_sub(MAX_MISMATCHES);
+            s.persisted.mismatches.drain(..excess);
+            s.parts.quarantine(&name, "checksums differ from the leader's merge result").map_err(st)?;
+        }
+        Ok(Step::Need(Missing { part: name, staged_id: None, from: vec![source] }))
+    }
+
+    /// Merge results that differed from the leader's, newest last.
+    pub fn mismatches(&self) -> (u64, Vec<Mismatch>) {
+        let s = self.state();
+        (s.persisted.mismatch_count, s.persisted.mismatches.clone())
     }
 
     fn apply_drop(&self, partition_id: &str) -> Result<Step> {

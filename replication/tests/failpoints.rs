@@ -124,6 +124,24 @@ async fn crash_points_in_stage_apply_merge_and_fetch() {
     let retried = c.nodes[&3].group(GROUP).unwrap().retries.load(Ordering::SeqCst);
     assert!(retried >= 1, "the broken fetch was never retried");
 
+    // 5. A replica whose merge result differs in bytes (not rows) from the
+    //    leader's: the mismatch is recorded and its part replaced.
+    for b in 40..44 {
+        insert_retrying(&mut c, 1, b).await;
+        acked.insert(b);
+    }
+    fail::cfg("merge:nondeterministic", "1*return").unwrap();
+    let l = c.wait_leader().await;
+    c.nodes[&l].optimize(GROUP, true, Default::default()).await.unwrap();
+    fail::remove("merge:nondeterministic");
+    check(&c, &acked).await;
+    let found: u64 = c.nodes.values().map(|n| n.group(GROUP).unwrap().replica.mismatches().0).sum();
+    assert!(found >= 1, "no replica noticed the differing merge result");
+    for n in c.nodes.values() {
+        let (_, list) = n.group(GROUP).unwrap().replica.mismatches();
+        assert!(list.iter().all(|m| m.repaired), "a mismatch was not repaired: {list:?}");
+    }
+
     c.shutdown().await;
     scenario.teardown();
 }

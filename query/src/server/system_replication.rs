@@ -1,6 +1,8 @@
 //! Replication system tables: `system.replicas` (one row per replicated
 //! table on this node), `system.replication_queue` (log entries this node
-//! has not applied yet) and `system.raft_groups` (one row per group hosted).
+//! has not applied yet), `system.raft_groups` (one row per group hosted) and
+//! `system.part_checksum_mismatches` (merge results whose bytes differed from
+//! the leader's, and whether the leader's copy replaced them).
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use super::catalog::Server;
 use super::system::table_of;
 
 /// The replication tables' names.
-pub const TABLES: &[&str] = &["replicas", "replication_queue", "raft_groups"];
+pub const TABLES: &[&str] = &["replicas", "replication_queue", "raft_groups", "part_checksum_mismatches"];
 
 fn utf8(v: Vec<String>) -> ArrayRef {
     Arc::new(StringArray::from(v))
@@ -72,6 +74,7 @@ fn kind(c: &Command) -> &'static str {
         Command::KillMutation { .. } => "KILL_MUTATION",
         Command::DropPartition { .. } => "DROP_RANGE",
         Command::Offload { .. } => "OFFLOAD",
+        Command::CheckPart { .. } => "CHECK_PART",
     }
 }
 
@@ -138,6 +141,7 @@ pub async fn table(server: &Server, name: &str) -> Result<Option<Arc<dyn TablePr
                     u("part_mutations_in_queue"),
                     s("last_queue_update_exception"),
                     u("groups"),
+                    u("checksum_mismatches"),
                 ],
                 vec![
                     utf8(t.iter().map(|((d, _), _)| d.clone()).collect()),
@@ -164,6 +168,7 @@ pub async fn table(server: &Server, name: &str) -> Result<Option<Arc<dyn TablePr
                             .collect(),
                     ),
                     u64s(t.iter().map(|(_, gs)| gs.len() as u64).collect()),
+                    agg(&|g| g.group.replica.mismatches().0),
                 ],
             )?
         }
@@ -273,6 +278,30 @@ pub async fn table(server: &Server, name: &str) -> Result<Option<Arc<dyn TablePr
                     u64s(rows.iter().map(|r| r.metrics.snapshot.map(|l| l.index).unwrap_or(0)).collect()),
                     u64s(rows.iter().map(|r| r.metrics.purged.map(|l| l.index).unwrap_or(0)).collect()),
                     Arc::new(BooleanArray::from(rows.iter().map(|r| r.group.is_quiesced()).collect::<Vec<_>>())),
+                ],
+            )?
+        }
+        "part_checksum_mismatches" => {
+            let m: Vec<(&GroupRow, replication::replica::Mismatch)> =
+                rows.iter().flat_map(|r| r.group.replica.mismatches().1.into_iter().map(move |m| (r, m))).collect();
+            table_of(
+                vec![
+                    s("database"),
+                    s("table"),
+                    s("part_name"),
+                    Field::new("expected_crc32", DataType::UInt32, false),
+                    Field::new("got_crc32", DataType::UInt32, false),
+                    Field::new("repaired", DataType::Boolean, false),
+                ],
+                vec![
+                    utf8(m.iter().map(|(r, _)| r.db.clone()).collect()),
+                    utf8(m.iter().map(|(r, _)| r.table.clone()).collect()),
+                    utf8(m.iter().map(|(_, x)| x.part.clone()).collect()),
+                    Arc::new(arrow::array::UInt32Array::from(
+                        m.iter().map(|(_, x)| x.expected_crc32).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(arrow::array::UInt32Array::from(m.iter().map(|(_, x)| x.got_crc32).collect::<Vec<_>>())),
+                    Arc::new(BooleanArray::from(m.iter().map(|(_, x)| x.repaired).collect::<Vec<_>>())),
                 ],
             )?
         }

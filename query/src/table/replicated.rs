@@ -205,7 +205,7 @@ impl TableEngine for ReplicatedTable {
             if let Some(names) = storage::merge::selector::select_merge(&g.replica.merge_candidates(), &settings) {
                 let sources = names.iter().map(|n| n.to_string()).collect();
                 let cmd = replication::Command::Merge { sources, mode: Default::default() };
-                self.replication.block_on(node.propose(g.spec.group, cmd))?.map_err(replication_error)?;
+                self.replication.block_on(node.merge(g.spec.group, cmd))?.map_err(replication_error)?;
                 any = true;
             }
         }
