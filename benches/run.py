@@ -493,8 +493,8 @@ def main():
         for q, _ in QUERIES:
             r = res[q]
             ok = all(r[e]["matches_chdb"] for e in engines)
-            L.append(f"| {q} | {r['shardhouse']['median_ms']:.1f} ({r['shardhouse']['min_ms']:.1f}–{r['shardhouse']['max_ms']:.1f})"
-                     f" | {r['chdb_mt']['median_ms']:.1f} | {r['duckdb']['median_ms']:.1f}"
+            mm = {e: f"{r[e]['median_ms']:.1f} ({r[e]['min_ms']:.1f}–{r[e]['max_ms']:.1f})" for e in engines}
+            L.append(f"| {q} | {mm['shardhouse']} | {mm['chdb_mt']} | {mm['duckdb']}"
                      f" | {r['shardhouse']['median_ms'] / r['chdb_mt']['median_ms']:.2f}x | {'yes' if ok else 'NO'} |")
             bars.append((q, r["shardhouse"]["median_ms"] / r["chdb_mt"]["median_ms"]))
         g = report["geomean_vs_chdb"]
