@@ -121,9 +121,7 @@ fn raft_append(c: &mut Criterion) {
     // A command that changes nothing: measures propose, the RocksDB append
     // with its WAL fsync, commit and apply.
     g.bench_function("propose_commit_apply_one_entry", |bench| {
-        bench.iter(|| {
-            rt.block_on(node.propose(1, replication::Command::KillMutation { version: 0 })).expect("propose")
-        })
+        bench.iter(|| rt.block_on(node.propose(1, replication::Command::KillMutation { version: 0 })).expect("propose"))
     });
     g.bench_function("propose_64_concurrent_entries_group_commit", |bench| {
         bench.iter(|| {

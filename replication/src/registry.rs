@@ -326,6 +326,35 @@ impl ReplicationNode {
         Ok(out)
     }
 
+    /// `mutations_sync = 2` / `alter_sync = 2`: waits until every member that
+    /// answers a ping has applied `index` (as ClickHouse waits for active
+    /// replicas); a member that stops answering is not waited for.
+    pub async fn wait_live_replicas(&self, group: GroupId, index: u64, timeout: Duration) -> Result<()> {
+        let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        for &m in &g.spec.members {
+            loop {
+                let applied = if m == self.inner.id {
+                    g.replica.applied().0.map(|l| l.index)
+                } else if !self.inner.peers.ping(m, Duration::from_millis(300)).await {
+                    break;
+                } else {
+                    self.inner.peers.applied(m, group).await.ok().flatten()
+                };
+                if applied.is_some_and(|a| a >= index) {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ReplicationError::UnknownStatus(format!(
+                        "replica {m} did not apply entry {index} of group {group} in {timeout:?}"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until `needed` members have applied `index`.
     pub async fn wait_applied(&self, spec: &GroupSpec, index: u64, needed: usize, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;

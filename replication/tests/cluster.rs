@@ -227,6 +227,33 @@ async fn leader_cut_off_in_a_minority_cannot_acknowledge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_that_lost_its_disk_rejoins_from_a_snapshot() {
+    let mut c = Cluster::start(3, 8).await;
+    let mut acked = BTreeSet::new();
+    for i in 0..20 {
+        c.insert(1, &batch(i, 10), &format!("b{i}")).await.unwrap();
+        acked.insert(i);
+    }
+    let l = c.wait_leader().await;
+    c.nodes[&l].optimize(GROUP, true, Default::default()).await.unwrap();
+    c.nodes[&l].group(GROUP).unwrap().raft.trigger().snapshot().await.unwrap();
+    let lost = *c.addrs.keys().find(|k| **k != l).unwrap();
+    c.kill(lost).await;
+    std::fs::remove_dir_all(c.root.join(format!("n{lost}"))).unwrap();
+    c.start_node(lost).await;
+    // It hosts nothing until the leader reaches it and asks it to recreate the group.
+    c.converge().await;
+    assert_eq!(c.keys(lost), expected_keys(&acked, 10));
+    let dup = c.insert(lost, &batch(5, 10), "b5").await.unwrap();
+    assert_eq!(
+        dup.response,
+        Response::Deduplicated { block_id: "b5".into() },
+        "the dedup window came with the snapshot"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_groups_quiesce_and_wake_for_writes_and_leader_loss() {
     let mut c = Cluster::start(3, 5000).await;
     c.idle_after = Some(Duration::from_millis(300));

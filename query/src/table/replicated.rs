@@ -130,6 +130,10 @@ impl ReplicatedTable {
         for g in self.groups() {
             if let Some(cmd) = f(&g.spec) {
                 let r = self.replication.block_on(node.propose(g.spec.group, cmd))?.map_err(replication_error)?;
+                // mutations_sync = 2 (the default here): every live replica has it.
+                self.replication
+                    .block_on(node.wait_live_replicas(g.spec.group, r.index, Duration::from_secs(300)))?
+                    .map_err(replication_error)?;
                 if let Response::Mutation { version } = r.response {
                     out.push(version);
                 }
