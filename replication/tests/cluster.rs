@@ -239,7 +239,18 @@ async fn replica_that_lost_its_disk_rejoins_from_a_snapshot() {
     c.nodes[&l].group(GROUP).unwrap().raft.trigger().snapshot().await.unwrap();
     let lost = *c.addrs.keys().find(|k| **k != l).unwrap();
     c.kill(lost).await;
-    std::fs::remove_dir_all(c.root.join(format!("n{lost}"))).unwrap();
+    // Background work of the stopped node may still be finishing a write.
+    let dir = c.root.join(format!("n{lost}"));
+    for attempt in 0.. {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => break,
+            Err(e) if attempt < 50 => {
+                tracing::debug!("retrying removal: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot wipe {}: {e}", dir.display()),
+        }
+    }
     c.start_node(lost).await;
     // It hosts nothing until the leader reaches it and asks it to recreate the group.
     c.converge().await;
