@@ -14,6 +14,7 @@ pub mod dedup;
 pub mod error;
 mod hibernate;
 pub mod log_store;
+pub mod merge_jobs;
 pub mod registry;
 pub mod replica;
 pub mod staging;

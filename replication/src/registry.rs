@@ -190,16 +190,20 @@ impl ReplicationNode {
             propose_timeout: cfg.propose_timeout,
             stopped: Default::default(),
         });
+        // Reopen every group before serving: a peer's request must never
+        // find a group missing and recreate it while it is being reopened
+        // (two replicas of one group on one directory).
+        {
+            let _g = inner.creating.lock().await;
+            for (_, spec) in inner.db.groups_with(MetaTag::Spec).map_err(raft_err)? {
+                let spec: GroupSpec = crate::log_store::decode(&spec).map_err(ReplicationError::Corrupted)?;
+                inner.open_group(spec, false).await?;
+            }
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let server = crate::transport::serve(inner.clone(), listener, rx);
         let hibernate = cfg.idle_after.map(|idle| crate::hibernate::spawn(Arc::downgrade(&inner), idle));
-        let node =
-            ReplicationNode { inner, addr, server: Mutex::new(Some((tx, server))), hibernate: Mutex::new(hibernate) };
-        for (_, spec) in node.inner.db.groups_with(MetaTag::Spec).map_err(raft_err)? {
-            let spec: GroupSpec = crate::log_store::decode(&spec).map_err(ReplicationError::Corrupted)?;
-            node.inner.open_group(spec, false).await?;
-        }
-        Ok(node)
+        Ok(ReplicationNode { inner, addr, server: Mutex::new(Some((tx, server))), hibernate: Mutex::new(hibernate) })
     }
 
     /// This node's id.
@@ -408,6 +412,11 @@ impl ReplicationNode {
 
     /// `OPTIMIZE`: proposes the merges the optimize selector picks in a group.
     pub async fn optimize(&self, group: GroupId, final_: bool, mode: storage::ReduceMode) -> Result<usize> {
+        Ok(self.optimize_indexes(group, final_, mode).await?.len())
+    }
+
+    /// `OPTIMIZE`, returning the log index of each merge it proposed.
+    pub async fn optimize_indexes(&self, group: GroupId, final_: bool, mode: storage::ReduceMode) -> Result<Vec<u64>> {
         let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
         let cands = g.replica.merge_candidates();
         let picks = storage::merge::selector::select_optimize(
@@ -416,28 +425,35 @@ impl ReplicationNode {
             final_,
             g.replica.table.def.settings.max_parts_to_merge_at_once,
         );
-        let n = picks.len();
+        let mut out = Vec::new();
         for names in picks {
             let sources = names.iter().map(|n| n.to_string()).collect();
-            self.merge(group, Command::Merge { sources, mode }).await?;
-        }
-        Ok(n)
-    }
-
-    /// Proposes a merge, then the leader's checksums of its result, which
-    /// every replica compares with its own (merges must be byte-identical).
-    pub async fn merge(&self, group: GroupId, merge: Command) -> Result<InsertOutcome> {
-        let out = self.inner.propose(group, merge).await?;
-        if let Response::Merged { part, files } = &out.response
-            && !files.is_empty()
-        {
-            // The checksums are those of the replica that answered: the leader.
-            let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
-            let source = g.raft.current_leader().await.unwrap_or(self.inner.id);
-            let check = Command::CheckPart { part: part.clone(), files: files.clone(), source };
-            self.inner.propose(group, check).await?;
+            out.push(self.merge(group, Command::Merge { sources, mode }).await?.index);
         }
         Ok(out)
+    }
+
+    /// Proposes a merge; once this replica's result is in place (merges run
+    /// in the background), proposes its checksums, which every replica
+    /// compares with its own result (merges must be byte-identical). The
+    /// returned index is the check's: a replica that applied it has merged.
+    pub async fn merge(&self, group: GroupId, merge: Command) -> Result<InsertOutcome> {
+        let out = self.inner.propose(group, merge).await?;
+        let Response::Merged { part, .. } = &out.response else { return Ok(out) };
+        let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
+        let name: storage::PartName = part.parse()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let files = loop {
+            let covering = g.replica.snapshot().into_iter().find(|p| p.name.contains(&name));
+            match covering {
+                Some(p) if p.name == name => break p.meta.files.clone(),
+                Some(_) => return Ok(out),
+                None if tokio::time::Instant::now() >= deadline => return Ok(out),
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let check = Command::CheckPart { part: part.clone(), files, source: self.inner.id };
+        self.inner.propose(group, check).await
     }
 
     /// Adds `node` to a group as a voter (learner first, then promoted).
@@ -599,6 +615,7 @@ impl NodeInner {
         let dir = self.dir.join("groups").join(spec.group.to_string());
         let replica =
             Arc::new(Replica::open(spec.group, self.id, &dir, table, spec.settings.clone(), self.db.clone())?);
+        replica.resume_merges()?;
         let fetcher = Arc::new(TransportFetcher { peers: self.peers.clone() });
         let sm = GroupStateMachine::new(replica.clone(), fetcher, spec.members.clone());
         let last_error = sm.last_error.clone();

@@ -78,6 +78,9 @@ pub struct PersistedState {
     /// Mismatches seen since the replica was created (the metric).
     #[serde(default)]
     pub mismatch_count: u64,
+    /// Merges applied from the log and still running (restarted on open).
+    #[serde(default)]
+    pub pending_merges: Vec<crate::merge_jobs::PendingMerge>,
 }
 
 /// One part in a snapshot manifest.
@@ -128,8 +131,10 @@ pub struct Replica {
     dir: PathBuf,
     db: Arc<LogDb>,
     state: Mutex<State>,
-    /// Serialises applying and snapshot installation with merges run here.
+    /// Serialises applying and snapshot installation.
     apply_lock: Mutex<()>,
+    /// Merges running in the background.
+    pub merges: crate::merge_jobs::MergeJobs,
 }
 
 impl std::fmt::Debug for Replica {
@@ -185,7 +190,27 @@ impl Replica {
             db,
             state: Mutex::new(State { persisted, parts }),
             apply_lock: Mutex::new(()),
+            merges: Default::default(),
         })
+    }
+
+    /// Restarts the merges that were running when the replica stopped.
+    pub fn resume_merges(self: &Arc<Self>) -> Result<()> {
+        let pending = self.state().persisted.pending_merges.clone();
+        for p in pending {
+            let names: Vec<PartName> = p.sources.iter().map(|s| s.parse()).collect::<Result<_, _>>().map_err(st)?;
+            let parts: Vec<Arc<Part>> = {
+                let s = self.state();
+                names.iter().filter_map(|n| s.parts.get(n).cloned()).collect()
+            };
+            if parts.len() == names.len() {
+                self.spawn_merge(names, parts, p.mode);
+            } else {
+                // Recovery already found the result (it covers the sources).
+                self.state().persisted.pending_merges.retain(|x| *x != p);
+            }
+        }
+        Ok(())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -235,6 +260,7 @@ impl Replica {
         let live: Vec<i64> = s.persisted.mutations.iter().filter(|m| !m.killed).map(|m| m.version).collect();
         s.parts
             .active()
+            .filter(|p| !self.merges.is_source(&p.name))
             .map(|p| {
                 let dv = p.name.data_version();
                 let barrier = live.iter().copied().find(|v| *v > dv).unwrap_or(i64::MAX);
@@ -269,9 +295,20 @@ impl Replica {
 
     /// Applies one command at `log_id`. `fetched` is a directory holding a
     /// part fetched for an earlier [`Step::Need`] of the same command.
-    pub fn apply(&self, log_id: LogId<NodeId>, cmd: &Command, fetched: Option<&Path>) -> Result<Step> {
+    pub fn apply(self: &Arc<Self>, log_id: LogId<NodeId>, cmd: &Command, fetched: Option<&Path>) -> Result<Step> {
         let _g = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         let index = log_id.index as i64;
+        let touches_parts = match cmd {
+            Command::Insert { .. } | Command::Offload { .. } | Command::KillMutation { .. } => false,
+            Command::Merge { sources, .. } => {
+                let names: Vec<PartName> = sources.iter().filter_map(|s| s.parse().ok()).collect();
+                self.merges.overlaps(&names)
+            }
+            _ => true,
+        };
+        if touches_parts {
+            self.merges.wait_all();
+        }
         let step = match cmd {
             Command::Insert { block_id, staged_id, partition_id, files, holders, ts, .. } => {
                 self.apply_insert(index, block_id, staged_id, partition_id, files, holders, *ts, fetched)?
@@ -372,7 +409,12 @@ impl Replica {
         Ok(())
     }
 
-    fn apply_merge(&self, sources: &[String], mode: storage::ReduceMode, fetched: Option<&Path>) -> Result<Step> {
+    fn apply_merge(
+        self: &Arc<Self>,
+        sources: &[String],
+        mode: storage::ReduceMode,
+        fetched: Option<&Path>,
+    ) -> Result<Step> {
         let names: Vec<PartName> =
             sources.iter().map(|s| s.parse::<PartName>()).collect::<Result<_, _>>().map_err(st)?;
         let Some(result) = PartName::merged(&names) else { return Ok(Step::Done(Response::Done)) };
@@ -401,11 +443,55 @@ impl Replica {
             }
             return Ok(Step::Need(Missing { part: result, staged_id: None, from: vec![] }));
         }
-        let merged = storage::merge::merge_parts(&self.merge_table(), &self.parts_dir(), &parts, mode).map_err(st)?;
-        // A crash with the merged part written but not yet swapped in.
-        fail::fail_point!("merge:before-swap");
-        self.state().parts.replace(&names, Arc::new(merged)).map_err(st)?;
-        Ok(Step::Done(self.merged(&result)))
+        self.state().persisted.pending_merges.push(crate::merge_jobs::PendingMerge { sources: sources.to_vec(), mode });
+        self.spawn_merge(names, parts, mode);
+        Ok(Step::Done(Response::Merged { part: result.to_string(), files: Default::default() }))
+    }
+
+    /// Runs a merge on its own thread, retrying failures, and swaps the
+    /// result in if its sources are all still active.
+    fn spawn_merge(self: &Arc<Self>, names: Vec<PartName>, parts: Vec<Arc<Part>>, mode: storage::ReduceMode) {
+        let Some(result) = PartName::merged(&names) else { return };
+        self.merges.start(result.clone(), names.clone());
+        let me = self.clone();
+        let job = result.clone();
+        let spawned = std::thread::Builder::new().name(format!("merge-{}", self.group)).spawn(move || {
+            let merged = loop {
+                let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let m = storage::merge::merge_parts(&me.merge_table(), &me.parts_dir(), &parts, mode)?;
+                    // A crash with the merged part written but not yet swapped in.
+                    fail::fail_point!("merge:before-swap");
+                    Ok::<_, storage::StorageError>(m)
+                }));
+                match attempt {
+                    Ok(Ok(m)) => break m,
+                    Ok(Err(e)) => tracing::error!(group = me.group, part = %job, error = %e, "merge failed; retrying"),
+                    Err(_) => tracing::error!(group = me.group, part = %job, "merge panicked; retrying"),
+                }
+                me.merges.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            };
+            {
+                let mut s = me.state();
+                if names.iter().all(|n| s.parts.get(n).is_some()) {
+                    if let Err(e) = s.parts.replace(&names, Arc::new(merged)) {
+                        tracing::error!(group = me.group, error = %e, "merge result not swapped in");
+                    }
+                } else if let Err(e) = part_set::remove_part_files(&merged) {
+                    tracing::warn!(group = me.group, error = %e, "cannot remove an unused merge result");
+                }
+                let srcs: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                s.persisted.pending_merges.retain(|p| p.sources != srcs);
+            }
+            if let Err(e) = me.persist() {
+                tracing::warn!(group = me.group, error = %e, "cannot persist after a merge");
+            }
+            me.merges.finish(&job);
+        });
+        if let Err(e) = spawned {
+            tracing::error!(group = self.group, error = %e, "cannot start a merge thread");
+            self.merges.finish(&result);
+        }
     }
 
     fn merged(&self, result: &PartName) -> Response {
@@ -556,6 +642,7 @@ impl Replica {
     /// directories of `fetched`: the active set becomes exactly the manifest's.
     pub fn install(&self, manifest: &Manifest, fetched: &[PathBuf]) -> Result<()> {
         let _g = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.merges.wait_all();
         for dir in fetched {
             let Some(src) = part_dir_in(dir) else { continue };
             let name = src.file_name().and_then(|n| n.to_str()).unwrap_or_default().parse::<PartName>().map_err(st)?;

@@ -226,6 +226,34 @@ async fn leader_cut_off_in_a_minority_cannot_acknowledge() {
     c.shutdown().await;
 }
 
+/// Found by the cluster benchmark: a restarted node served gRPC before it
+/// had reopened its groups, so the leader's "create the group" request
+/// opened a second replica on the same directory and startup failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn regression_restart_under_replication_traffic_never_opens_a_group_twice() {
+    let mut c = Cluster::start(3, 5000).await;
+    let mut acked = BTreeSet::new();
+    let mut b = 0;
+    for _round in 0..4 {
+        for _ in 0..5 {
+            c.insert(1, &batch(b, 10), &format!("b{b}")).await.unwrap();
+            acked.insert(b);
+            b += 1;
+        }
+        c.kill(3).await;
+        for _ in 0..3 {
+            c.insert(1, &batch(b, 10), &format!("b{b}")).await.unwrap();
+            acked.insert(b);
+            b += 1;
+        }
+        c.nodes[&1].optimize(GROUP, false, Default::default()).await.ok();
+        c.start_node(3).await;
+    }
+    c.converge().await;
+    assert_eq!(c.keys(3), expected_keys(&acked, 10));
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replica_that_lost_its_disk_rejoins_from_a_snapshot() {
     let mut c = Cluster::start(3, 8).await;

@@ -223,7 +223,16 @@ impl TableEngine for ReplicatedTable {
             if opts.partition_id.as_ref().is_some_and(|p| *p != g.spec.partition_id) {
                 continue;
             }
-            self.replication.block_on(node.optimize(g.spec.group, opts.final_, mode))?.map_err(replication_error)?;
+            let merges = self
+                .replication
+                .block_on(node.optimize_indexes(g.spec.group, opts.final_, mode))?
+                .map_err(replication_error)?;
+            // alter_sync = 2: every live replica has merged too.
+            if let Some(last) = merges.into_iter().max() {
+                self.replication
+                    .block_on(node.wait_live_replicas(g.spec.group, last, Duration::from_secs(300)))?
+                    .map_err(replication_error)?;
+            }
         }
         Ok(())
     }
@@ -271,7 +280,23 @@ impl TableEngine for ReplicatedTable {
     }
 
     fn merges(&self) -> Vec<MergeInfo> {
-        Vec::new()
+        let mut out = Vec::new();
+        for g in self.groups() {
+            let parts = g.replica.snapshot();
+            for (result, sources) in g.replica.merges.running() {
+                let src: Vec<&Arc<Part>> = parts.iter().filter(|p| sources.contains(&p.name)).collect();
+                out.push(MergeInfo {
+                    partition_id: result.partition_id.clone(),
+                    result_part_name: result.to_string(),
+                    source_part_names: sources.iter().map(|s| s.to_string()).collect(),
+                    is_mutation: false,
+                    total_size_bytes_compressed: src.iter().map(|p| p.meta.bytes_on_disk).sum(),
+                    total_rows: src.iter().map(|p| p.meta.rows).sum(),
+                    started: std::time::Instant::now(),
+                });
+            }
+        }
+        out
     }
 
     fn read_barrier(&self) -> futures::future::BoxFuture<'_, Result<(), QueryError>> {
