@@ -135,6 +135,9 @@ pub struct Replica {
     apply_lock: Mutex<()>,
     /// Merges running in the background.
     pub merges: crate::merge_jobs::MergeJobs,
+    /// When the staging area was last swept (sweeping a thousand idle
+    /// groups' directories every few hundred milliseconds costs real CPU).
+    staging_swept: Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -191,6 +194,7 @@ impl Replica {
             state: Mutex::new(State { persisted, parts }),
             apply_lock: Mutex::new(()),
             merges: Default::default(),
+            staging_swept: Mutex::new(None),
         })
     }
 
@@ -676,6 +680,14 @@ impl Replica {
         let expired = self.state().parts.take_expired(grace);
         for p in expired {
             part_set::remove_part_files(&p).map_err(st)?;
+        }
+        {
+            let mut swept = self.staging_swept.lock().unwrap_or_else(|e| e.into_inner());
+            let due = swept.is_none_or(|t| t.elapsed() >= staging_ttl.min(std::time::Duration::from_secs(60)));
+            if !due {
+                return Ok(());
+            }
+            *swept = Some(std::time::Instant::now());
         }
         if let Ok(rd) = std::fs::read_dir(self.staging_dir()) {
             for e in rd.flatten() {

@@ -196,7 +196,8 @@ impl TableEngine for ReplicatedTable {
         let node = self.replication.node_blocking()?;
         let mut any = false;
         for g in self.groups() {
-            let leads = self.replication.block_on(g.raft.current_leader())? == Some(node.id());
+            // Metrics, not a call into the group: an idle (quiesced) group stays asleep.
+            let leads = g.raft.metrics().borrow().current_leader == Some(node.id());
             if !leads {
                 continue;
             }
