@@ -109,6 +109,7 @@ def main():
     ap.add_argument("--blocks", type=int, default=30)
     ap.add_argument("--groups", type=int, default=1000)
     ap.add_argument("--small", type=int, default=200, help="small inserts per concurrency level")
+    ap.add_argument("--only-idle", action="store_true", help="only the idle-CPU measurement")
     a = ap.parse_args()
     root = Path(a.workdir) / "cluster_bench"
     shutil.rmtree(root, ignore_errors=True)
@@ -128,68 +129,69 @@ def main():
     single = Node(a.binary, root, "single", "", free_port(), 0)
     single.start()
     try:
-        # 1. Insert throughput, engines interleaved per block.
-        print("cluster: 100k-row inserts ...", flush=True)
-        for nd in nodes:
-            nd.sh.post(replicated(DDL, "ins3"))
-        single.sh.post(DDL.replace("TABLE hits", "TABLE ins"))
-        single.sh.post(replicated(DDL, "ins1"))
-        t = {"rf3": 0.0, "single_mergetree": 0.0, "single_replicated_rf1": 0.0}
-        for i, b in enumerate(blocks):
-            t["rf3"] += timed(lambda: nodes[i % 3].sh.post("INSERT INTO ins3 FORMAT Parquet", b))
-            t["single_mergetree"] += timed(lambda: single.sh.post("INSERT INTO ins FORMAT Parquet", b))
-            t["single_replicated_rf1"] += timed(lambda: single.sh.post("INSERT INTO ins1 FORMAT Parquet", b))
-        n = rows_per_block * len(blocks)
-        ins = {k: {"rows_per_s": n / v, "MB_per_s": mb_in / v} for k, v in t.items()}
-        report["inserts"] = ins
-        counts = [int(nd.sh.post("SELECT count() FROM ins3")) for nd in nodes]
-        assert all(c == n for c in counts), f"replicas disagree after the load: {counts}"
-
-        # 2. Small inserts: commit latency at 1, 16, 64 clients.
-        print("cluster: small-insert latency ...", flush=True)
-        small = {}
-        for clients in (1, 16, 64):
-            name = f"small{clients}"
-            ddl = (f"CREATE TABLE {name} (k UInt64, v String) ENGINE = ReplicatedMergeTree ORDER BY k "
-                   "SETTINGS parts_to_delay_insert = 100000, parts_to_throw_insert = 100000")
+        if not a.only_idle:
+            # 1. Insert throughput, engines interleaved per block.
+            print("cluster: 100k-row inserts ...", flush=True)
             for nd in nodes:
-                nd.sh.post(ddl)
-            rng = random.Random(clients)
-            bodies = []
-            for j in range(a.small):
-                r = rng.randint(1, 100)
-                bodies.append("".join(f"{j * 1000 + x}\tv{x}\n" for x in range(r)).encode())
+                nd.sh.post(replicated(DDL, "ins3"))
+            single.sh.post(DDL.replace("TABLE hits", "TABLE ins"))
+            single.sh.post(replicated(DDL, "ins1"))
+            t = {"rf3": 0.0, "single_mergetree": 0.0, "single_replicated_rf1": 0.0}
+            for i, b in enumerate(blocks):
+                t["rf3"] += timed(lambda: nodes[i % 3].sh.post("INSERT INTO ins3 FORMAT Parquet", b))
+                t["single_mergetree"] += timed(lambda: single.sh.post("INSERT INTO ins FORMAT Parquet", b))
+                t["single_replicated_rf1"] += timed(lambda: single.sh.post("INSERT INTO ins1 FORMAT Parquet", b))
+            n = rows_per_block * len(blocks)
+            ins = {k: {"rows_per_s": n / v, "MB_per_s": mb_in / v} for k, v in t.items()}
+            report["inserts"] = ins
+            counts = [int(nd.sh.post("SELECT count() FROM ins3")) for nd in nodes]
+            assert all(c == n for c in counts), f"replicas disagree after the load: {counts}"
 
-            def one(j):
-                nd = nodes[j % 3]
-                return timed(lambda: nd.sh.post(f"INSERT INTO {name} FORMAT TSV", bodies[j]))
+            # 2. Small inserts: commit latency at 1, 16, 64 clients.
+            print("cluster: small-insert latency ...", flush=True)
+            small = {}
+            for clients in (1, 16, 64):
+                name = f"small{clients}"
+                ddl = (f"CREATE TABLE {name} (k UInt64, v String) ENGINE = ReplicatedMergeTree ORDER BY k "
+                       "SETTINGS parts_to_delay_insert = 100000, parts_to_throw_insert = 100000")
+                for nd in nodes:
+                    nd.sh.post(ddl)
+                rng = random.Random(clients)
+                bodies = []
+                for j in range(a.small):
+                    r = rng.randint(1, 100)
+                    bodies.append("".join(f"{j * 1000 + x}\tv{x}\n" for x in range(r)).encode())
 
-            nodes[0].sh.post(f"INSERT INTO {name} FORMAT TSV", b"0\twarm\n")  # creates the group
-            with cf.ThreadPoolExecutor(clients) as ex:
-                t0 = time.perf_counter()
-                lat = list(ex.map(one, range(a.small)))
-                wall = time.perf_counter() - t0
-            small[clients] = {"p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
-                              "inserts_per_s": a.small / wall}
-        report["small_inserts"] = small
+                def one(j):
+                    nd = nodes[j % 3]
+                    return timed(lambda: nd.sh.post(f"INSERT INTO {name} FORMAT TSV", bodies[j]))
 
-        # 4. Catch-up: node 3 down during a load, then time to apply it all.
-        print("cluster: catch-up ...", flush=True)
-        for nd in nodes:
-            nd.sh.post(replicated(DDL, "catch"))
-        nodes[0].sh.post("INSERT INTO catch FORMAT Parquet", blocks[0])
-        nodes[2].kill()
-        for b in blocks[1:11]:
-            nodes[0].sh.post("INSERT INTO catch FORMAT Parquet", b)
-        want = int(nodes[0].sh.post("SELECT count() FROM catch"))
-        size = int(nodes[0].sh.post(
-            "SELECT sum(bytes_on_disk) FROM system.parts WHERE table = 'catch' AND active = 1") or 0)
-        t0 = time.perf_counter()
-        nodes[2].start()
-        while int(nodes[2].sh.post("SELECT count() FROM catch")) != want:
-            time.sleep(0.05)
-        secs = time.perf_counter() - t0
-        report["catch_up"] = {"seconds": secs, "MB": size / 1e6, "MB_per_s": size / 1e6 / secs}
+                nodes[0].sh.post(f"INSERT INTO {name} FORMAT TSV", b"0\twarm\n")  # creates the group
+                with cf.ThreadPoolExecutor(clients) as ex:
+                    t0 = time.perf_counter()
+                    lat = list(ex.map(one, range(a.small)))
+                    wall = time.perf_counter() - t0
+                small[clients] = {"p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
+                                  "inserts_per_s": a.small / wall}
+            report["small_inserts"] = small
+
+            # 4. Catch-up: node 3 down during a load, then time to apply it all.
+            print("cluster: catch-up ...", flush=True)
+            for nd in nodes:
+                nd.sh.post(replicated(DDL, "catch"))
+            nodes[0].sh.post("INSERT INTO catch FORMAT Parquet", blocks[0])
+            nodes[2].kill()
+            for b in blocks[1:11]:
+                nodes[0].sh.post("INSERT INTO catch FORMAT Parquet", b)
+            want = int(nodes[0].sh.post("SELECT count() FROM catch"))
+            size = int(nodes[0].sh.post(
+                "SELECT sum(bytes_on_disk) FROM system.parts WHERE table = 'catch' AND active = 1") or 0)
+            t0 = time.perf_counter()
+            nodes[2].start()
+            while int(nodes[2].sh.post("SELECT count() FROM catch")) != want:
+                time.sleep(0.05)
+            secs = time.perf_counter() - t0
+            report["catch_up"] = {"seconds": secs, "MB": size / 1e6, "MB_per_s": size / 1e6 / secs}
 
         # 3. Idle CPU with many groups: one partition per group.
         print(f"cluster: idle CPU with {a.groups} groups ...", flush=True)
@@ -226,22 +228,24 @@ def main():
         single.kill()
     report["machine"]["load_after"] = os.getloadavg()[0]
 
-    ins = report["inserts"]
+    ins = report.get("inserts", {})
     L = [f"# shardhouse replication benchmark: 3 server processes on loopback, RF = 3", "",
          f"Machine: {report['machine']['cores']} cores, load {report['machine']['load_before']:.2f} before, "
          f"{report['machine']['load_after']:.2f} after.", "",
-         f"## Inserts of {a.blocks} Parquet blocks of 100k hits rows (interleaved per block)", "",
-         "| | rows/s | MB/s (Parquet in) | ratio to single-node MergeTree |", "|---|---|---|---|"]
-    base = ins["single_mergetree"]["rows_per_s"]
-    for k, v in ins.items():
-        L.append(f"| {k} | {v['rows_per_s']:,.0f} | {v['MB_per_s']:.1f} | {v['rows_per_s'] / base:.2f}x |")
-    L += ["", f"## Small inserts (1-100 rows, {a.small} per level, spread over the 3 nodes)", "",
-          "| clients | p50 ms | p99 ms | inserts/s |", "|---|---|---|---|"]
-    for c, v in report["small_inserts"].items():
-        L.append(f"| {c} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['inserts_per_s']:.0f} |")
-    cu = report["catch_up"]
-    L += ["", "## Catch-up of a replica down during 10 block inserts", "",
-          f"{cu['MB']:.1f} MB of parts applied in {cu['seconds']:.2f} s: **{cu['MB_per_s']:.1f} MB/s**."]
+         ]
+    if ins:
+        L += [f"## Inserts of {a.blocks} Parquet blocks of 100k hits rows (interleaved per block)", "",
+              "| | rows/s | MB/s (Parquet in) | ratio to single-node MergeTree |", "|---|---|---|---|"]
+        base = ins["single_mergetree"]["rows_per_s"]
+        for k, v in ins.items():
+            L.append(f"| {k} | {v['rows_per_s']:,.0f} | {v['MB_per_s']:.1f} | {v['rows_per_s'] / base:.2f}x |")
+        L += ["", f"## Small inserts (1-100 rows, {a.small} per level, spread over the 3 nodes)", "",
+              "| clients | p50 ms | p99 ms | inserts/s |", "|---|---|---|---|"]
+        for c, v in report["small_inserts"].items():
+            L.append(f"| {c} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['inserts_per_s']:.0f} |")
+        cu = report["catch_up"]
+        L += ["", "## Catch-up of a replica down during 10 block inserts", "",
+              f"{cu['MB']:.1f} MB of parts applied in {cu['seconds']:.2f} s: **{cu['MB_per_s']:.1f} MB/s**."]
     L += ["", "## Idle CPU (% of one core per node process, over 20 s)", "", "| mode | groups per node | nodes 1, 2, 3 |",
           "|---|---|---|"]
     for m, v in report["idle"].items():

@@ -68,8 +68,11 @@ impl Default for ClusterSection {
             node_id: 1,
             raft_listen: None,
             nodes: Vec::new(),
-            heartbeat_ms: 100,
-            election_timeout_ms: 500,
+            // openraft wakes each group's tick timer every 1.5 heartbeats even
+            // while the group is quiesced; 250 ms keeps 1,000 idle groups near
+            // 2 % of a core while a dead leader is replaced in about 1-2 s.
+            heartbeat_ms: 250,
+            election_timeout_ms: 1000,
             snapshot_logs: 5000,
             quiesce_after_ms: 2000,
         }

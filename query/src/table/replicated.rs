@@ -196,7 +196,12 @@ impl TableEngine for ReplicatedTable {
         let node = self.replication.node_blocking()?;
         let mut any = false;
         for g in self.groups() {
-            // Metrics, not a call into the group: an idle (quiesced) group stays asleep.
+            // A quiesced group has had no writes since its last selection
+            // found nothing (a pick would have woken it): skip it. Metrics,
+            // not a call into the group, so an idle group stays asleep.
+            if g.is_quiesced() {
+                continue;
+            }
             let leads = g.raft.metrics().borrow().current_leader == Some(node.id());
             if !leads {
                 continue;
