@@ -392,22 +392,32 @@ impl ReplicationNode {
     pub async fn assign_merges(&self) -> Result<usize> {
         let mut n = 0;
         for g in self.groups() {
-            if g.raft.current_leader().await != Some(self.inner.id) {
-                continue;
-            }
-            let s = &g.replica.table.def.settings;
-            let settings = storage::merge::selector::SelectorSettings {
-                max_parts_to_merge_at_once: s.max_parts_to_merge_at_once,
-                max_total_bytes: s.max_bytes_to_merge_at_max_space_in_pool,
-                ..Default::default()
-            };
-            if let Some(names) = storage::merge::selector::select_merge(&g.replica.merge_candidates(), &settings) {
-                let sources = names.iter().map(|n| n.to_string()).collect();
-                self.merge(g.spec.group, Command::Merge { sources, mode: Default::default() }).await?;
-                n += 1;
-            }
+            n += usize::from(self.assign_merge(&g).await?);
         }
         Ok(n)
+    }
+
+    /// Merge assignment for one group: when this node leads it and the
+    /// group is awake, proposes the merge the selector picks. A quiesced
+    /// group had no writes since its last selection found nothing (a pick
+    /// would have woken it), so it is skipped; leadership is read from
+    /// metrics, not asked of the group, so an idle group stays asleep.
+    pub async fn assign_merge(&self, g: &Group) -> Result<bool> {
+        if g.is_quiesced() || g.raft.metrics().borrow().current_leader != Some(self.inner.id) {
+            return Ok(false);
+        }
+        let s = &g.replica.table.def.settings;
+        let settings = storage::merge::selector::SelectorSettings {
+            max_parts_to_merge_at_once: s.max_parts_to_merge_at_once,
+            max_total_bytes: s.max_bytes_to_merge_at_max_space_in_pool,
+            ..Default::default()
+        };
+        let Some(names) = storage::merge::selector::select_merge(&g.replica.merge_candidates(), &settings) else {
+            return Ok(false);
+        };
+        let sources = names.iter().map(|n| n.to_string()).collect();
+        self.merge(g.spec.group, Command::Merge { sources, mode: Default::default() }).await?;
+        Ok(true)
     }
 
     /// `OPTIMIZE`: proposes the merges the optimize selector picks in a group.

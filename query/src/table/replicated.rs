@@ -196,28 +196,7 @@ impl TableEngine for ReplicatedTable {
         let node = self.replication.node_blocking()?;
         let mut any = false;
         for g in self.groups() {
-            // A quiesced group has had no writes since its last selection
-            // found nothing (a pick would have woken it): skip it. Metrics,
-            // not a call into the group, so an idle group stays asleep.
-            if g.is_quiesced() {
-                continue;
-            }
-            let leads = g.raft.metrics().borrow().current_leader == Some(node.id());
-            if !leads {
-                continue;
-            }
-            let s = &self.table.def.settings;
-            let settings = storage::merge::selector::SelectorSettings {
-                max_parts_to_merge_at_once: s.max_parts_to_merge_at_once,
-                max_total_bytes: s.max_bytes_to_merge_at_max_space_in_pool,
-                ..Default::default()
-            };
-            if let Some(names) = storage::merge::selector::select_merge(&g.replica.merge_candidates(), &settings) {
-                let sources = names.iter().map(|n| n.to_string()).collect();
-                let cmd = replication::Command::Merge { sources, mode: Default::default() };
-                self.replication.block_on(node.merge(g.spec.group, cmd))?.map_err(replication_error)?;
-                any = true;
-            }
+            any |= self.replication.block_on(node.assign_merge(&g))?.map_err(replication_error)?;
         }
         Ok(any)
     }
