@@ -334,7 +334,11 @@ async fn idle_groups_quiesce_and_wake_for_writes_and_leader_loss() {
 }
 
 /// openraft's own conformance suite for the RocksDB log store and the state machine.
-struct SuiteBuilder;
+/// Every store lives under `root`, removed only when the whole suite is done:
+/// the suite drops a store's directory guard before the store itself.
+struct SuiteBuilder {
+    root: tempfile::TempDir,
+}
 
 struct NoPeers;
 
@@ -350,19 +354,19 @@ impl
         replication::TypeConfig,
         replication::log_store::GroupLogStore,
         replication::state_machine::GroupStateMachine,
-        tempfile::TempDir,
+        std::path::PathBuf,
     > for SuiteBuilder
 {
     async fn build(
         &self,
     ) -> Result<
-        (tempfile::TempDir, replication::log_store::GroupLogStore, replication::state_machine::GroupStateMachine),
+        (std::path::PathBuf, replication::log_store::GroupLogStore, replication::state_machine::GroupStateMachine),
         openraft::StorageError<u64>,
     > {
-        let dir = tempfile::tempdir().unwrap();
-        let db = replication::log_store::LogDb::open(&dir.path().join("db")).unwrap();
+        let dir = tempfile::tempdir_in(self.root.path()).unwrap().keep();
+        let db = replication::log_store::LogDb::open(&dir.join("db")).unwrap();
         let replica =
-            replication::replica::Replica::open(3, 1, &dir.path().join("g3"), table(), Default::default(), db.clone())
+            replication::replica::Replica::open(3, 1, &dir.join("g3"), table(), Default::default(), db.clone())
                 .unwrap();
         let sm = replication::state_machine::GroupStateMachine::new(Arc::new(replica), Arc::new(NoPeers), vec![1]);
         Ok((dir, db.group(3), sm))
@@ -371,5 +375,5 @@ impl
 
 #[test]
 fn rocksdb_log_store_passes_openraft_storage_suite() {
-    openraft::testing::Suite::test_all(SuiteBuilder).unwrap();
+    openraft::testing::Suite::test_all(SuiteBuilder { root: tempfile::tempdir().unwrap() }).unwrap();
 }

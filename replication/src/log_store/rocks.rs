@@ -45,7 +45,23 @@ type FlushDone = Box<dyn FnOnce(std::io::Result<()>) + Send>;
 /// The node's RocksDB and its WAL syncer.
 pub struct LogDb {
     db: Arc<DB>,
-    flush: mpsc::Sender<FlushDone>,
+    flush: Option<mpsc::Sender<FlushDone>>,
+    syncer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Closes the database in the dropping thread: the syncer is stopped and
+/// joined first, so RocksDB is never still closing on a detached thread when
+/// the process exits (its static destructors then abort with "pthread lock:
+/// Invalid argument" — seen in CI at the end of a test binary).
+impl Drop for LogDb {
+    fn drop(&mut self) {
+        self.flush.take();
+        if let Some(h) = self.syncer.take()
+            && h.thread().id() != std::thread::current().id()
+        {
+            let _ = h.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for LogDb {
@@ -110,7 +126,7 @@ impl LogDb {
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?);
         let (tx, rx) = mpsc::channel::<FlushDone>();
         let syncer = db.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("raft-wal-sync".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
@@ -123,7 +139,7 @@ impl LogDb {
                 }
             })
             .map_err(|e| crate::ReplicationError::io(path, e))?;
-        Ok(Arc::new(LogDb { db, flush: tx }))
+        Ok(Arc::new(LogDb { db, flush: Some(tx), syncer: Some(handle) }))
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError<NodeId>> {
@@ -284,7 +300,11 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
         wo.set_sync(false);
         self.db.db.write_opt(b, &wo).map_err(write_err)?;
         let done: FlushDone = Box::new(move |r| callback.log_io_completed(r));
-        if let Err(mpsc::SendError(done)) = self.db.flush.send(done) {
+        let sent = match &self.db.flush {
+            Some(tx) => tx.send(done).map_err(|mpsc::SendError(done)| done),
+            None => Err(done),
+        };
+        if let Err(done) = sent {
             done(Err(std::io::Error::other("WAL syncer stopped")));
         }
         Ok(())
