@@ -17,6 +17,7 @@ pub mod log_store;
 pub mod merge_jobs;
 pub mod registry;
 pub mod replica;
+pub mod runtime;
 pub mod staging;
 pub mod state_machine;
 pub mod transport;
@@ -41,6 +42,7 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = openraft::BasicNode,
+        AsyncRuntime = runtime::GridRuntime,
 );
 
 /// A running Raft group.

@@ -35,6 +35,9 @@ pub struct ReplicatedTable {
     replication_factor: usize,
     settings: replication::replica::ReplicaSettings,
     merges_stopped: AtomicBool,
+    /// When outdated parts and staging were last swept: at most once a
+    /// second, so a thousand idle groups cost nothing between sweeps.
+    swept: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 fn st(e: storage::StorageError) -> QueryError {
@@ -74,6 +77,7 @@ impl ReplicatedTable {
             replication_factor: rf,
             settings,
             merges_stopped: AtomicBool::new(false),
+            swept: std::sync::Mutex::new(None),
         }))
     }
 
@@ -196,6 +200,10 @@ impl TableEngine for ReplicatedTable {
         let node = self.replication.node_blocking()?;
         let mut any = false;
         for g in self.groups() {
+            // Checked before entering the runtime: most groups of a big node are idle.
+            if g.is_quiesced() {
+                continue;
+            }
             any |= self.replication.block_on(node.assign_merge(&g))?.map_err(replication_error)?;
         }
         Ok(any)
@@ -253,6 +261,13 @@ impl TableEngine for ReplicatedTable {
     }
 
     fn cleanup(&self) -> Result<(), QueryError> {
+        {
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            if swept.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return Ok(());
+            }
+            *swept = Some(std::time::Instant::now());
+        }
         let grace = Duration::from_secs(self.table.def.settings.old_parts_lifetime_secs);
         for g in self.groups() {
             g.replica.cleanup(grace, Duration::from_secs(3600)).map_err(replication_error)?;
