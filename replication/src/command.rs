@@ -1,5 +1,8 @@
-//! The commands a group's log carries. Entries are small: part bytes never
-//! travel through Raft, only names, ids and checksums.
+//! The commands a group's log carries. Entries are small: part bytes travel
+//! beside the log, only names, ids and checksums go through Raft — except the
+//! files of a small inserted block (at most [`INLINE_MAX_BYTES`]), which ride
+//! in its `Insert`: one log fsync on a majority then makes the insert durable,
+//! instead of staging fsyncs on every replica before the proposal.
 //!
 //! Entries are stored as JSON behind a format byte (see
 //! [`crate::log_store`]); fields added later must be `#[serde(default)]` so
@@ -13,6 +16,9 @@ use storage::mutation::MutationCommand;
 use storage::part::checksum::FileChecksum;
 
 use crate::NodeId;
+
+/// Largest staged part (all files) carried inside its `Insert` entry.
+pub const INLINE_MAX_BYTES: u64 = 256 * 1024;
 
 /// One log command of a partition-shard group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +39,11 @@ pub enum Command {
         /// The proposer's wall clock (seconds), so the time-based dedup window
         /// is the same on every replica.
         ts: i64,
+        /// The staged part's files, base64, for a small block: every replica
+        /// writes them itself, and the log is their durable copy until the
+        /// replica's next checkpoint fsyncs them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inline: Option<BTreeMap<String, String>>,
     },
     /// Replace `sources` by the merge of them, run on every replica.
     Merge { sources: Vec<String>, mode: ReduceMode },

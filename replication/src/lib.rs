@@ -9,6 +9,7 @@
 //! * [`transport`] — one tonic service per node multiplexing every group;
 //! * [`registry`] — the multi-raft registry: groups created on demand, the write path.
 
+pub mod checkpoint;
 pub mod command;
 pub mod dedup;
 pub mod error;

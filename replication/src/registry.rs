@@ -20,6 +20,7 @@ use crate::replica::{Replica, ReplicaSettings};
 use crate::state_machine::GroupStateMachine;
 use crate::transport::{NetControl, Peers, TransportFetcher};
 use crate::{GroupId, NodeId, Raft};
+use storage::part::writer::Durability;
 
 /// What a group is: which table's partition it holds and on which nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,27 +292,55 @@ impl ReplicationNode {
         let group = self.ensure_group(spec).await?;
         let replica = group.replica.clone();
         let pid = spec.partition_id.clone();
-        let staged =
-            tokio::task::spawn_blocking(move || crate::staging::stage_block(&replica, &pid, partition_value, &batch))
-                .await
-                .map_err(raft_err)??;
-        let others: Vec<NodeId> = spec.members.iter().copied().filter(|m| *m != self.inner.id).collect();
-        let pushes = others.iter().map(|&m| {
-            let peers = self.inner.peers.clone();
-            let staged = staged.clone();
-            let g = spec.group;
-            async move { (m, peers.push_part(m, g, &staged).await) }
-        });
+        // A small block rides in its log entry: written here without fsync,
+        // durable once the entry is, and never pushed to staging areas.
+        let small = batch.get_array_memory_size() as u64 <= 4 * crate::command::INLINE_MAX_BYTES;
+        let (staged, inline) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let durability = if small { Durability::Deferred } else { Durability::Synced };
+            let staged = crate::staging::stage_block(&replica, &pid, partition_value, &batch, durability)?;
+            let inline = match small {
+                true => crate::staging::inline_files(&staged, crate::command::INLINE_MAX_BYTES)?,
+                false => None,
+            };
+            if small && inline.is_none() {
+                storage::part::writer::sync_part(&staged.part_dir)?;
+            }
+            Ok((staged, inline))
+        })
+        .await
+        .map_err(raft_err)??;
         let mut holders = vec![self.inner.id];
-        for (m, r) in futures::future::join_all(pushes).await {
-            match r {
-                Ok(()) => holders.push(m),
-                Err(e) => tracing::warn!(group = spec.group, node = m, error = %e, "staging push failed"),
+        if inline.is_some() && quorum != Quorum::Majority {
+            // As ClickHouse: a quorum that cannot be reached fails up front.
+            let others = spec.members.iter().copied().filter(|m| *m != self.inner.id);
+            let pings = others.map(|m| {
+                let peers = self.inner.peers.clone();
+                async move { peers.ping(m, Duration::from_millis(500)).await }
+            });
+            let alive = 1 + futures::future::join_all(pings).await.into_iter().filter(|a| *a).count();
+            if alive < needed {
+                let _ = std::fs::remove_dir_all(group.replica.staging_dir().join(&staged.staged_id));
+                return Err(ReplicationError::TooFewLiveReplicas { alive, needed });
             }
         }
-        if holders.len() < majority(spec.members.len()) || (quorum != Quorum::Majority && holders.len() < needed) {
-            let _ = std::fs::remove_dir_all(group.replica.staging_dir().join(&staged.staged_id));
-            return Err(ReplicationError::TooFewLiveReplicas { alive: holders.len(), needed });
+        if inline.is_none() {
+            let others: Vec<NodeId> = spec.members.iter().copied().filter(|m| *m != self.inner.id).collect();
+            let pushes = others.iter().map(|&m| {
+                let peers = self.inner.peers.clone();
+                let staged = staged.clone();
+                let g = spec.group;
+                async move { (m, peers.push_part(m, g, &staged).await) }
+            });
+            for (m, r) in futures::future::join_all(pushes).await {
+                match r {
+                    Ok(()) => holders.push(m),
+                    Err(e) => tracing::warn!(group = spec.group, node = m, error = %e, "staging push failed"),
+                }
+            }
+            if holders.len() < majority(spec.members.len()) || (quorum != Quorum::Majority && holders.len() < needed) {
+                let _ = std::fs::remove_dir_all(group.replica.staging_dir().join(&staged.staged_id));
+                return Err(ReplicationError::TooFewLiveReplicas { alive: holders.len(), needed });
+            }
         }
         fail::fail_point!("insert:after-stage", |_| Err(ReplicationError::Raft("failpoint insert:after-stage".into())));
         let cmd = Command::Insert {
@@ -322,6 +351,7 @@ impl ReplicationNode {
             files: staged.files.clone(),
             holders,
             ts: chrono_secs(),
+            inline,
         };
         let out = self.inner.propose(spec.group, cmd).await?;
         if quorum != Quorum::Majority {

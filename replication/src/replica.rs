@@ -16,8 +16,9 @@ use openraft::{LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 use storage::merge::selector::Candidate;
 use storage::mutation::{Mutation, MutationCommand, mutate_part};
-use storage::part::adopt::adopt_part;
+use storage::part::adopt::{adopt_part, adopt_part_with};
 use storage::part::checksum::FileChecksum;
+use storage::part::writer::Durability;
 use storage::part_set::{self, PartSet};
 use storage::{Part, PartName};
 
@@ -81,6 +82,9 @@ pub struct PersistedState {
     /// Merges applied from the log and still running (restarted on open).
     #[serde(default)]
     pub pending_merges: Vec<crate::merge_jobs::PendingMerge>,
+    /// Inline-inserted parts not fsynced yet (see `checkpoint`).
+    #[serde(default)]
+    pub unsynced: Vec<crate::checkpoint::UnsyncedPart>,
 }
 
 /// One part in a snapshot manifest.
@@ -97,6 +101,17 @@ pub struct Manifest {
     pub state: PersistedState,
     pub parts: Vec<ManifestPart>,
     pub source: NodeId,
+}
+
+/// The fields of an `Insert` command, borrowed.
+struct InsertBlock<'a> {
+    block_id: &'a str,
+    staged_id: &'a str,
+    partition_id: &'a str,
+    files: &'a std::collections::BTreeMap<String, FileChecksum>,
+    holders: &'a [NodeId],
+    ts: i64,
+    inline: &'a Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Bytes a command needs that this replica does not hold.
@@ -117,9 +132,9 @@ pub enum Step {
     Need(Missing),
 }
 
-struct State {
-    persisted: PersistedState,
-    parts: PartSet,
+pub(crate) struct State {
+    pub(crate) persisted: PersistedState,
+    pub(crate) parts: PartSet,
 }
 
 /// One group's replica on this node.
@@ -129,7 +144,7 @@ pub struct Replica {
     pub table: Arc<storage::Table>,
     pub settings: ReplicaSettings,
     dir: PathBuf,
-    db: Arc<LogDb>,
+    pub(crate) db: Arc<LogDb>,
     state: Mutex<State>,
     /// Serialises applying and snapshot installation.
     apply_lock: Mutex<()>,
@@ -184,7 +199,7 @@ impl Replica {
             None => PersistedState::default(),
         };
         persisted.dedup.reindex();
-        Ok(Replica {
+        let replica = Replica {
             group,
             node,
             table,
@@ -195,7 +210,9 @@ impl Replica {
             apply_lock: Mutex::new(()),
             merges: Default::default(),
             staging_swept: Mutex::new(None),
-        })
+        };
+        replica.recover_unsynced()?;
+        Ok(replica)
     }
 
     /// Restarts the merges that were running when the replica stopped.
@@ -217,7 +234,7 @@ impl Replica {
         Ok(())
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -314,8 +331,9 @@ impl Replica {
             self.merges.wait_all();
         }
         let step = match cmd {
-            Command::Insert { block_id, staged_id, partition_id, files, holders, ts, .. } => {
-                self.apply_insert(index, block_id, staged_id, partition_id, files, holders, *ts, fetched)?
+            Command::Insert { block_id, staged_id, partition_id, files, holders, ts, inline, .. } => {
+                let block = InsertBlock { block_id, staged_id, partition_id, files, holders, ts: *ts, inline };
+                self.apply_insert(index, block, fetched)?
             }
             Command::Merge { sources, mode } => self.apply_merge(sources, *mode, fetched)?,
             Command::Mutate { commands, text, ts } => {
@@ -350,34 +368,32 @@ impl Replica {
         Ok(step)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn apply_insert(
-        &self,
-        index: i64,
-        block_id: &str,
-        staged_id: &str,
-        partition_id: &str,
-        files: &std::collections::BTreeMap<String, FileChecksum>,
-        holders: &[NodeId],
-        ts: i64,
-        fetched: Option<&Path>,
-    ) -> Result<Step> {
-        let staged = self.staging_dir().join(staged_id);
-        let name = PartName::new_insert(partition_id, index);
-        if self.state().persisted.dedup.contains(block_id) {
+    fn apply_insert(&self, index: i64, b: InsertBlock<'_>, fetched: Option<&Path>) -> Result<Step> {
+        let staged = self.staging_dir().join(b.staged_id);
+        let name = PartName::new_insert(b.partition_id, index);
+        if self.state().persisted.dedup.contains(b.block_id) {
             remove_dir(&staged);
-            return Ok(Step::Done(Response::Deduplicated { block_id: block_id.to_string() }));
+            return Ok(Step::Done(Response::Deduplicated { block_id: b.block_id.to_string() }));
         }
         if self.state().parts.covering(&name).is_none() {
+            let local = || part_dir_in(&staged).filter(|d| files_match(d, b.files));
             let src = match fetched.and_then(part_dir_in) {
                 Some(d) => d,
-                None => match part_dir_in(&staged).filter(|d| files_match(d, files)) {
-                    Some(d) => d,
-                    None => {
+                None => match (local(), b.inline) {
+                    (Some(d), _) => d,
+                    (None, Some(files)) => {
+                        crate::staging::materialize_inline(self, b.staged_id, b.partition_id, files)?;
+                        local().ok_or_else(|| {
+                            ReplicationError::Corrupted(format!(
+                                "inline part of entry {index} does not match its checksums"
+                            ))
+                        })?
+                    }
+                    (None, None) => {
                         return Ok(Step::Need(Missing {
                             part: name,
-                            staged_id: Some(staged_id.to_string()),
-                            from: holders.iter().copied().filter(|n| *n != self.node).collect(),
+                            staged_id: Some(b.staged_id.to_string()),
+                            from: b.holders.iter().copied().filter(|n| *n != self.node).collect(),
                         }));
                     }
                 },
@@ -387,6 +403,12 @@ impl Replica {
             let part = if fetched.is_some() && fetched_name.contains(&name) && fetched_name != name {
                 // A peer had already merged the block: take its covering part.
                 adopt_part(&src, &self.parts_dir(), &fetched_name).map_err(st)?
+            } else if b.inline.is_some() && fetched.is_none() {
+                // The log holds these bytes until the next checkpoint fsyncs them.
+                let part = adopt_part_with(&src, &self.parts_dir(), &name, Durability::Deferred).map_err(st)?;
+                let unsynced = crate::checkpoint::UnsyncedPart { index: index as u64, part: name.to_string() };
+                self.state().persisted.unsynced.push(unsynced);
+                part
             } else {
                 adopt_part(&src, &self.parts_dir(), &name).map_err(st)?
             };
@@ -395,7 +417,7 @@ impl Replica {
         let window = self.settings.replicated_deduplication_window;
         let seconds = self.settings.replicated_deduplication_window_seconds;
         self.state().persisted.dedup.add(
-            DedupEntry { block_id: block_id.to_string(), part: name.to_string(), ts },
+            DedupEntry { block_id: b.block_id.to_string(), part: name.to_string(), ts: b.ts },
             window,
             seconds,
         );
@@ -677,6 +699,7 @@ impl Replica {
     /// Deletes outdated parts no reader holds any more, and staged blocks
     /// older than `staging_ttl` whose proposal never committed.
     pub fn cleanup(&self, grace: std::time::Duration, staging_ttl: std::time::Duration) -> Result<()> {
+        self.checkpoint()?;
         let expired = self.state().parts.take_expired(grace);
         for p in expired {
             part_set::remove_part_files(&p).map_err(st)?;

@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use storage::PartName;
 use storage::part::checksum::FileChecksum;
-use storage::part::writer::write_block;
+use storage::part::writer::{Durability, write_block_with, write_file};
 
 use crate::NodeId;
 use crate::error::{ReplicationError, Result};
@@ -42,10 +44,52 @@ pub fn stage_block(
     partition_id: &str,
     partition_value: Vec<String>,
     batch: &RecordBatch,
+    durability: Durability,
 ) -> Result<Staged> {
     let staged_id = new_staged_id(replica.node);
     let parent = replica.staging_dir().join(&staged_id);
     std::fs::create_dir_all(&parent).map_err(|e| ReplicationError::io(&parent, e))?;
-    let part = write_block(&replica.table, &parent, PartName::new_insert(partition_id, 0), partition_value, batch)?;
+    let name = PartName::new_insert(partition_id, 0);
+    let part = write_block_with(&replica.table, &parent, name, partition_value, batch, durability)?;
     Ok(Staged { staged_id, part_dir: part.dir.clone(), rows: part.meta.rows, files: part.meta.files.clone() })
+}
+
+/// The staged part's files for an inline `Insert`, or `None` when together
+/// they exceed `max` bytes.
+pub fn inline_files(staged: &Staged, max: u64) -> Result<Option<BTreeMap<String, String>>> {
+    if staged.files.values().map(|f| f.size).sum::<u64>() > max {
+        return Ok(None);
+    }
+    let mut out = BTreeMap::new();
+    for file in staged.files.keys().chain(std::iter::once(&storage::part::meta::META_FILE.to_string())) {
+        let path = staged.part_dir.join(file);
+        let bytes = std::fs::read(&path).map_err(|e| ReplicationError::io(&path, e))?;
+        out.insert(file.clone(), B64.encode(bytes));
+    }
+    Ok(Some(out))
+}
+
+/// Writes an inline part's files into `staging/<staged_id>/<pid>_0_0_0/`
+/// (not fsynced: the log holds them) and returns that directory.
+pub fn materialize_inline(
+    replica: &Replica,
+    staged_id: &str,
+    partition_id: &str,
+    files: &BTreeMap<String, String>,
+) -> Result<PathBuf> {
+    let parent = replica.staging_dir().join(staged_id);
+    let dir = parent.join(PartName::new_insert(partition_id, 0).to_string());
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| ReplicationError::io(&dir, e))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| ReplicationError::io(&dir, e))?;
+    for (name, b64) in files {
+        if name.contains('/') || name.contains("..") {
+            return Err(ReplicationError::Corrupted(format!("inline part file name {name:?}")));
+        }
+        let bytes =
+            B64.decode(b64).map_err(|e| ReplicationError::Corrupted(format!("inline part file {name}: {e}")))?;
+        write_file(&dir.join(name), &bytes, false)?;
+    }
+    Ok(dir)
 }

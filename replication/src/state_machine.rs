@@ -207,7 +207,12 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let manifest = self.replica.manifest();
+        let mut manifest = self.replica.manifest();
+        // openraft purges the log up to the snapshot: every part only the log
+        // held until now (applied at or before the manifest) is fsynced first.
+        let replica = self.replica.clone();
+        tokio::task::spawn_blocking(move || replica.checkpoint()).await.map_err(sm_err)?.map_err(sm_err)?;
+        manifest.state.unsynced.clear();
         let bytes = crate::log_store::encode(&manifest).map_err(sm_err)?;
         let last = manifest.state.applied;
         let meta = SnapshotMeta {

@@ -163,6 +163,14 @@ impl LogDb {
         self.db.put_cf_opt(self.cf(CF_META)?, meta_key(group, tag), value, &wo).map_err(write_err)
     }
 
+    /// A group's log entry at `index`, if the log still holds it.
+    pub fn get_entry(&self, group: GroupId, index: u64) -> Result<Option<Entry<TypeConfig>>, StorageError<NodeId>> {
+        match self.db.get_cf(self.cf(CF_LOG)?, log_key(group, index)).map_err(read_err)? {
+            Some(v) => decode(&v).map(Some).map_err(read_err),
+            None => Ok(None),
+        }
+    }
+
     /// Every group that has a spec row, i.e. every group this node hosts.
     pub fn groups_with(&self, tag: MetaTag) -> Result<Vec<(GroupId, Vec<u8>)>, StorageError<NodeId>> {
         let mut out = Vec::new();

@@ -11,13 +11,19 @@ use std::path::Path;
 use super::Part;
 use super::meta::{META_FILE, PartMeta};
 use super::name::PartName;
-use super::writer::{TMP_PREFIX, publish, sync_dir, write_synced};
+use super::writer::{Durability, TMP_PREFIX, publish_with, sync_dir, write_file};
 use crate::error::{Result, StorageError};
 
 /// Publishes the part in `src` under `parent` as `name`. Idempotent: when
 /// `name` already exists and loads, it is kept (a command re-applied after a
 /// restart). `src` is left untouched.
 pub fn adopt_part(src: &Path, parent: &Path, name: &PartName) -> Result<Part> {
+    adopt_part_with(src, parent, name, Durability::Synced)
+}
+
+/// [`adopt_part`] with a choice of [`Durability`].
+pub fn adopt_part_with(src: &Path, parent: &Path, name: &PartName, durability: Durability) -> Result<Part> {
+    let sync = durability == Durability::Synced;
     let final_dir = parent.join(name.to_string());
     if final_dir.exists()
         && let Ok(p) = Part::load(&final_dir)
@@ -48,9 +54,11 @@ pub fn adopt_part(src: &Path, parent: &Path, name: &PartName) -> Result<Part> {
     meta.max_block = name.max_block;
     meta.level = name.level;
     meta.data_version = name.data_version();
-    write_synced(&tmp.join(META_FILE), &meta.encode())?;
-    sync_dir(&tmp)?;
-    publish(&tmp, &final_dir, parent)?;
+    write_file(&tmp.join(META_FILE), &meta.encode(), sync)?;
+    if sync {
+        sync_dir(&tmp)?;
+    }
+    publish_with(&tmp, &final_dir, parent, durability)?;
     Part::load(&final_dir)
 }
 

@@ -28,6 +28,19 @@ use crate::table::Table;
 /// Prefix of directories being written; removed on startup.
 pub const TMP_PREFIX: &str = "tmp_";
 
+/// Whether a part's files reach the disk before it is published.
+///
+/// `Deferred` is for parts whose bytes are durable elsewhere until a later
+/// [`sync_part`] (a replicated small insert carries its bytes in the Raft
+/// log): the rename is still atomic, so a crash of the process never exposes
+/// a half part, but a power loss may tear one that the log then restores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    #[default]
+    Synced,
+    Deferred,
+}
+
 /// Streams sorted batches into a new part.
 pub struct PartWriter<'t> {
     table: &'t Table,
@@ -39,6 +52,7 @@ pub struct PartWriter<'t> {
     finished: bool,
     stats: Vec<(usize, MinAccumulator, MaxAccumulator)>,
     rows: u64,
+    durability: Durability,
 }
 
 /// Parquet settings for part data: LZ4 (or zstd), page statistics and a page index,
@@ -129,7 +143,14 @@ impl<'t> PartWriter<'t> {
             finished: false,
             stats,
             rows: 0,
+            durability: Durability::Synced,
         })
+    }
+
+    /// Chooses whether `finish` fsyncs (see [`Durability`]).
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
     }
 
     /// The encoder, created on first use so its settings can follow the data.
@@ -186,18 +207,21 @@ impl<'t> PartWriter<'t> {
         files.insert(DATA_FILE.to_string(), data_sum);
         // The data file's fsync overlaps writing and syncing the small files:
         // each fsync costs milliseconds of waiting, not CPU.
+        let sync = self.durability == Durability::Synced;
         std::thread::scope(|s| -> Result<()> {
-            let data_sync = s.spawn(move || data_file.sync_all());
+            let data_sync = s.spawn(move || if sync { data_file.sync_all() } else { Ok(()) });
             let mut masked_rows = 0;
             if let Some(mask) = mask.filter(|m| !m.is_empty()) {
                 let mut bytes = Vec::new();
                 mask.serialize_into(&mut bytes).map_err(|e| StorageError::io(MASK_FILE, e))?;
-                files.insert(MASK_FILE.to_string(), write_synced(&self.tmp_dir.join(MASK_FILE), &bytes)?);
+                files.insert(MASK_FILE.to_string(), write_file(&self.tmp_dir.join(MASK_FILE), &bytes, sync)?);
                 masked_rows = mask.len();
             }
             let meta = self.build_meta(partition_value, files, uncompressed.max(0) as u64, masked_rows)?;
-            write_synced(&self.tmp_dir.join(META_FILE), &meta.encode())?;
-            sync_dir(&self.tmp_dir)?;
+            write_file(&self.tmp_dir.join(META_FILE), &meta.encode(), sync)?;
+            if sync {
+                sync_dir(&self.tmp_dir)?;
+            }
             match data_sync.join() {
                 Ok(r) => r.map_err(|e| StorageError::io(&data_path, e)),
                 Err(_) => Err(StorageError::io(&data_path, std::io::Error::other("fsync thread panicked"))),
@@ -205,7 +229,7 @@ impl<'t> PartWriter<'t> {
         })?;
         failpoint::hit("part_write:before_rename")?;
         let final_dir = self.parent.join(&name);
-        publish(&self.tmp_dir, &final_dir, &self.parent)?;
+        publish_with(&self.tmp_dir, &final_dir, &self.parent, self.durability)?;
         failpoint::hit("part_write:after_rename")?;
         let part = Part::load(&final_dir)?;
         part.mark_verified();
@@ -266,6 +290,11 @@ impl Drop for PartWriter<'_> {
 /// exists (a command re-executed after a restart) the existing one is kept when
 /// it loads, since merges and mutations are deterministic.
 pub fn publish(tmp_dir: &Path, final_dir: &Path, parent: &Path) -> Result<()> {
+    publish_with(tmp_dir, final_dir, parent, Durability::Synced)
+}
+
+/// [`publish`], fsyncing the parent directory only for [`Durability::Synced`].
+pub fn publish_with(tmp_dir: &Path, final_dir: &Path, parent: &Path, durability: Durability) -> Result<()> {
     if final_dir.exists() {
         if Part::load(final_dir).is_ok() {
             fs::remove_dir_all(tmp_dir).map_err(|e| StorageError::io(tmp_dir, e))?;
@@ -274,14 +303,36 @@ pub fn publish(tmp_dir: &Path, final_dir: &Path, parent: &Path) -> Result<()> {
         fs::remove_dir_all(final_dir).map_err(|e| StorageError::io(final_dir, e))?;
     }
     fs::rename(tmp_dir, final_dir).map_err(|e| StorageError::io(final_dir, e))?;
-    sync_dir(parent)
+    match durability {
+        Durability::Synced => sync_dir(parent),
+        Durability::Deferred => Ok(()),
+    }
+}
+
+/// Makes a part published with [`Durability::Deferred`] durable: every file,
+/// the part's directory and its parent.
+pub fn sync_part(dir: &Path) -> Result<()> {
+    for e in fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        let path = e.map_err(|e| StorageError::io(dir, e))?.path();
+        File::open(&path).and_then(|f| f.sync_all()).map_err(|e| StorageError::io(&path, e))?;
+    }
+    sync_dir(dir)?;
+    match dir.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
 }
 
 /// Writes a file and fsyncs it, returning its checksum.
 pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<FileChecksum> {
+    write_file(path, bytes, true)
+}
+
+/// Writes a file, fsynced when `sync`, returning its checksum.
+pub fn write_file(path: &Path, bytes: &[u8], sync: bool) -> Result<FileChecksum> {
     use std::io::Write;
     let mut f = File::create(path).map_err(|e| StorageError::io(path, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| StorageError::io(path, e))?;
+    f.write_all(bytes).and_then(|_| if sync { f.sync_all() } else { Ok(()) }).map_err(|e| StorageError::io(path, e))?;
     Ok(FileChecksum { size: bytes.len() as u64, crc32: crc32fast::hash(bytes) })
 }
 
@@ -354,8 +405,20 @@ pub fn write_block(
     partition_value: Vec<String>,
     batch: &RecordBatch,
 ) -> Result<Part> {
+    write_block_with(table, parent, name, partition_value, batch, Durability::Synced)
+}
+
+/// [`write_block`] with a choice of [`Durability`].
+pub fn write_block_with(
+    table: &Table,
+    parent: &Path,
+    name: PartName,
+    partition_value: Vec<String>,
+    batch: &RecordBatch,
+    durability: Durability,
+) -> Result<Part> {
     let sorted = sort_block(table, batch)?;
-    let mut w = PartWriter::create(table, parent, name, "insert")?;
+    let mut w = PartWriter::create(table, parent, name, "insert")?.with_durability(durability);
     w.write(&sorted)?;
     w.finish(partition_value, None)
 }
