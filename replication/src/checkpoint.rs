@@ -14,8 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 use storage::PartName;
-use storage::part::adopt::adopt_part;
-use storage::part::writer::sync_part;
+use storage::part::adopt::adopt_bytes;
+use storage::part::writer::{Durability, sync_part};
 
 use crate::command::Command;
 use crate::error::{ReplicationError, Result};
@@ -91,24 +91,17 @@ impl Replica {
             }
             let entry =
                 self.db.get_entry(self.group, u.index).map_err(|e| ReplicationError::Corrupted(e.to_string()))?;
-            let Some(openraft::EntryPayload::Normal(Command::Insert {
-                staged_id,
-                partition_id,
-                inline: Some(files),
-                ..
-            })) = entry.map(|e| e.payload)
+            let Some(openraft::EntryPayload::Normal(Command::Insert { files, inline: Some(inline), .. })) =
+                entry.map(|e| e.payload)
             else {
                 tracing::error!(group = self.group, part = %name, index = u.index, "unsynced part lost and its log entry is gone");
                 continue;
             };
-            let dir = crate::staging::materialize_inline(self, &staged_id, &partition_id, &files)?;
-            let part = adopt_part(&dir, &self.parts_dir(), &name).map_err(st)?;
+            let bytes = crate::staging::decode_inline(&inline)?;
+            let part = adopt_bytes(&bytes, &files, &self.parts_dir(), &name, Durability::Synced).map_err(st)?;
             part.verify().map_err(st)?;
             tracing::info!(group = self.group, part = %name, index = u.index, "part restored from its log entry");
             self.state().parts.add(std::sync::Arc::new(part)).map_err(st)?;
-            if let Some(parent) = dir.parent() {
-                let _ = std::fs::remove_dir_all(parent);
-            }
         }
         self.checkpoint()?;
         Ok(())

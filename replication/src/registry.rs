@@ -302,8 +302,14 @@ impl ReplicationNode {
                 true => crate::staging::inline_files(&staged, crate::command::INLINE_MAX_BYTES)?,
                 false => None,
             };
-            if small && inline.is_none() {
-                storage::part::writer::sync_part(&staged.part_dir)?;
+            match (small, &inline) {
+                // Apply writes it from the entry on every replica, here too.
+                (true, Some(_)) => {
+                    let dir = replica.staging_dir().join(&staged.staged_id);
+                    std::fs::remove_dir_all(&dir).map_err(|e| ReplicationError::io(&dir, e))?;
+                }
+                (true, None) => storage::part::writer::sync_part(&staged.part_dir)?,
+                (false, _) => {}
             }
             Ok((staged, inline))
         })

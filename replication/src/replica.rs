@@ -16,7 +16,7 @@ use openraft::{LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 use storage::merge::selector::Candidate;
 use storage::mutation::{Mutation, MutationCommand, mutate_part};
-use storage::part::adopt::{adopt_part, adopt_part_with};
+use storage::part::adopt::{adopt_bytes, adopt_part};
 use storage::part::checksum::FileChecksum;
 use storage::part::writer::Durability;
 use storage::part_set::{self, PartSet};
@@ -153,6 +153,9 @@ pub struct Replica {
     /// When the staging area was last swept (sweeping a thousand idle
     /// groups' directories every few hundred milliseconds costs real CPU).
     staging_swept: Mutex<Option<std::time::Instant>>,
+    /// Dedup rows in RocksDB end below this sequence number (`None`: unknown,
+    /// the next write rewrites them all). Held through a whole persist.
+    dedup_rows: Mutex<Option<u64>>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -198,7 +201,23 @@ impl Replica {
             Some(v) => crate::log_store::decode(&v).map_err(ReplicationError::Corrupted)?,
             None => PersistedState::default(),
         };
-        persisted.dedup.reindex();
+        // The window lives in its own rows (older states carried it inline:
+        // then the first write rewrites it as rows).
+        let dedup_rows = if persisted.dedup.is_empty() {
+            let rows = db.dedup_rows(group).map_err(raft_err)?;
+            if let Some((first, _)) = rows.first() {
+                let entries = rows
+                    .iter()
+                    .map(|(_, v)| crate::log_store::decode::<DedupEntry>(v))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(ReplicationError::Corrupted)?;
+                persisted.dedup = DedupWindow::from_rows(*first, entries);
+            }
+            Some(persisted.dedup.seq_range().end)
+        } else {
+            persisted.dedup.reindex();
+            None
+        };
         let replica = Replica {
             group,
             node,
@@ -210,6 +229,7 @@ impl Replica {
             apply_lock: Mutex::new(()),
             merges: Default::default(),
             staging_swept: Mutex::new(None),
+            dedup_rows: Mutex::new(dedup_rows),
         };
         replica.recover_unsynced()?;
         Ok(replica)
@@ -306,12 +326,31 @@ impl Replica {
 
     /// Writes the applied state (not synced: the log is the durable record
     /// and re-applying is idempotent).
+    /// The dedup window goes as one row per entry, and only the rows added
+    /// since the last write are written.
     pub fn persist(&self) -> Result<()> {
-        let bytes = {
-            let s = self.state();
-            crate::log_store::encode(&s.persisted).map_err(|e| ReplicationError::Corrupted(e.to_string()))?
+        let corrupt = |e: serde_json::Error| ReplicationError::Corrupted(e.to_string());
+        let mut written = self.dedup_rows.lock().unwrap_or_else(|e| e.into_inner());
+        let (bytes, keep_from, rows, end) = {
+            let mut s = self.state();
+            let range = s.persisted.dedup.seq_range();
+            let incremental = written.filter(|w| range.start <= *w && *w <= range.end);
+            let rows = s
+                .persisted
+                .dedup
+                .entries_from(incremental.unwrap_or(range.start))
+                .map(|(q, e)| crate::log_store::encode(e).map(|v| (q, v)))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(corrupt)?;
+            let entries = s.persisted.dedup.take_entries();
+            let bytes = crate::log_store::encode(&s.persisted);
+            s.persisted.dedup.restore(entries);
+            // A full rewrite first deletes every old row.
+            (bytes.map_err(corrupt)?, if incremental.is_some() { range.start } else { u64::MAX }, rows, range.end)
         };
-        self.db.put_meta(self.group, MetaTag::Applied, &bytes, false).map_err(raft_err)
+        self.db.put_state(self.group, &bytes, keep_from, &rows).map_err(raft_err)?;
+        *written = Some(end);
+        Ok(())
     }
 
     /// Applies one command at `log_id`. `fetched` is a directory holding a
@@ -376,41 +415,35 @@ impl Replica {
             return Ok(Step::Done(Response::Deduplicated { block_id: b.block_id.to_string() }));
         }
         if self.state().parts.covering(&name).is_none() {
-            let local = || part_dir_in(&staged).filter(|d| files_match(d, b.files));
-            let src = match fetched.and_then(part_dir_in) {
-                Some(d) => d,
-                None => match (local(), b.inline) {
-                    (Some(d), _) => d,
-                    (None, Some(files)) => {
-                        crate::staging::materialize_inline(self, b.staged_id, b.partition_id, files)?;
-                        local().ok_or_else(|| {
-                            ReplicationError::Corrupted(format!(
-                                "inline part of entry {index} does not match its checksums"
-                            ))
-                        })?
-                    }
-                    (None, None) => {
-                        return Ok(Step::Need(Missing {
-                            part: name,
-                            staged_id: Some(b.staged_id.to_string()),
-                            from: b.holders.iter().copied().filter(|n| *n != self.node).collect(),
-                        }));
-                    }
-                },
-            };
-            let src_name = src.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-            let fetched_name = src_name.parse::<PartName>().map_err(st)?;
-            let part = if fetched.is_some() && fetched_name.contains(&name) && fetched_name != name {
-                // A peer had already merged the block: take its covering part.
-                adopt_part(&src, &self.parts_dir(), &fetched_name).map_err(st)?
-            } else if b.inline.is_some() && fetched.is_none() {
+            let part = if let (Some(files), None) = (b.inline, fetched) {
                 // The log holds these bytes until the next checkpoint fsyncs them.
-                let part = adopt_part_with(&src, &self.parts_dir(), &name, Durability::Deferred).map_err(st)?;
+                let bytes = crate::staging::decode_inline(files)?;
+                let part = adopt_bytes(&bytes, b.files, &self.parts_dir(), &name, Durability::Deferred).map_err(st)?;
                 let unsynced = crate::checkpoint::UnsyncedPart { index: index as u64, part: name.to_string() };
                 self.state().persisted.unsynced.push(unsynced);
                 part
             } else {
-                adopt_part(&src, &self.parts_dir(), &name).map_err(st)?
+                let src = match fetched.and_then(part_dir_in) {
+                    Some(d) => d,
+                    None => match part_dir_in(&staged).filter(|d| files_match(d, b.files)) {
+                        Some(d) => d,
+                        None => {
+                            return Ok(Step::Need(Missing {
+                                part: name,
+                                staged_id: Some(b.staged_id.to_string()),
+                                from: b.holders.iter().copied().filter(|n| *n != self.node).collect(),
+                            }));
+                        }
+                    },
+                };
+                let src_name = src.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+                let fetched_name = src_name.parse::<PartName>().map_err(st)?;
+                if fetched.is_some() && fetched_name.contains(&name) && fetched_name != name {
+                    // A peer had already merged the block: take its covering part.
+                    adopt_part(&src, &self.parts_dir(), &fetched_name).map_err(st)?
+                } else {
+                    adopt_part(&src, &self.parts_dir(), &name).map_err(st)?
+                }
             };
             self.add_part(part)?;
         }
@@ -693,6 +726,7 @@ impl Replica {
         persisted.dedup.reindex();
         s.persisted = persisted;
         drop(s);
+        *self.dedup_rows.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.persist()
     }
 

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use storage::PartName;
 use storage::part::checksum::FileChecksum;
-use storage::part::writer::{Durability, write_block_with, write_file};
+use storage::part::writer::{Durability, write_block_with};
 
 use crate::NodeId;
 use crate::error::{ReplicationError, Result};
@@ -69,27 +69,14 @@ pub fn inline_files(staged: &Staged, max: u64) -> Result<Option<BTreeMap<String,
     Ok(Some(out))
 }
 
-/// Writes an inline part's files into `staging/<staged_id>/<pid>_0_0_0/`
-/// (not fsynced: the log holds them) and returns that directory.
-pub fn materialize_inline(
-    replica: &Replica,
-    staged_id: &str,
-    partition_id: &str,
-    files: &BTreeMap<String, String>,
-) -> Result<PathBuf> {
-    let parent = replica.staging_dir().join(staged_id);
-    let dir = parent.join(PartName::new_insert(partition_id, 0).to_string());
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| ReplicationError::io(&dir, e))?;
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| ReplicationError::io(&dir, e))?;
-    for (name, b64) in files {
-        if name.contains('/') || name.contains("..") {
-            return Err(ReplicationError::Corrupted(format!("inline part file name {name:?}")));
-        }
-        let bytes =
-            B64.decode(b64).map_err(|e| ReplicationError::Corrupted(format!("inline part file {name}: {e}")))?;
-        write_file(&dir.join(name), &bytes, false)?;
-    }
-    Ok(dir)
+/// Decodes the files of an inline `Insert`.
+pub fn decode_inline(files: &BTreeMap<String, String>) -> Result<BTreeMap<String, Vec<u8>>> {
+    files
+        .iter()
+        .map(|(name, b64)| {
+            let bytes =
+                B64.decode(b64).map_err(|e| ReplicationError::Corrupted(format!("inline part file {name}: {e}")))?;
+            Ok((name.clone(), bytes))
+        })
+        .collect()
 }

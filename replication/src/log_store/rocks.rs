@@ -38,6 +38,8 @@ pub enum MetaTag {
     Applied = 4,
     /// The group's spec: table, partition, members.
     Spec = 5,
+    /// Dedup window entries, one row each under `[group][6][seq]`.
+    DedupRow = 6,
 }
 
 type FlushDone = Box<dyn FnOnce(std::io::Result<()>) + Send>;
@@ -81,6 +83,13 @@ fn meta_key(group: GroupId, tag: MetaTag) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[..8].copy_from_slice(&group.to_be_bytes());
     k[8] = tag as u8;
+    k
+}
+
+fn dedup_key(group: GroupId, seq: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[..9].copy_from_slice(&meta_key(group, MetaTag::DedupRow));
+    k[9..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -169,6 +178,44 @@ impl LogDb {
             Some(v) => decode(&v).map(Some).map_err(read_err),
             None => Ok(None),
         }
+    }
+
+    /// Writes a group's applied state and its dedup rows in one batch (not
+    /// synced: the log is the record): rows below `keep_from` are deleted,
+    /// `rows` are added.
+    pub fn put_state(
+        &self,
+        group: GroupId,
+        state: &[u8],
+        keep_from: u64,
+        rows: &[(u64, Vec<u8>)],
+    ) -> Result<(), StorageError<NodeId>> {
+        let cf = self.cf(CF_META)?;
+        let mut b = WriteBatch::default();
+        b.put_cf(cf, meta_key(group, MetaTag::Applied), state);
+        b.delete_range_cf(cf, dedup_key(group, 0), dedup_key(group, keep_from));
+        for (seq, v) in rows {
+            b.put_cf(cf, dedup_key(group, *seq), v);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        self.db.write_opt(b, &wo).map_err(write_err)
+    }
+
+    /// A group's dedup rows, in sequence order.
+    pub fn dedup_rows(&self, group: GroupId) -> Result<Vec<(u64, Vec<u8>)>, StorageError<NodeId>> {
+        let cf = self.cf(CF_META)?;
+        let start = dedup_key(group, 0);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)) {
+            let (k, v) = item.map_err(read_err)?;
+            if k.len() != 17 || k[..9] != start[..9] {
+                break;
+            }
+            let seq = u64::from_be_bytes(k[9..17].try_into().map_err(read_err)?);
+            out.push((seq, v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Every group that has a spec row, i.e. every group this node hosts.

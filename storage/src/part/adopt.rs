@@ -21,6 +21,64 @@ pub fn adopt_part(src: &Path, parent: &Path, name: &PartName) -> Result<Part> {
     adopt_part_with(src, parent, name, Durability::Synced)
 }
 
+/// The metadata of a part renamed to `name`.
+fn rename_meta(meta: &mut PartMeta, name: &PartName) {
+    meta.name = name.to_string();
+    meta.min_block = name.min_block;
+    meta.max_block = name.max_block;
+    meta.level = name.level;
+    meta.data_version = name.data_version();
+}
+
+/// Publishes a part given as its files' bytes (`meta.json` included, under
+/// the staged name `<partition>_0_0_0`) as `name` under `parent`; idempotent like [`adopt_part`].
+/// Every file but the metadata must match `checksums`.
+pub fn adopt_bytes(
+    files: &std::collections::BTreeMap<String, Vec<u8>>,
+    checksums: &std::collections::BTreeMap<String, super::checksum::FileChecksum>,
+    parent: &Path,
+    name: &PartName,
+    durability: Durability,
+) -> Result<Part> {
+    let final_dir = parent.join(name.to_string());
+    if final_dir.exists()
+        && let Ok(p) = Part::load(&final_dir)
+    {
+        return Ok(p);
+    }
+    let sync = durability == Durability::Synced;
+    let bad = |reason: String| StorageError::CorruptedPart { part: name.to_string(), reason };
+    let meta_bytes = files.get(META_FILE).ok_or_else(|| bad("no metadata".into()))?;
+    // Sent under the staged name every staged part has.
+    let staged = PartName::new_insert(&name.partition_id, 0);
+    let mut meta = PartMeta::decode(&staged.to_string(), meta_bytes)?;
+    if meta.partition_id != name.partition_id || meta.files != *checksums {
+        return Err(bad(format!("metadata of partition {} does not match what was sent", meta.partition_id)));
+    }
+    let tmp = parent.join(format!("{TMP_PREFIX}adopt_{name}"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
+    }
+    fs::create_dir_all(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
+    for (file, want) in checksums {
+        if file.contains('/') || file.contains("..") {
+            return Err(bad(format!("file name {file:?}")));
+        }
+        let bytes = files.get(file).ok_or_else(|| bad(format!("file {file} missing")))?;
+        let got = write_file(&tmp.join(file), bytes, sync)?;
+        if got != *want {
+            return Err(bad(format!("file {file}: checksum {got:?}, expected {want:?}")));
+        }
+    }
+    rename_meta(&mut meta, name);
+    write_file(&tmp.join(META_FILE), &meta.encode(), sync)?;
+    if sync {
+        sync_dir(&tmp)?;
+    }
+    publish_with(&tmp, &final_dir, parent, durability)?;
+    Part::load(&final_dir)
+}
+
 /// [`adopt_part`] with a choice of [`Durability`].
 pub fn adopt_part_with(src: &Path, parent: &Path, name: &PartName, durability: Durability) -> Result<Part> {
     let sync = durability == Durability::Synced;
@@ -49,11 +107,7 @@ pub fn adopt_part_with(src: &Path, parent: &Path, name: &PartName, durability: D
             .or_else(|_| fs::copy(&from, &to).map(|_| ()))
             .map_err(|e| StorageError::io(&to, e))?;
     }
-    meta.name = name.to_string();
-    meta.min_block = name.min_block;
-    meta.max_block = name.max_block;
-    meta.level = name.level;
-    meta.data_version = name.data_version();
+    rename_meta(&mut meta, name);
     write_file(&tmp.join(META_FILE), &meta.encode(), sync)?;
     if sync {
         sync_dir(&tmp)?;
