@@ -24,6 +24,10 @@ USAGE:
   shardhouse client [--host HOST] [--port PORT] [--database DB] [--format FMT] [--query SQL]
       Sends statements to a server: --query, or statements from stdin
       (interactive on a terminal).
+  shardhouse benchmark [--host HOST:PORT]... [--concurrency N] [--json]
+      Like clickhouse-benchmark: runs the queries read from stdin (one per
+      line) from N concurrent keep-alive connections, spread over the hosts
+      in turn, and prints queries/s and latency percentiles.
   shardhouse --version";
 
 fn parse_server_args(args: &[String]) -> Result<Config, String> {
@@ -99,6 +103,26 @@ fn run_server(config: Config) -> Result<(), String> {
     })
 }
 
+fn run_benchmark(args: &[String]) -> Result<(), String> {
+    let mut opts = query::client::benchmark::BenchmarkOptions { hosts: Vec::new(), concurrency: 1, json: false };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--json" => opts.json = true,
+            "--host" => opts.hosts.push(it.next().ok_or("--host needs HOST:PORT")?.clone()),
+            "--concurrency" | "-c" => {
+                let v = it.next().ok_or("--concurrency needs a number")?;
+                opts.concurrency = v.parse().map_err(|e| format!("--concurrency {v}: {e}"))?;
+            }
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if opts.hosts.is_empty() {
+        opts.hosts.push("127.0.0.1:8123".into());
+    }
+    std::process::exit(query::client::benchmark::run(&opts));
+}
+
 fn run_client(args: &[String]) -> Result<(), String> {
     let mut opts = query::client::ClientOptions::default();
     let mut query = None;
@@ -133,6 +157,7 @@ fn main() {
         }
         Some("server") => parse_server_args(&args[1..]).and_then(run_server),
         Some("client") => run_client(&args[1..]),
+        Some("benchmark") => run_benchmark(&args[1..]),
         Some("--help") | Some("-h") | None => {
             println!("{USAGE}");
             Ok(())

@@ -5,6 +5,7 @@
 //! (one statement per `;`, TabSeparated output, a non-zero exit on the first
 //! error). `INSERT … FROM INFILE 'file'` uploads a local file.
 
+pub mod benchmark;
 mod infile;
 mod progress;
 

@@ -401,6 +401,30 @@ fn the_client_talks_to_the_server() {
     assert_eq!(query::client::run(&opts, Some(&missing)), 1);
 }
 
+/// `shardhouse benchmark` (clickhouse-benchmark's counterpart): every query
+/// runs once over keep-alive connections, failures are counted, not hidden.
+#[test]
+fn benchmark_runs_every_query_over_keep_alive_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    s.ok("CREATE TABLE b (k UInt64, v String) ENGINE = MergeTree ORDER BY k");
+    let mut queries: Vec<String> =
+        (0..200).map(|i| format!("INSERT INTO b VALUES ({i}, 'v{i}'), ({}, 'w')", i + 1000)).collect();
+    queries.push("SELECT count() FROM b".into());
+    queries.push("SELECT nope FROM b".into());
+    let host = s.addr.to_string();
+    let opts =
+        query::client::benchmark::BenchmarkOptions { hosts: vec![host.clone(), host], concurrency: 4, json: false };
+    let r = query::client::benchmark::run_benchmark(&opts, &queries);
+    assert_eq!((r.queries, r.errors), (202, 1), "{r:?}");
+    assert!(
+        r.first_error.as_deref().is_some_and(|e| e.contains("HTTP 400") && e.contains("UNKNOWN_IDENTIFIER")),
+        "{r:?}"
+    );
+    assert!(r.percentiles_ms[0] > 0.0 && r.percentiles_ms[0] <= r.percentiles_ms[3]);
+    assert_eq!(s.ok("SELECT count() FROM b"), "400\n");
+}
+
 /// Regression: a trailing-SETTINGS strip cut `system.settings` out of the query.
 #[test]
 fn settings_clause_vs_a_table_named_settings() {
