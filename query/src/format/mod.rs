@@ -6,6 +6,7 @@ pub mod binary;
 mod other;
 mod read;
 pub mod value;
+pub mod values;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, TimeUnit};

@@ -353,11 +353,21 @@ pub fn read(format: Format, body: &[u8], schema: &SchemaRef) -> Result<RecordBat
             });
         }
     };
-    let n = table.rows.len();
+    rows_to_batch(table.columns, table.rows, schema)
+}
+
+/// Builds a batch from rows of cell texts; `columns[k]` is the schema column
+/// of each row's `k`-th cell.
+pub(crate) fn rows_to_batch(
+    columns: Vec<usize>,
+    rows: Vec<Vec<Option<String>>>,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, QueryError> {
+    let n = rows.len();
     let mut per_col: Vec<Vec<Option<String>>> = vec![vec![None; n]; schema.fields().len()];
-    for (r, row) in table.rows.into_iter().enumerate() {
+    for (r, row) in rows.into_iter().enumerate() {
         for (k, v) in row.into_iter().enumerate() {
-            per_col[table.columns[k]][r] = v;
+            per_col[columns[k]][r] = v;
         }
     }
     let arrays = schema

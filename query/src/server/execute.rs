@@ -609,50 +609,59 @@ impl Server {
                 super::metering::measured(&q.stats, || format::read(fmt, data.unwrap_or_default(), &target))?
             } else {
                 let source = c.rest();
-                let frame = self.plan(&source, q).await?;
-                let batches = frame.collect().await.map_err(df)?;
-                let n: usize = batches.iter().map(|b| b.num_rows()).sum();
-                let mut cols: Vec<Vec<ArrayRef>> = vec![Vec::new(); target.fields().len()];
-                for b in &batches {
-                    if b.num_columns() != target.fields().len() {
-                        return Err(QueryError::arguments(format!(
-                            "Number of columns doesn't match: the table expects {}, the query gives {}",
-                            target.fields().len(),
-                            b.num_columns()
-                        )));
-                    }
-                    for (i, col) in b.columns().iter().enumerate() {
-                        let f = target.field(i);
-                        let opts = CastOptions { safe: false, ..Default::default() };
-                        let cast = cast_with_options(col, f.data_type(), &opts).map_err(|e| QueryError {
-                            code: 53,
-                            name: "TYPE_MISMATCH",
-                            message: format!(
-                                "Cannot convert value for column `{}` to {}: {e}",
-                                f.name(),
-                                f.data_type()
-                            ),
-                        })?;
-                        cols[i].push(format::null_as_default(f, cast)?);
-                    }
-                }
-                let arrays = cols
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, parts)| {
-                        if parts.is_empty() {
-                            return format::default_column(target.field(i), 0);
+                let values = source.get(..6).filter(|w| w.eq_ignore_ascii_case("VALUES")).map(|_| &source[6..]);
+                if let Some(batch) = values.and_then(|v| format::values::read_values(v, &target)) {
+                    batch
+                } else {
+                    let frame = self.plan(&source, q).await?;
+                    let batches = frame.collect().await.map_err(df)?;
+                    let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+                    let mut cols: Vec<Vec<ArrayRef>> = vec![Vec::new(); target.fields().len()];
+                    for b in &batches {
+                        if b.num_columns() != target.fields().len() {
+                            return Err(QueryError::arguments(format!(
+                                "Number of columns doesn't match: the table expects {}, the query gives {}",
+                                target.fields().len(),
+                                b.num_columns()
+                            )));
                         }
-                        let refs: Vec<&dyn arrow::array::Array> = parts.iter().map(|a| a.as_ref()).collect();
-                        arrow::compute::concat(&refs).map_err(|e| QueryError::bad_arguments(e.to_string()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                RecordBatch::try_new_with_options(
-                    target.clone(),
-                    arrays,
-                    &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
-                )
-                .map_err(|e| QueryError { code: 53, name: "TYPE_MISMATCH", message: e.to_string() })?
+                        for (i, col) in b.columns().iter().enumerate() {
+                            let f = target.field(i);
+                            let opts = CastOptions { safe: false, ..Default::default() };
+                            let cast = cast_with_options(col, f.data_type(), &opts).map_err(|e| QueryError {
+                                code: 53,
+                                name: "TYPE_MISMATCH",
+                                message: format!(
+                                    "Cannot convert value for column `{}` to {}: {e}",
+                                    f.name(),
+                                    f.data_type()
+                                ),
+                            })?;
+                            cols[i].push(format::null_as_default(f, cast)?);
+                        }
+                    }
+                    let arrays = cols
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, parts)| {
+                            if parts.is_empty() {
+                                return format::default_column(target.field(i), 0);
+                            }
+                            let refs: Vec<&dyn arrow::array::Array> = parts.iter().map(|a| a.as_ref()).collect();
+                            arrow::compute::concat(&refs).map_err(|e| QueryError::bad_arguments(e.to_string()))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    RecordBatch::try_new_with_options(
+                        target.clone(),
+                        arrays,
+                        &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+                    )
+                    .map_err(|e| QueryError {
+                        code: 53,
+                        name: "TYPE_MISMATCH",
+                        message: e.to_string(),
+                    })?
+                }
             };
             // Columns the INSERT leaves out take their defaults.
             let full = if columns.is_empty() {
