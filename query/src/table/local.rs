@@ -272,8 +272,12 @@ impl TableEngine for LocalTable {
 
     fn insert(&self, batch: &RecordBatch, opts: &InsertOptions) -> Result<usize, QueryError> {
         let settings = &self.table.def.settings;
-        let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
-        let block_id = if opts.deduplicate && settings.non_replicated_deduplication_window > 0 {
+        // The dedup log is locked through the whole insert only when dedup is
+        // on (two concurrent copies of a block must not both get in); without
+        // it, inserts into one table write their parts in parallel.
+        let dedup_on = opts.deduplicate && settings.non_replicated_deduplication_window > 0;
+        let mut dedup = dedup_on.then(|| self.dedup.lock().unwrap_or_else(|e| e.into_inner()));
+        let block_id = if let Some(dedup) = &dedup {
             let id = match &opts.token {
                 Some(t) => storage::dedup::token_block_id(t, opts.index),
                 None => storage::dedup::block_id(batch).map_err(st)?,
@@ -319,7 +323,7 @@ impl TableEngine for LocalTable {
         for part in parts {
             self.state().parts.add(Arc::new(part)).map_err(st)?;
         }
-        if let Some(id) = block_id {
+        if let (Some(id), Some(dedup)) = (block_id, dedup.as_mut()) {
             dedup.add(&id).map_err(st)?;
         }
         Ok(rows)
