@@ -4,9 +4,11 @@
 # inserts + OPTIMIZE FINAL, mutations, the 12 queries, peak RSS.
 # Usage: benches/run.sh [ROWS] [REPS]   (defaults 10000000 and 5)
 #        benches/run.sh --smoke         (100k rows, 1 repetition, debug build: CI keeps it working)
-#        benches/run.sh --cluster       (replication: 3 server processes, RF=3, vs one node;
+#        benches/run.sh --cluster       (only workload 6, replication: 3 server processes, RF=3, vs one node;
 #                                        writes results/CLUSTER.{md,json})
-# Writes benches/results/LATEST.{md,json,svg} (smoke: benches/work/smoke.*).
+# Writes benches/results/LATEST.{md,json,svg} (smoke: benches/work/smoke.*); a full run
+# (release) ends with workload 6 and appends its tables to LATEST.md
+# (NO_CLUSTER=1 skips it, NO_TPCH=1 skips TPC-H).
 set -euo pipefail
 cd "$(dirname "$0")"
 PROFILE=release
@@ -69,3 +71,14 @@ if [ "$PROFILE" = release ] && [ -z "${NO_TPCH:-}" ]; then
   TPCH=(--tpch "$WORK/tpch_sf1")
 fi
 .venv/bin/python run.py "$PARQUET" "http://127.0.0.1:$PORT" "$WORK" "$OUT" --reps "$REPS" --server-pid "$PID" "${TPCH[@]}"
+if [ "$PROFILE" = release ] && [ -z "${NO_CLUSTER:-}" ]; then
+  # Workload 6 on the same rows: a 3-process RF=3 cluster next to one node.
+  # Its tables go into LATEST.md too (and in full into CLUSTER.{md,json}).
+  kill $PID 2>/dev/null || true
+  .venv/bin/python cluster.py "$CARGO_TARGET_DIR/release/shardhouse" "$PARQUET" "$WORK" results/CLUSTER
+  {
+    echo
+    echo "## Workload 6: replication, 3 server processes on loopback, RF = 3 (also results/CLUSTER.md)"
+    tail -n +3 results/CLUSTER.md | sed 's/^## /### /'
+  } >>"$OUT.md"
+fi

@@ -23,6 +23,30 @@ pub(crate) struct Activity {
     since: Option<Instant>,
 }
 
+/// The few fields of a group's metrics the loop looks at.
+struct View {
+    leader: Option<NodeId>,
+    last_log: Option<u64>,
+    applied: Option<u64>,
+    /// On a leader: every follower has matched the last log entry.
+    followers_caught_up: bool,
+}
+
+impl View {
+    fn of(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> View {
+        let caught_up = m
+            .replication
+            .as_ref()
+            .is_some_and(|r| r.values().all(|matched| matched.map(|x| x.index) == m.last_log_index));
+        View {
+            leader: m.current_leader,
+            last_log: m.last_log_index,
+            applied: m.last_applied.map(|l| l.index),
+            followers_caught_up: caught_up,
+        }
+    }
+}
+
 /// Turns a group's ticks back on.
 pub(crate) fn wake(g: &Group) {
     if g.quiesced.swap(false, std::sync::atomic::Ordering::SeqCst) {
@@ -48,10 +72,13 @@ pub(crate) fn spawn(node: Weak<NodeInner>, idle_after: Duration) -> tokio::task:
                 break;
             }
             let groups = node.all_groups();
+            // What the loop needs of each group's metrics, read through the
+            // watch borrow: cloning a thousand `RaftMetrics` (each with its
+            // replication map) every period was a visible share of an idle node.
+            let views: Vec<View> = groups.iter().map(|g| View::of(&g.raft.metrics().borrow())).collect();
             let mut leaders: Vec<NodeId> = Vec::new();
-            let metrics: Vec<_> = groups.iter().map(|g| g.raft.metrics().borrow().clone()).collect();
-            for m in &metrics {
-                if let Some(l) = m.current_leader
+            for v in &views {
+                if let Some(l) = v.leader
                     && l != node.id
                     && !leaders.contains(&l)
                 {
@@ -65,9 +92,9 @@ pub(crate) fn spawn(node: Weak<NodeInner>, idle_after: Duration) -> tokio::task:
             let alive: HashMap<NodeId, bool> = futures::future::join_all(pings).await.into_iter().collect();
             let now = Instant::now();
             activity.retain(|id, _| groups.iter().any(|g| g.spec.group == *id));
-            for (g, m) in groups.iter().zip(metrics) {
+            for (g, v) in groups.iter().zip(views) {
                 let a = activity.entry(g.spec.group).or_default();
-                let state = (m.last_log_index, m.last_applied.map(|l| l.index));
+                let state = (v.last_log, v.applied);
                 if a.last != Some(state) {
                     a.last = Some(state);
                     a.since = Some(now);
@@ -75,13 +102,9 @@ pub(crate) fn spawn(node: Weak<NodeInner>, idle_after: Duration) -> tokio::task:
                     continue;
                 }
                 let idle = a.since.is_some_and(|s| now.duration_since(s) >= idle_after);
-                match m.current_leader {
+                match v.leader {
                     Some(l) if l == node.id => {
-                        let caught_up = m
-                            .replication
-                            .as_ref()
-                            .is_some_and(|r| r.iter().all(|(_, matched)| matched.map(|x| x.index) == m.last_log_index));
-                        if idle && caught_up {
+                        if idle && v.followers_caught_up {
                             quiesce(g);
                         }
                     }

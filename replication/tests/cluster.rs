@@ -448,3 +448,37 @@ impl
 fn rocksdb_log_store_passes_openraft_storage_suite() {
     openraft::testing::Suite::test_all(SuiteBuilder { root: tempfile::tempdir().unwrap() }).unwrap();
 }
+
+/// States written before the dedup window moved to its own rows carried it
+/// inline in the applied-state JSON: such a state is read, and the next write
+/// moves the window to rows without losing an id.
+#[test]
+fn old_state_with_the_dedup_window_inline_is_read_and_rewritten_as_rows() {
+    use replication::dedup::DedupEntry;
+    use replication::log_store::{LogDb, MetaTag};
+    use replication::replica::{PersistedState, Replica};
+    let dir = tempfile::tempdir().unwrap();
+    let db = LogDb::open(&dir.path().join("db")).unwrap();
+    let mut old = PersistedState::default();
+    for i in 0..5 {
+        let e = DedupEntry { block_id: format!("b{i}"), part: format!("all_{i}_{i}_0"), ts: 100 };
+        old.dedup.add(e, 1000, 0);
+    }
+    // The version-1 encoding: a format byte, then the JSON with the window inline.
+    let mut bytes = vec![1u8];
+    let mut json = serde_json::to_value(&old).unwrap();
+    json["dedup"].as_object_mut().unwrap().remove("first_seq");
+    serde_json::to_writer(&mut bytes, &json).unwrap();
+    db.put_meta(3, MetaTag::Applied, &bytes, true).unwrap();
+    let open = || Replica::open(3, 1, &dir.path().join("g3"), table(), Default::default(), db.clone()).unwrap();
+    let r = open();
+    assert_eq!(r.dedup_len(), 5);
+    r.persist().unwrap();
+    drop(r);
+    let again = open();
+    assert_eq!(again.dedup_len(), 5, "the window survived the move to rows");
+    assert!(db.dedup_rows(3).unwrap().len() == 5);
+    let state: serde_json::Value =
+        serde_json::from_slice(&db.get_meta(3, MetaTag::Applied).unwrap().unwrap()[1..]).unwrap();
+    assert_eq!(state["dedup"]["entries"].as_array().map(Vec::len), Some(0), "no longer inline");
+}
