@@ -25,6 +25,26 @@ struct State {
     parts: PartSet,
     next_block: i64,
     mutations: Vec<Mutation>,
+    /// Block numbers given to inserts whose parts are not in `parts` yet.
+    /// No merge may span one (its result would cover, and so swallow, the
+    /// part when it arrives), and mutations and drops wait for those below
+    /// them — ClickHouse's ephemeral block-number locks.
+    inflight: std::collections::BTreeSet<i64>,
+}
+
+/// Releases an insert's in-flight block numbers when it ends, added or failed.
+struct InflightBlocks<'a> {
+    table: &'a LocalTable,
+    blocks: std::ops::Range<i64>,
+}
+
+impl Drop for InflightBlocks<'_> {
+    fn drop(&mut self) {
+        let mut s = self.table.state();
+        for b in self.blocks.clone() {
+            s.inflight.remove(&b);
+        }
+    }
 }
 
 /// A MergeTree table on this node.
@@ -161,7 +181,12 @@ impl LocalTable {
             create,
             table,
             dir: dir.to_path_buf(),
-            state: Mutex::new(State { parts, next_block: max_block.max(max_mutation) + 1, mutations }),
+            state: Mutex::new(State {
+                parts,
+                next_block: max_block.max(max_mutation) + 1,
+                mutations,
+                inflight: Default::default(),
+            }),
             rewrite: Mutex::new(()),
             merges_stopped: AtomicBool::new(false),
         });
@@ -217,7 +242,15 @@ impl LocalTable {
     /// parts with an empty part, as ClickHouse's DROP_RANGE does: the drop
     /// survives a restart (recovery sees the covering part) and readers that
     /// still hold the old parts finish undisturbed.
+    /// Waits until no insert holds a block number below `bound`.
+    fn wait_inflight_below(&self, bound: i64) {
+        while self.state().inflight.range(..bound).next().is_some() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     fn drop_partitions(&self, matches: impl Fn(&str) -> bool) -> Result<(), QueryError> {
+        self.wait_inflight_below(i64::MAX);
         let mut by_partition: std::collections::BTreeMap<String, Vec<PartName>> = Default::default();
         for p in self.state().parts.active() {
             if matches(&p.name.partition_id) {
@@ -234,8 +267,10 @@ impl LocalTable {
     }
 
     fn candidates(&self, s: &State) -> Vec<Candidate> {
+        let lowest_inflight = s.inflight.first().copied().unwrap_or(i64::MAX);
         s.parts
             .active()
+            .filter(|p| p.name.max_block < lowest_inflight)
             .map(|p| {
                 // The first mutation a part still needs: parts merge only with
                 // parts on the same side of every mutation.
@@ -300,8 +335,12 @@ impl TableEngine for LocalTable {
         let first = {
             let mut s = self.state();
             s.next_block += pieces.len() as i64;
-            s.next_block - pieces.len() as i64
+            let first = s.next_block - pieces.len() as i64;
+            let end = s.next_block;
+            s.inflight.extend(first..end);
+            first
         };
+        let _inflight = InflightBlocks { table: self, blocks: first..first + pieces.len() as i64 };
         // An insert spanning partitions writes several parts; a marker makes
         // them one unit: if the process dies before the marker is gone, the
         // next start deletes them all (see `roll_back_pending_inserts`).
@@ -382,6 +421,8 @@ impl TableEngine for LocalTable {
             s.next_block += 1;
             s.next_block - 1
         };
+        // Inserts given lower block numbers are part of what it mutates.
+        self.wait_inflight_below(version);
         let path = self.dir.join(format!("mutation_{version}.txt"));
         std::fs::write(&path, text).and_then(|_| std::fs::File::open(&path)?.sync_all()).map_err(|e| io(&path, e))?;
         self.state().mutations.push(Mutation { version, commands });
