@@ -72,6 +72,13 @@ class Node:
             self.proc.wait()
             self.proc = None
 
+    def peak_rss_mb(self):
+        """Peak resident memory of the process so far (VmHWM)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
+        return 0
+
     def cpu_seconds(self):
         f = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
@@ -144,6 +151,9 @@ def main():
             n = rows_per_block * len(blocks)
             ins = {k: {"rows_per_s": n / v, "MB_per_s": mb_in / v} for k, v in t.items()}
             report["inserts"] = ins
+            rss = report.setdefault("peak_rss_mb", {})
+            rss["inserts (rf3 nodes)"] = [nd.peak_rss_mb() for nd in nodes]
+            rss["inserts (single node)"] = [single.peak_rss_mb()]
             counts = [int(nd.sh.post("SELECT count() FROM ins3")) for nd in nodes]
             assert all(c == n for c in counts), f"replicas disagree after the load: {counts}"
 
@@ -172,6 +182,7 @@ def main():
                 assert r["errors"] == 0, r
                 small[clients] = {"p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "inserts_per_s": r["qps"]}
             report["small_inserts"] = small
+            report["peak_rss_mb"]["small inserts (rf3 nodes)"] = [nd.peak_rss_mb() for nd in nodes]
 
             # 4. Catch-up: node 3 down during a load, then time to apply it all.
             print("cluster: catch-up ...", flush=True)
@@ -190,6 +201,7 @@ def main():
                 time.sleep(0.05)
             secs = time.perf_counter() - t0
             report["catch_up"] = {"seconds": secs, "MB": size / 1e6, "MB_per_s": size / 1e6 / secs}
+            report["peak_rss_mb"]["catch-up (node 3 restarted)"] = [nd.peak_rss_mb() for nd in nodes]
 
         # 3. Idle CPU with many groups: one partition per group.
         print(f"cluster: idle CPU with {a.groups} groups ...", flush=True)
@@ -217,6 +229,8 @@ def main():
             time.sleep(20)
             dt = time.perf_counter() - t0
             c1 = [nd.cpu_seconds() for nd in nodes]
+            report.setdefault("peak_rss_mb", {})[f"idle, {mode} ({a.groups} groups)"] = [
+                nd.peak_rss_mb() for nd in nodes]
             idle[mode] = {"groups_per_node": groups_here,
                           "cpu_pct_of_core": [round((b - a_) / dt * 100, 2) for a_, b in zip(c0, c1)]}
         report["idle"] = idle
@@ -248,6 +262,10 @@ def main():
           "|---|---|---|"]
     for m, v in report["idle"].items():
         L.append(f"| {m} | {v['groups_per_node']} | {', '.join(str(x) for x in v['cpu_pct_of_core'])} |")
+    L += ["", "## Peak RSS (MB, VmHWM of each process at the end of each phase; restarted nodes start over)", "",
+          "| phase | per process |", "|---|---|"]
+    for phase, v in report.get("peak_rss_mb", {}).items():
+        L.append(f"| {phase} | {', '.join(str(x) for x in v)} |")
     Path(a.out + ".md").write_text("\n".join(L) + "\n")
     Path(a.out + ".json").write_text(json.dumps(report, indent=2))
     print("\n".join(L))
