@@ -67,8 +67,23 @@ impl StorageError {
         StorageError::Parquet { context: context.into(), source }
     }
 
+    /// Whether the disk is full (ENOSPC), directly or under a Parquet writer.
+    pub fn out_of_space(&self) -> bool {
+        let full = |e: &std::io::Error| e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28);
+        match self {
+            StorageError::Io { source, .. } => full(source),
+            StorageError::Parquet { source: parquet::errors::ParquetError::External(inner), .. } => {
+                inner.downcast_ref::<std::io::Error>().is_some_and(full)
+            }
+            _ => false,
+        }
+    }
+
     /// ClickHouse error code and name for this error.
     pub fn code(&self) -> (u32, &'static str) {
+        if self.out_of_space() {
+            return (243, "NOT_ENOUGH_SPACE");
+        }
         match self {
             StorageError::Io { .. } => (1001, "STD_EXCEPTION"),
             StorageError::Parquet { .. } => (1002, "UNKNOWN_EXCEPTION"),
@@ -86,5 +101,24 @@ impl StorageError {
             StorageError::CorruptedFile { .. } => (246, "CORRUPTED_DATA"),
             StorageError::SimulatedCrash(_) => (1002, "UNKNOWN_EXCEPTION"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk is NOT_ENOUGH_SPACE (243), as in ClickHouse, whether the
+    /// write failed in our code or inside the Parquet writer.
+    #[test]
+    fn a_full_disk_is_not_enough_space() {
+        let enospc = || std::io::Error::from_raw_os_error(28);
+        assert_eq!(StorageError::io("/x", enospc()).code(), (243, "NOT_ENOUGH_SPACE"));
+        let pq = StorageError::parquet(
+            "writing part all_1_1_0",
+            parquet::errors::ParquetError::External(Box::new(enospc())),
+        );
+        assert_eq!(pq.code(), (243, "NOT_ENOUGH_SPACE"));
+        assert_eq!(StorageError::io("/x", std::io::Error::other("boom")).code(), (1001, "STD_EXCEPTION"));
     }
 }

@@ -138,6 +138,11 @@ pub(crate) fn replication_error(e: ReplicationError) -> QueryError {
         ReplicationError::UnknownStatus(_) => (319, "UNKNOWN_STATUS_OF_INSERT"),
         ReplicationError::NoSuchTable(_) => (60, "UNKNOWN_TABLE"),
         ReplicationError::Unreachable { .. } => (210, "NETWORK_ERROR"),
+        ReplicationError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) =>
+        {
+            (243, "NOT_ENOUGH_SPACE")
+        }
         _ => (1002, "UNKNOWN_EXCEPTION"),
     };
     QueryError { code, name, message: e.to_string() }
