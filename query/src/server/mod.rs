@@ -8,6 +8,7 @@ mod ddl;
 mod execute;
 mod front;
 pub mod http;
+mod insert;
 pub mod metering;
 mod numbers;
 mod params;
