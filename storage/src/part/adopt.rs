@@ -40,10 +40,7 @@ pub fn adopt_bytes(
     name: &PartName,
     durability: Durability,
 ) -> Result<Part> {
-    let final_dir = parent.join(name.to_string());
-    if final_dir.exists()
-        && let Ok(p) = Part::load(&final_dir)
-    {
+    if let Some(p) = existing(parent, name) {
         return Ok(p);
     }
     let sync = durability == Durability::Synced;
@@ -51,15 +48,11 @@ pub fn adopt_bytes(
     let meta_bytes = files.get(META_FILE).ok_or_else(|| bad("no metadata".into()))?;
     // Sent under the staged name every staged part has.
     let staged = PartName::new_insert(&name.partition_id, 0);
-    let mut meta = PartMeta::decode(&staged.to_string(), meta_bytes)?;
+    let meta = PartMeta::decode(&staged.to_string(), meta_bytes)?;
     if meta.partition_id != name.partition_id || meta.files != *checksums {
         return Err(bad(format!("metadata of partition {} does not match what was sent", meta.partition_id)));
     }
-    let tmp = parent.join(format!("{TMP_PREFIX}adopt_{name}"));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
-    }
-    fs::create_dir_all(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
+    let tmp = fresh_tmp(parent, name)?;
     for (file, want) in checksums {
         if file.contains('/') || file.contains("..") {
             return Err(bad(format!("file name {file:?}")));
@@ -70,49 +63,58 @@ pub fn adopt_bytes(
             return Err(bad(format!("file {file}: checksum {got:?}, expected {want:?}")));
         }
     }
-    rename_meta(&mut meta, name);
-    write_file(&tmp.join(META_FILE), &meta.encode(), sync)?;
-    if sync {
-        sync_dir(&tmp)?;
-    }
-    publish_with(&tmp, &final_dir, parent, durability)?;
-    Part::load(&final_dir)
+    finish(&tmp, meta, parent, name, durability)
 }
 
 /// [`adopt_part`] with a choice of [`Durability`].
 pub fn adopt_part_with(src: &Path, parent: &Path, name: &PartName, durability: Durability) -> Result<Part> {
-    let sync = durability == Durability::Synced;
-    let final_dir = parent.join(name.to_string());
-    if final_dir.exists()
-        && let Ok(p) = Part::load(&final_dir)
-    {
+    if let Some(p) = existing(parent, name) {
         return Ok(p);
     }
     let src_name = src.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-    let mut meta = PartMeta::read(src, &src_name)?;
+    let meta = PartMeta::read(src, &src_name)?;
     if meta.partition_id != name.partition_id {
         return Err(StorageError::BadTable(format!(
             "cannot adopt part {src_name} of partition {} as {name}",
             meta.partition_id
         )));
     }
-    let tmp = parent.join(format!("{TMP_PREFIX}adopt_{name}"));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
-    }
-    fs::create_dir_all(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
+    let tmp = fresh_tmp(parent, name)?;
     for file in meta.files.keys() {
         let (from, to) = (src.join(file), tmp.join(file));
         fs::hard_link(&from, &to)
             .or_else(|_| fs::copy(&from, &to).map(|_| ()))
             .map_err(|e| StorageError::io(&to, e))?;
     }
+    finish(&tmp, meta, parent, name, durability)
+}
+
+/// The part already published as `name` (a command re-applied after a restart).
+fn existing(parent: &Path, name: &PartName) -> Option<Part> {
+    let dir = parent.join(name.to_string());
+    if dir.exists() { Part::load(&dir).ok() } else { None }
+}
+
+/// An empty temp directory to assemble the adopted part in.
+fn fresh_tmp(parent: &Path, name: &PartName) -> Result<std::path::PathBuf> {
+    let tmp = parent.join(format!("{TMP_PREFIX}adopt_{name}"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
+    }
+    fs::create_dir_all(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
+    Ok(tmp)
+}
+
+/// Writes the renamed metadata into `tmp` and publishes it as `name`.
+fn finish(tmp: &Path, mut meta: PartMeta, parent: &Path, name: &PartName, durability: Durability) -> Result<Part> {
+    let sync = durability == Durability::Synced;
     rename_meta(&mut meta, name);
     write_file(&tmp.join(META_FILE), &meta.encode(), sync)?;
     if sync {
-        sync_dir(&tmp)?;
+        sync_dir(tmp)?;
     }
-    publish_with(&tmp, &final_dir, parent, durability)?;
+    let final_dir = parent.join(name.to_string());
+    publish_with(tmp, &final_dir, parent, durability)?;
     Part::load(&final_dir)
 }
 
