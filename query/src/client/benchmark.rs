@@ -90,6 +90,9 @@ impl Conn {
                 self.reader.read_line(&mut line)?;
                 let n = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
                     .map_err(|_| bad("bad chunk size"))?;
+                if n > 1 << 30 {
+                    return Err(bad("chunk over 1 GiB"));
+                }
                 let mut chunk = vec![0; n + 2];
                 self.reader.read_exact(&mut chunk)?;
                 if n == 0 {
@@ -98,6 +101,9 @@ impl Conn {
                 body.extend_from_slice(&chunk[..n]);
             }
         } else if let Some(n) = len {
+            if n > 1 << 30 {
+                return Err(bad("body over 1 GiB"));
+            }
             body.resize(n, 0);
             self.reader.read_exact(&mut body)?;
         }
