@@ -113,7 +113,7 @@ def main():
     ap.add_argument("parquet")
     ap.add_argument("workdir")
     ap.add_argument("out")
-    ap.add_argument("--blocks", type=int, default=30)
+    ap.add_argument("--blocks", type=int, default=100, help="100k-row blocks to insert (100: the whole 10M rows)")
     ap.add_argument("--groups", type=int, default=1000)
     ap.add_argument("--small", type=int, default=200, help="small inserts per concurrency level")
     ap.add_argument("--only-idle", action="store_true", help="only the idle-CPU measurement")
