@@ -24,6 +24,7 @@ import os
 import shutil
 import statistics
 import time
+import http.client
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -117,21 +118,38 @@ def rows_norm(rows):
 
 
 class Shardhouse:
+    """A keep-alive HTTP client, as clickhouse-connect and the clickhouse crate
+    keep theirs: a new TCP connection per query would time the connect too."""
+
     def __init__(self, url, database=None):
         self.url = url
         self.database = database
+        self.conn = None
 
     def post(self, sql, body=None):
         data = sql.encode() if body is None else body
         params = {} if body is None else {"query": sql}
         if self.database:
             params["database"] = self.database
-        req = urllib.request.Request(self.url + "/?" + urllib.parse.urlencode(params), data=data, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=3600) as r:
-                return r.read()
-        except urllib.error.HTTPError as e:
-            raise RuntimeError(e.read().decode(errors="replace").strip()) from None
+        path = "/?" + urllib.parse.urlencode(params)
+        for attempt in (0, 1):
+            if self.conn is None:
+                u = urllib.parse.urlsplit(self.url)
+                self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=3600)
+            try:
+                self.conn.request("POST", path, body=data)
+                r = self.conn.getresponse()
+                out = r.read()
+                break
+            except (http.client.HTTPException, ConnectionError):
+                # The server closed an idle keep-alive connection: reconnect once.
+                self.conn.close()
+                self.conn = None
+                if attempt:
+                    raise
+        if r.status != 200:
+            raise RuntimeError(out.decode(errors="replace").strip())
+        return out
 
     def rows(self, sql):
         out = json.loads(self.post(sql + " FORMAT JSONCompact"))

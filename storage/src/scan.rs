@@ -49,8 +49,89 @@ pub struct ScanStats {
     pub rows_selected: u64,
 }
 
+/// Some row groups of a part (all of them when `row_groups` is `None`): the
+/// unit a parallel scan hands to each stream, so that one big part (a table
+/// after OPTIMIZE FINAL) is decoded by every core, not one.
+#[derive(Debug, Clone)]
+pub struct PartSlice {
+    pub part: Arc<Part>,
+    /// Row group indices in ascending order.
+    pub row_groups: Option<Vec<usize>>,
+}
+
+/// Splits `parts` into at most `n` lists of slices with about as many rows
+/// each: whole parts when they have one row group, else row groups dealt to
+/// the least loaded list. Each part appears at most once per list.
+pub fn split(parts: Vec<Arc<Part>>, n: usize) -> Result<Vec<Vec<PartSlice>>> {
+    let n = n.max(1);
+    let mut load = vec![0u64; n];
+    let mut out: Vec<Vec<PartSlice>> = vec![Vec::new(); n];
+    let least = |load: &[u64]| (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0);
+    for part in parts {
+        let rgs: Vec<u64> = if part.meta.rows > 0 && n > 1 {
+            let m = reader::reader_metadata(&part)?;
+            m.metadata().row_groups().iter().map(|g| g.num_rows().max(0) as u64).collect()
+        } else {
+            Vec::new()
+        };
+        if rgs.len() <= 1 {
+            let k = least(&load);
+            load[k] += part.meta.rows;
+            out[k].push(PartSlice { part, row_groups: None });
+            continue;
+        }
+        let mut mine: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, rows) in rgs.iter().enumerate() {
+            let k = least(&load);
+            load[k] += rows;
+            mine[k].push(i);
+        }
+        for (k, groups) in mine.into_iter().enumerate() {
+            if groups.len() == rgs.len() {
+                out[k].push(PartSlice { part: part.clone(), row_groups: None });
+            } else if !groups.is_empty() {
+                out[k].push(PartSlice { part: part.clone(), row_groups: Some(groups) });
+            }
+        }
+    }
+    out.retain(|l| !l.is_empty());
+    Ok(out)
+}
+
+/// `sel` (over every row of a part) cut down to the rows of `bounds` (row
+/// ranges of the chosen row groups, ascending), as the reader expects it
+/// when only those row groups are read.
+fn restrict(sel: &RowSelection, bounds: &[std::ops::Range<usize>]) -> RowSelection {
+    let mut selected: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut pos = 0usize;
+    for s in sel.iter() {
+        if !s.skip {
+            selected.push(pos..pos + s.row_count);
+        }
+        pos += s.row_count;
+    }
+    let mut out = Vec::new();
+    let mut base = 0usize;
+    let mut i = 0usize;
+    for b in bounds {
+        while i < selected.len() && selected[i].end <= b.start {
+            i += 1;
+        }
+        let mut j = i;
+        while j < selected.len() && selected[j].start < b.end {
+            let (s, e) = (selected[j].start.max(b.start), selected[j].end.min(b.end));
+            if s < e {
+                out.push(base + s - b.start..base + e - b.start);
+            }
+            j += 1;
+        }
+        base += b.end - b.start;
+    }
+    RowSelection::from_consecutive_ranges(out.into_iter(), base)
+}
+
 enum Task {
-    Part { part: Arc<Part>, selection: Option<RowSelection> },
+    Part { part: Arc<Part>, row_groups: Option<Vec<usize>>, selection: Option<RowSelection> },
     Final { parts: Vec<Arc<Part>> },
 }
 
@@ -70,6 +151,12 @@ pub struct Scan {
 impl Scan {
     /// Plans a scan of `parts` (a snapshot of a part set).
     pub fn new(table: &Arc<Table>, parts: Vec<Arc<Part>>, req: &ScanRequest) -> Result<Scan> {
+        Self::new_slices(table, parts.into_iter().map(|part| PartSlice { part, row_groups: None }).collect(), req)
+    }
+
+    /// Plans a scan of slices of parts (see [`split`]); FINAL reads whole parts.
+    pub fn new_slices(table: &Arc<Table>, slices: Vec<PartSlice>, req: &ScanRequest) -> Result<Scan> {
+
         let schema = table.schema().clone();
         let out_names: Vec<String> = match &req.columns {
             Some(c) => c.clone(),
@@ -108,19 +195,24 @@ impl Scan {
             (Some(f), true) => pruning::predicate(f, &schema),
             _ => None,
         };
-        let mut stats = ScanStats { parts_total: parts.len(), ..Default::default() };
+        let mut stats = ScanStats { parts_total: slices.len(), ..Default::default() };
         let keep = match &pred {
-            Some(p) => pruning::prune_parts(p, &parts, &schema),
-            None => vec![true; parts.len()],
+            Some(p) => pruning::prune_parts(p, &slices.iter().map(|s| s.part.clone()).collect::<Vec<_>>(), &schema),
+            None => vec![true; slices.len()],
         };
-        let selected: Vec<Arc<Part>> =
-            parts.into_iter().zip(keep).filter(|(p, k)| *k && p.live_rows() > 0).map(|(p, _)| p).collect();
+        let selected: Vec<PartSlice> =
+            slices.into_iter().zip(keep).filter(|(s, k)| *k && s.part.live_rows() > 0).map(|(s, _)| s).collect();
         stats.parts_selected = selected.len();
 
         let mut tasks = VecDeque::new();
         if final_merge {
             let mut by_partition: BTreeMap<String, Vec<Arc<Part>>> = BTreeMap::new();
-            for p in selected {
+            // FINAL merges whole parts: slices of one part read it once.
+            let mut seen = std::collections::HashSet::new();
+            for PartSlice { part: p, .. } in selected {
+                if !seen.insert(p.name.to_string()) {
+                    continue;
+                }
                 stats.rows_selected += p.live_rows();
                 by_partition.entry(p.name.partition_id.clone()).or_default().push(p);
             }
@@ -128,21 +220,41 @@ impl Scan {
                 tasks.push_back(Task::Final { parts });
             }
         } else {
-            for part in selected {
-                let selection = match &pred {
+            for PartSlice { part, row_groups } in selected {
+                let page_sel = match &pred {
                     Some(p) => {
-                        let b = reader::builder(&part, true)?;
-                        pruning::prune_pages(p, &filter_cols, b.metadata(), &schema)
+                        let m = reader::reader_metadata(&part)?;
+                        pruning::prune_pages(p, &filter_cols, m.metadata(), &schema)
                     }
                     None => None,
                 };
-                let rows = match reader::effective_selection(&part, selection.clone()) {
+                let mut selection = reader::effective_selection(&part, page_sel);
+                let mut rows = match &selection {
                     Some(s) => s.row_count() as u64,
                     None => part.meta.rows,
                 };
+                if let Some(groups) = &row_groups {
+                    let m = reader::reader_metadata(&part)?;
+                    let all = m.metadata().row_groups();
+                    let mut starts = Vec::with_capacity(all.len());
+                    let mut at = 0usize;
+                    for g in all {
+                        starts.push(at);
+                        at += g.num_rows().max(0) as usize;
+                    }
+                    let bounds: Vec<std::ops::Range<usize>> = groups
+                        .iter()
+                        .filter_map(|&g| all.get(g).map(|rg| starts[g]..starts[g] + rg.num_rows().max(0) as usize))
+                        .collect();
+                    selection = selection.map(|s| restrict(&s, &bounds));
+                    rows = match &selection {
+                        Some(s) => s.row_count() as u64,
+                        None => bounds.iter().map(|b| (b.end - b.start) as u64).sum(),
+                    };
+                }
                 stats.rows_selected += rows;
                 if rows > 0 {
-                    tasks.push_back(Task::Part { part, selection });
+                    tasks.push_back(Task::Part { part, row_groups, selection });
                 }
             }
         }
@@ -171,11 +283,14 @@ impl Scan {
     fn open(&self, task: Task) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>> {
         let batch_rows = self.table.def.settings.merge_batch_rows;
         Ok(match task {
-            Task::Part { part, selection } => {
-                let mut b = reader::builder(&part, false)?.with_batch_size(batch_rows);
+            Task::Part { part, row_groups, selection } => {
+                let mut b = reader::builder(&part)?.with_batch_size(batch_rows);
                 let mask = ProjectionMask::roots(b.parquet_schema(), self.read_cols.iter().copied());
                 b = b.with_projection(mask);
-                if let Some(sel) = reader::effective_selection(&part, selection) {
+                if let Some(groups) = row_groups {
+                    b = b.with_row_groups(groups);
+                }
+                if let Some(sel) = selection {
                     b = b.with_row_selection(sel);
                 }
                 let name = part.name.to_string();

@@ -20,8 +20,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties, SendableRecordBatchStream,
     StatisticsArgs,
 };
-use storage::Part;
-use storage::scan::{Scan, ScanRequest};
+use storage::scan::{PartSlice, Scan, ScanRequest};
 
 use super::TableEngine;
 
@@ -35,7 +34,7 @@ pub struct EngineProvider {
 
 struct PartsStream {
     table: Arc<storage::Table>,
-    parts: Vec<Arc<Part>>,
+    parts: Vec<PartSlice>,
     req: ScanRequest,
     schema: SchemaRef,
 }
@@ -54,7 +53,7 @@ impl PartitionStream for PartsStream {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let to_df = |e: storage::StorageError| DataFusionError::External(Box::new(e));
         let batches: Box<dyn Iterator<Item = datafusion::error::Result<arrow::array::RecordBatch>> + Send> =
-            match Scan::new(&self.table, self.parts.clone(), &self.req) {
+            match Scan::new_slices(&self.table, self.parts.clone(), &self.req) {
                 Ok(scan) => Box::new(scan.map(move |b| b.map_err(to_df))),
                 Err(e) => Box::new(std::iter::once(Err(to_df(e)))),
             };
@@ -128,21 +127,24 @@ impl TableProvider for EngineProvider {
         // The exact count, when nothing filters, from the very parts this scan
         // reads (a second snapshot could already see a merge's result).
         let rows = (filters.is_empty() && !self.final_).then(|| parts.iter().map(|p| p.live_rows() as usize).sum());
-        let n = state.config().target_partitions().clamp(1, parts.len().max(1));
-        let mut groups: Vec<Vec<Arc<Part>>> = vec![Vec::new(); n];
-        if self.final_ {
+        let n = state.config().target_partitions().max(1);
+        let mut groups: Vec<Vec<PartSlice>> = if self.final_ {
             // FINAL merges within a partition: its parts must share a stream.
+            let n = n.min(parts.len().max(1));
+            let mut groups: Vec<Vec<PartSlice>> = vec![Vec::new(); n];
             let mut ids: Vec<String> = parts.iter().map(|p| p.name.partition_id.clone()).collect();
             ids.sort();
             ids.dedup();
             for p in parts {
                 let k = ids.binary_search(&p.name.partition_id).unwrap_or(0) % n;
-                groups[k].push(p);
+                groups[k].push(PartSlice { part: p, row_groups: None });
             }
+            groups
         } else {
-            for (i, p) in parts.into_iter().enumerate() {
-                groups[i % n].push(p);
-            }
+            storage::scan::split(parts, n).map_err(|e| DataFusionError::External(Box::new(e)))?
+        };
+        if groups.is_empty() {
+            groups.push(Vec::new());
         }
         let streams: Vec<Arc<dyn PartitionStream>> = groups
             .into_iter()

@@ -43,7 +43,7 @@ pub(super) fn rewrite_columns(
     updated: &[usize],
     new_name: &PartName,
 ) -> Result<Part> {
-    let src_meta = reader::builder(part, true)?.metadata().clone();
+    let src_meta = reader::reader_metadata(part)?.metadata().clone();
     let src_path = part.data_path();
     let src = File::open(&src_path).map_err(|e| StorageError::io(&src_path, e))?;
     let tmp = parent.join(format!("{TMP_PREFIX}mutate_{new_name}"));

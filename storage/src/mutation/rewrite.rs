@@ -159,7 +159,7 @@ pub fn mutate_part(
         .flatten()
         .collect();
     let only_updates = cmds.iter().all(|c| matches!(c, Compiled::Update { .. }));
-    if only_updates && super::columns::flat_schema(reader::builder(part, false)?.metadata(), table) {
+    if only_updates && super::columns::flat_schema(reader::reader_metadata(part)?.metadata(), table) {
         let mut updated = updated;
         updated.sort();
         updated.dedup();
@@ -186,7 +186,7 @@ fn lightweight_mask(
 ) -> Result<Option<RoaringBitmap>> {
     let mut mask = part.mask.clone().unwrap_or_default();
     // Read every row, masked ones too, so offsets are the file's row numbers.
-    let mut b = reader::builder(part, false)?.with_batch_size(batch_rows);
+    let mut b = reader::builder(part)?.with_batch_size(batch_rows);
     let proj = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), cols.iter().copied());
     b = b.with_projection(proj);
     let r = b.build().map_err(|e| StorageError::parquet(part.name.to_string(), e))?;

@@ -28,6 +28,10 @@ pub struct Part {
     pub mask: Option<RoaringBitmap>,
     /// Outcome of the full checksum verification, done once before the first read.
     verified: OnceLock<Result<(), String>>,
+    /// The data file's footer and page index, parsed on the first read: parts
+    /// are immutable, and parsing them again for every query cost more than
+    /// reading the few pages a primary-key query needs.
+    reader_meta: OnceLock<parquet::arrow::arrow_reader::ArrowReaderMetadata>,
 }
 
 impl Part {
@@ -55,7 +59,7 @@ impl Part {
         } else {
             None
         };
-        Ok(Part { name, dir: dir.to_path_buf(), meta, mask, verified: OnceLock::new() })
+        Ok(Part { name, dir: dir.to_path_buf(), meta, mask, verified: OnceLock::new(), reader_meta: OnceLock::new() })
     }
 
     /// Full verification (`CHECK TABLE`): every file's size and CRC32.
@@ -90,6 +94,19 @@ impl Part {
     /// Records that the files were just written and checksummed by this process.
     pub(crate) fn mark_verified(&self) {
         let _ = self.verified.set(Ok(()));
+    }
+
+    /// The cached reader metadata, if loaded.
+    pub(crate) fn cached_reader_meta(&self) -> Option<&parquet::arrow::arrow_reader::ArrowReaderMetadata> {
+        self.reader_meta.get()
+    }
+
+    /// Caches reader metadata (a concurrent first read may have won; either is the same).
+    pub(crate) fn cache_reader_meta(
+        &self,
+        m: parquet::arrow::arrow_reader::ArrowReaderMetadata,
+    ) -> &parquet::arrow::arrow_reader::ArrowReaderMetadata {
+        self.reader_meta.get_or_init(|| m)
     }
 
     /// Path of the column data file.

@@ -7,7 +7,7 @@ use std::ops::Range;
 use arrow::array::RecordBatch;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
 };
 
 use parquet::file::metadata::PageIndexPolicy;
@@ -15,20 +15,25 @@ use parquet::file::metadata::PageIndexPolicy;
 use super::Part;
 use crate::error::{Result, StorageError};
 
-/// Opens the part's data file, with the page index loaded when `page_index`.
-pub fn builder(part: &Part, page_index: bool) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+/// The part's parsed footer and page index, read once per part and cached.
+pub fn reader_metadata(part: &Part) -> Result<ArrowReaderMetadata> {
     part.ensure_verified()?;
+    if let Some(m) = part.cached_reader_meta() {
+        return Ok(m.clone());
+    }
     let path = part.data_path();
     let file = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
-    ParquetRecordBatchReaderBuilder::try_new_with_options(
-        file,
-        ArrowReaderOptions::new().with_page_index_policy(if page_index {
-            PageIndexPolicy::Optional
-        } else {
-            PageIndexPolicy::Skip
-        }),
-    )
-    .map_err(|e| corrupted(part, e))
+    let opts = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    let m = ArrowReaderMetadata::load(&file, opts).map_err(|e| corrupted(part, e))?;
+    Ok(part.cache_reader_meta(m).clone())
+}
+
+/// Opens the part's data file with its cached metadata (page index included).
+pub fn builder(part: &Part) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let meta = reader_metadata(part)?;
+    let path = part.data_path();
+    let file = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
+    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta))
 }
 
 fn corrupted(part: &Part, e: parquet::errors::ParquetError) -> StorageError {
@@ -72,7 +77,7 @@ pub fn open(
     selection: Option<RowSelection>,
     batch_rows: usize,
 ) -> Result<ParquetRecordBatchReader> {
-    let mut b = builder(part, false)?.with_batch_size(batch_rows);
+    let mut b = builder(part)?.with_batch_size(batch_rows);
     if let Some(cols) = columns {
         let mask = ProjectionMask::roots(b.parquet_schema(), cols.iter().copied());
         b = b.with_projection(mask);

@@ -61,7 +61,7 @@ pub fn insert(t: &Table, dir: &Path, block: i64, batch: &RecordBatch) -> Arc<Par
 pub fn read(part: &Part) -> RecordBatch {
     let batches = reader::read_all(part).unwrap();
     // An empty part (every row summed or collapsed away) still has its columns.
-    let schema = reader::builder(part, false).unwrap().schema().clone();
+    let schema = reader::builder(part).unwrap().schema().clone();
     if batches.is_empty() {
         return RecordBatch::new_empty(schema);
     }

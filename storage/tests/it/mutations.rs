@@ -131,8 +131,8 @@ fn update_rewrites_only_the_updated_column_and_keeps_page_index_and_mask() {
     }
     assert_eq!(strs(&b, "s")[0], "s10");
     // Untouched column chunks are byte copies of the old ones.
-    let old = storage::part::reader::builder(&p, true).unwrap().metadata().clone();
-    let new = storage::part::reader::builder(&m, true).unwrap().metadata().clone();
+    let old = storage::part::reader::builder(&p).unwrap().metadata().clone();
+    let new = storage::part::reader::builder(&m).unwrap().metadata().clone();
     assert_eq!(old.num_row_groups(), 4);
     for rg in 0..old.num_row_groups() {
         for c in [0usize, 2] {

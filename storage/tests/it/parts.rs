@@ -38,7 +38,7 @@ fn pages_hold_at_most_index_granularity_rows() {
     let d = tmp();
     let ks: Vec<i64> = (0..20_000).collect();
     let p = insert(&t, d.path(), 1, &kv_batch(&t, &ks, &ks));
-    let b = storage::part::reader::builder(&p, true).unwrap();
+    let b = storage::part::reader::builder(&p).unwrap();
     let off = b.metadata().offset_index().unwrap();
     let pages = off[0][0].page_locations();
     assert_eq!(pages.len(), 3, "20000 rows in pages of 8192");

@@ -101,3 +101,63 @@ fn final_merges_on_read_and_filters_after_merging() {
     assert_eq!(read(true, Some("v = 10")), Vec::<i64>::new());
     assert_eq!(read(true, Some("k = 1")), vec![11]);
 }
+
+/// A part of many row groups split over several scans (the parallel read of
+/// one big part) returns exactly the rows one scan of the whole part does,
+/// with page pruning and a lightweight-delete mask cut to each slice.
+#[test]
+fn row_group_slices_of_one_part_read_every_row_once() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    let t = storage::Table::new(storage::TableDef {
+        schema: schema.clone(),
+        engine: Engine::MergeTree,
+        partition_by: None,
+        order_by: vec!["k".into()],
+        settings: storage::MergeTreeSettings {
+            row_group_size: 1000,
+            index_granularity: 100,
+            merge_batch_rows: 300,
+            ..Default::default()
+        },
+    })
+    .unwrap();
+    let d = tmp();
+    let n = 10_000i64;
+    let b = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from((0..n).collect::<Vec<_>>())) as ArrayRef,
+            Arc::new(Int64Array::from((0..n).map(|i| i * 7 % 10).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap();
+    let written = insert(&t, d.path(), 1, &b);
+    let mut part = storage::Part::load(&written.dir).unwrap();
+    part.mask = Some((0..n as u32).filter(|i| i % 13 == 0).collect());
+    let part = Arc::new(part);
+    for filter in [None, Some("k >= 1234 AND k < 8765"), Some("k >= 1234 AND k < 8765 AND v % 3 = 0"), Some("k = 4321")]
+    {
+        let mut req = ScanRequest { columns: Some(vec!["k".into()]), ..Default::default() };
+        if let Some(f) = filter {
+            req = req.with_filter_sql(&t, f).unwrap();
+        }
+        let keys = |s: Scan| -> Vec<i64> {
+            s.flat_map(|b| b.unwrap().column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+                .collect()
+        };
+        let whole = keys(Scan::new(&t, vec![part.clone()], &req).unwrap());
+        assert!(!whole.is_empty());
+        assert!(whole.iter().all(|k| k % 13 != 0), "the mask applies");
+        for streams in 1..=4 {
+            let lists = storage::scan::split(vec![part.clone()], streams).unwrap();
+            assert_eq!(lists.len(), streams, "10 row groups fill {streams} streams");
+            let mut got: Vec<i64> =
+                lists.into_iter().flat_map(|l| keys(Scan::new_slices(&t, l, &req).unwrap())).collect();
+            got.sort();
+            assert_eq!(got, whole, "filter {filter:?}, {streams} streams");
+        }
+    }
+}
