@@ -156,7 +156,6 @@ impl Scan {
 
     /// Plans a scan of slices of parts (see [`split`]); FINAL reads whole parts.
     pub fn new_slices(table: &Arc<Table>, slices: Vec<PartSlice>, req: &ScanRequest) -> Result<Scan> {
-
         let schema = table.schema().clone();
         let out_names: Vec<String> = match &req.columns {
             Some(c) => c.clone(),

@@ -2,4 +2,5 @@
 //! planning.
 
 pub mod count;
+pub mod fast_agg;
 pub mod functions;

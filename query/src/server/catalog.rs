@@ -82,7 +82,12 @@ impl Server {
             SessionConfig::new().with_default_catalog_and_schema(CATALOG, "default").with_information_schema(true);
         config.options_mut().sql_parser.enable_ident_normalization = false;
         config.options_mut().sql_parser.dialect = datafusion::config::Dialect::ClickHouse;
-        let ctx = SessionContext::new_with_config(config);
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(crate::plan::fast_agg::FastAggregate))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         for udf in storage::expr::clickhouse_udfs() {
             ctx.register_udf(udf);
         }

@@ -107,10 +107,8 @@ fn final_merges_on_read_and_filters_after_merging() {
 /// with page pruning and a lightweight-delete mask cut to each slice.
 #[test]
 fn row_group_slices_of_one_part_read_every_row_once() {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Int64, false),
-        Field::new("v", DataType::Int64, false),
-    ]));
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("v", DataType::Int64, false)]));
     let t = storage::Table::new(storage::TableDef {
         schema: schema.clone(),
         engine: Engine::MergeTree,
