@@ -35,6 +35,13 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use key_map::{KeyMap, KeySet};
+
+mod count;
+mod key_map;
+#[cfg(test)]
+mod tests;
+
 /// The physical optimizer rule that puts [`FastAggregateExec`] in place of
 /// every eligible [`AggregateExec`].
 #[derive(Debug, Default)]
@@ -228,10 +235,14 @@ struct Run {
     args: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     accs: Vec<Box<dyn GroupsAccumulator>>,
+    /// Aggregates that do not look at their arguments (`count(*)`).
+    skip_args: Vec<bool>,
     merge: bool,
     output_state: bool,
     schema: SchemaRef,
     map: KeyMap,
+    /// Used instead of `map` when there are no aggregates.
+    set: KeySet,
     /// Packed key of each group, by group index.
     keys: Vec<u64>,
     reservation: MemoryReservation,
@@ -247,7 +258,22 @@ impl Run {
             agg.group_expr().expr().iter().map(|(e, _)| e.clone()).collect()
         };
         let args = aggregate_expressions(agg.aggr_expr(), agg.mode(), group_exprs.len())?;
-        let accs = agg.aggr_expr().iter().map(|a| a.create_groups_accumulator()).collect::<Result<Vec<_>>>()?;
+        let mut accs: Vec<Box<dyn GroupsAccumulator>> = Vec::new();
+        let mut skip_args = Vec::new();
+        for a in agg.aggr_expr() {
+            let exprs = a.expressions();
+            if a.fun().name() == "count" && !a.is_distinct() && exprs.len() == 1 && a.order_bys().is_empty() {
+                let every_row = !merge
+                    && exprs[0]
+                        .downcast_ref::<datafusion::physical_expr::expressions::Literal>()
+                        .is_some_and(|l| !l.value().is_null());
+                accs.push(Box::new(count::FastCount::new(every_row)));
+                skip_args.push(every_row);
+            } else {
+                accs.push(a.create_groups_accumulator()?);
+                skip_args.push(false);
+            }
+        }
         Ok(Run {
             layout,
             group_exprs,
@@ -255,10 +281,12 @@ impl Run {
             // DataFusion applies FILTER (WHERE …) to raw input only.
             filters: if merge { vec![None; agg.aggr_expr().len()] } else { agg.filter_expr().to_vec() },
             accs,
+            skip_args,
             merge,
             output_state: agg.mode().output_mode() == AggregateOutputMode::Partial,
             schema: agg.schema(),
             map: KeyMap::new(),
+            set: KeySet::new(),
             keys: Vec::new(),
             reservation,
             batch_size,
@@ -278,9 +306,30 @@ impl Run {
             }
             self.layout.pack(k, &col, &mut packed)?;
         }
+        // Lookups in a table bigger than the caches wait on memory: fetch the
+        // slot of a row a few rows ahead.
+        const AHEAD: usize = 16;
+        if self.accs.is_empty() {
+            let mut last = None;
+            for i in 0..n {
+                if let Some(&ahead) = packed.get(i + AHEAD) {
+                    self.set.prefetch(ahead);
+                }
+                let key = packed[i];
+                if last != Some(key) && self.set.insert(key) {
+                    self.keys.push(key);
+                }
+                last = Some(key);
+            }
+            return self.check_memory(emitted);
+        }
         let mut groups = Vec::with_capacity(n);
         let mut last: Option<(u64, usize)> = None;
-        for key in packed {
+        for i in 0..n {
+            if let Some(&ahead) = packed.get(i + AHEAD) {
+                self.map.prefetch(ahead);
+            }
+            let key = packed[i];
             let g = match last {
                 Some((k, g)) if k == key => g,
                 _ => {
@@ -295,8 +344,13 @@ impl Run {
             groups.push(g);
         }
         let total = self.keys.len();
-        for ((acc, args), filter) in self.accs.iter_mut().zip(&self.args).zip(&self.filters) {
-            let values = args.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<Vec<_>>>()?;
+        for (((acc, args), filter), skip) in
+            self.accs.iter_mut().zip(&self.args).zip(&self.filters).zip(&self.skip_args)
+        {
+            let values = match skip {
+                true => Vec::new(),
+                false => args.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<Vec<_>>>()?,
+            };
             if self.merge {
                 acc.merge_batch(&values, &groups, total)?;
             } else {
@@ -307,7 +361,16 @@ impl Run {
                 acc.update_batch(&values, &groups, f.as_ref().map(|f| f.as_boolean()), total)?;
             }
         }
-        let size = self.map.size() + self.keys.capacity() * 8 + self.accs.iter().map(|a| a.size()).sum::<usize>();
+        self.check_memory(emitted)
+    }
+
+    /// Accounts for the table's memory; over the limit a partial stage emits
+    /// what it has.
+    fn check_memory(&mut self, emitted: &mut Vec<RecordBatch>) -> Result<()> {
+        let size = self.map.size()
+            + self.set.size()
+            + self.keys.capacity() * 8
+            + self.accs.iter().map(|a| a.size()).sum::<usize>();
         if self.reservation.try_resize(size).is_err() {
             if !self.output_state {
                 // A final stage cannot emit early: the memory limit applies,
@@ -325,6 +388,7 @@ impl Run {
     fn emit(&mut self) -> Result<Vec<RecordBatch>> {
         let keys = std::mem::take(&mut self.keys);
         self.map = KeyMap::new();
+        self.set = KeySet::new();
         let mut cols: Vec<ArrayRef> =
             (0..self.layout.keys.len()).map(|k| self.layout.unpack(k, &keys)).collect::<Result<_>>()?;
         for acc in &mut self.accs {
@@ -347,209 +411,5 @@ impl Run {
             at += len;
         }
         Ok(out)
-    }
-}
-
-/// Packed key → group index, open addressing with linear probing.
-struct KeyMap {
-    keys: Vec<u64>,
-    /// Group index + 1; 0 marks an empty slot.
-    ids: Vec<u32>,
-    len: usize,
-    shift: u32,
-}
-
-impl KeyMap {
-    fn new() -> KeyMap {
-        KeyMap { keys: vec![0; 256], ids: vec![0; 256], len: 0, shift: 64 - 8 }
-    }
-
-    fn size(&self) -> usize {
-        self.keys.capacity() * 8 + self.ids.capacity() * 4
-    }
-
-    #[inline]
-    fn slot(&self, key: u64) -> usize {
-        // Fibonacci hashing: the top bits of key × 2^64/φ.
-        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
-    }
-
-    /// The group of `key`, or `next` (inserted) when it is new.
-    #[inline]
-    fn get_or_insert(&mut self, key: u64, next: u32) -> u32 {
-        let mask = self.keys.len() - 1;
-        let mut i = self.slot(key);
-        loop {
-            let id = self.ids[i];
-            if id == 0 {
-                break;
-            }
-            if self.keys[i] == key {
-                return id - 1;
-            }
-            i = (i + 1) & mask;
-        }
-        self.keys[i] = key;
-        self.ids[i] = next + 1;
-        self.len += 1;
-        if self.len * 2 > self.keys.len() {
-            self.grow();
-        }
-        next
-    }
-
-    fn grow(&mut self) {
-        let cap = self.keys.len() * 2;
-        let old_keys = std::mem::replace(&mut self.keys, vec![0; cap]);
-        let old_ids = std::mem::replace(&mut self.ids, vec![0; cap]);
-        self.shift -= 1;
-        let mask = cap - 1;
-        for (k, id) in old_keys.into_iter().zip(old_ids) {
-            if id == 0 {
-                continue;
-            }
-            let mut i = self.slot(k);
-            while self.ids[i] != 0 {
-                i = (i + 1) & mask;
-            }
-            self.keys[i] = k;
-            self.ids[i] = id;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow::array::{Date32Array, Float64Array, Int32Array, StringArray, UInt8Array, UInt16Array, UInt64Array};
-    use arrow::datatypes::{Field, Schema};
-    use datafusion::datasource::MemTable;
-    use datafusion::execution::SessionStateBuilder;
-    use datafusion::prelude::{SessionConfig, SessionContext};
-
-    fn table(rows: usize) -> Arc<MemTable> {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("a", DataType::UInt8, false),
-            Field::new("b", DataType::UInt16, false),
-            Field::new("c", DataType::Int32, false),
-            Field::new("d", DataType::UInt64, false),
-            Field::new("e", DataType::Date32, false),
-            Field::new("n", DataType::Int32, true),
-            Field::new("v", DataType::Float64, true),
-            Field::new("s", DataType::Utf8, true),
-        ]));
-        let mut batches = Vec::new();
-        for chunk in 0..rows.div_ceil(1000) {
-            let n = 1000.min(rows - chunk * 1000);
-            let r: Vec<u64> = (0..n * 8).map(|_| next()).collect();
-            let col = |k: usize| r[k * n..(k + 1) * n].to_vec();
-            // Sorted runs in `a`, like a primary key.
-            let a: Vec<u8> = (0..n).map(|i| ((chunk * 1000 + i) / 700 % 7) as u8).collect();
-            let cols: Vec<ArrayRef> = vec![
-                Arc::new(UInt8Array::from(a)),
-                Arc::new(UInt16Array::from(col(1).iter().map(|v| (v % 50) as u16).collect::<Vec<_>>())),
-                Arc::new(Int32Array::from(col(2).iter().map(|v| (v % 40) as i32 - 20).collect::<Vec<_>>())),
-                Arc::new(UInt64Array::from(col(3).iter().map(|v| v % 3000 * 0x1_0000_0001).collect::<Vec<_>>())),
-                Arc::new(Date32Array::from(col(4).iter().map(|v| 15000 + (v % 90) as i32).collect::<Vec<_>>())),
-                Arc::new(Int32Array::from(
-                    col(5).iter().map(|v| (v % 4 != 0).then_some((v % 5) as i32)).collect::<Vec<_>>(),
-                )),
-                Arc::new(Float64Array::from(
-                    col(6).iter().map(|v| (v % 9 != 0).then_some((v % 1000) as f64 / 8.0)).collect::<Vec<_>>(),
-                )),
-                Arc::new(StringArray::from(
-                    col(7).iter().map(|v| (v % 5 != 0).then(|| format!("s{}", v % 77))).collect::<Vec<_>>(),
-                )),
-            ];
-            batches.push(RecordBatch::try_new(schema.clone(), cols).unwrap());
-        }
-        // Several partitions, so the plan has partial and final stages.
-        let parts: Vec<Vec<RecordBatch>> =
-            (0..3).map(|p| batches.iter().skip(p).step_by(3).cloned().collect()).collect();
-        Arc::new(MemTable::try_new(schema, parts).unwrap())
-    }
-
-    fn ctx(fast: bool, partitions: usize, t: Arc<MemTable>) -> SessionContext {
-        let config = SessionConfig::new().with_target_partitions(partitions).with_batch_size(333);
-        let mut b = SessionStateBuilder::new().with_config(config).with_default_features();
-        if fast {
-            b = b.with_physical_optimizer_rule(Arc::new(FastAggregate));
-        }
-        let ctx = SessionContext::new_with_state(b.build());
-        ctx.register_table("t", t).unwrap();
-        ctx
-    }
-
-    async fn run(ctx: &SessionContext, sql: &str) -> (Vec<String>, String) {
-        let df = ctx.sql(sql).await.unwrap();
-        let plan = df.clone().create_physical_plan().await.unwrap();
-        let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
-        let batches = df.collect().await.unwrap();
-        let mut rows = Vec::new();
-        for b in &batches {
-            let fmts: Vec<_> = b
-                .columns()
-                .iter()
-                .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &Default::default()).unwrap())
-                .collect();
-            for i in 0..b.num_rows() {
-                rows.push(fmts.iter().map(|f| f.value(i).to_string()).collect::<Vec<_>>().join("|"));
-            }
-        }
-        rows.sort();
-        (rows, shown)
-    }
-
-    /// Every query answers exactly as DataFusion's own aggregation does, with
-    /// one partition (single stage) and several (partial + final), and the
-    /// operator is used where the keys fit and not where they don't.
-    #[tokio::test]
-    async fn answers_match_datafusion_hash_aggregation() {
-        let t = table(20_000);
-        let cases = [
-            ("SELECT a, count(*), sum(v), avg(v), min(s), max(c), count(v) FROM t GROUP BY a", true),
-            ("SELECT a, b, c, count(*), sum(d) FROM t GROUP BY a, b, c", true),
-            ("SELECT d, count(*) AS n FROM t GROUP BY d", true),
-            ("SELECT count(DISTINCT d) FROM t", true),
-            ("SELECT count(DISTINCT d), count(DISTINCT b) FROM t", false),
-            ("SELECT e, count(*) FILTER (WHERE a > 3), sum(v) FILTER (WHERE b < 10) FROM t GROUP BY e", true),
-            ("SELECT c % 10 AS k, count(*) FROM t GROUP BY k HAVING count(*) > 5", true),
-            ("SELECT b, avg(c), min(e), max(s), bool_and(a > 2), var_samp(v) FROM t GROUP BY b", true),
-            ("SELECT b, array_agg(a ORDER BY a) IS NOT NULL, median(c) FROM t GROUP BY b", false),
-            ("SELECT a, d, count(*) FROM t GROUP BY a, d", false),
-            ("SELECT n, count(*) FROM t GROUP BY n", false),
-            ("SELECT s, count(*) FROM t GROUP BY s", false),
-        ];
-        for partitions in [1, 3] {
-            let slow = ctx(false, partitions, t.clone());
-            let fast = ctx(true, partitions, t.clone());
-            for (sql, expect_fast) in cases {
-                let (want, _) = run(&slow, sql).await;
-                let (got, plan) = run(&fast, sql).await;
-                assert!(!want.is_empty(), "{sql}");
-                assert_eq!(got, want, "{sql} with {partitions} partitions");
-                assert_eq!(plan.contains("FastAggregateExec"), expect_fast, "{sql}:\n{plan}");
-            }
-        }
-    }
-
-    #[test]
-    fn key_map_assigns_dense_ids_and_survives_growth() {
-        let mut m = KeyMap::new();
-        let keys: Vec<u64> = (0..10_000u64).map(|i| i.wrapping_mul(0x1_0000_0001) ^ (i << 40)).collect();
-        for (i, k) in keys.iter().enumerate() {
-            assert_eq!(m.get_or_insert(*k, i as u32), i as u32);
-        }
-        for (i, k) in keys.iter().enumerate() {
-            assert_eq!(m.get_or_insert(*k, u32::MAX - 1), i as u32, "key {k} kept its id");
-        }
-        assert_eq!(m.len, keys.len());
     }
 }
