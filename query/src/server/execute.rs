@@ -497,20 +497,12 @@ impl Server {
     }
 
     /// Plans a SELECT as written by a user (FINAL included).
-    pub(crate) async fn plan_select(
-        &self,
-        sql: &str,
-        q: &QueryContext,
-    ) -> Result<datafusion::dataframe::DataFrame, QueryError> {
+    pub(crate) async fn plan_select(&self, sql: &str, q: &QueryContext) -> Result<Planned, QueryError> {
         self.plan(&rewrite_final(sql)?, q).await
     }
 
     /// Plans a query on DataFusion after rewriting ClickHouse functions.
-    pub(super) async fn plan(
-        &self,
-        sql: &str,
-        q: &QueryContext,
-    ) -> Result<datafusion::dataframe::DataFrame, QueryError> {
+    pub(super) async fn plan(&self, sql: &str, q: &QueryContext) -> Result<Planned, QueryError> {
         let mut state = self.ctx.state();
         let opts = state.config_mut().options_mut();
         opts.catalog.default_schema = q.database.clone();
@@ -538,10 +530,20 @@ impl Server {
             .with_memory_pool(Arc::new(pool))
             .build_arc()
             .map_err(df)?;
-        let state =
-            datafusion::execution::SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build();
-        let ctx = SessionContext::new_with_state(state);
-        ctx.execute_logical_plan(plan).await.map_err(df)
+        if matches!(
+            plan,
+            datafusion::logical_expr::LogicalPlan::Ddl(_) | datafusion::logical_expr::LogicalPlan::Statement(_)
+        ) {
+            let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+                .with_runtime_env(runtime.clone())
+                .build();
+            let frame = SessionContext::new_with_state(state).execute_logical_plan(plan).await.map_err(df)?;
+            return Ok(Planned { frame, runtime });
+        }
+        // A query runs with the session's state as it is and the runtime
+        // given to its task context: rebuilding a SessionState around the
+        // runtime re-registered every function, a third of `SELECT 1`.
+        Ok(Planned { frame: datafusion::dataframe::DataFrame::new(state, plan), runtime })
     }
 
     fn has_replicated_tables(&self) -> bool {
@@ -610,7 +612,7 @@ impl Server {
             let frame = self.plan(&text, &q).await?;
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
             let task = Arc::new(frame.task_ctx());
-            let physical = frame.create_physical_plan().await.map_err(df)?;
+            let physical = frame.frame.create_physical_plan().await.map_err(df)?;
             // EXPLAIN ANALYZE prints the plan it ran: leave it unwrapped.
             let physical = if matches!(physical.name(), "AnalyzeExec" | "ExplainExec") {
                 physical
@@ -767,4 +769,29 @@ pub(crate) fn render_create(t: &crate::parse::CreateTable) -> String {
         s.push_str(&format!("\nCOMMENT {}", quote_str(c)));
     }
     s
+}
+
+/// A planned statement and the runtime (memory pool) it must execute with.
+pub(crate) struct Planned {
+    frame: datafusion::dataframe::DataFrame,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+}
+
+impl Planned {
+    /// The result's schema.
+    pub(crate) fn schema(&self) -> &datafusion::common::DFSchema {
+        self.frame.schema()
+    }
+
+    /// The context to execute with: the query's memory pool.
+    pub(crate) fn task_ctx(&self) -> datafusion::execution::TaskContext {
+        self.frame.task_ctx().with_runtime(self.runtime.clone())
+    }
+
+    /// Runs the statement to the end.
+    pub(crate) async fn collect(self) -> datafusion::error::Result<Vec<arrow::array::RecordBatch>> {
+        let task = Arc::new(self.task_ctx());
+        let plan = self.frame.create_physical_plan().await?;
+        datafusion::physical_plan::collect(plan, task).await
+    }
 }
