@@ -299,5 +299,10 @@ pub fn rewrite_statement(stmt: &mut Statement) -> Result<(), QueryError> {
         }
         ControlFlow::Continue(())
     });
-    err.map_or(Ok(()), Err)
+    if let Some(e) = err {
+        return Err(e);
+    }
+    // After the -If and if() rewrites, which move conditions into FILTER and CASE.
+    super::truthiness::rewrite(stmt);
+    Ok(())
 }

@@ -4,3 +4,4 @@
 pub mod count;
 pub mod fast_agg;
 pub mod functions;
+pub mod truthiness;

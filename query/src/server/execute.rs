@@ -50,6 +50,8 @@ pub(super) fn df(e: datafusion::error::DataFusionError) -> QueryError {
         (47, "UNKNOWN_IDENTIFIER")
     } else if msg.contains("Invalid function") {
         (46, "UNKNOWN_FUNCTION")
+    } else if msg.contains("Resources exhausted") {
+        (241, "MEMORY_LIMIT_EXCEEDED")
     } else {
         (1002, "UNKNOWN_EXCEPTION")
     };

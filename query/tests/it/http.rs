@@ -288,6 +288,28 @@ fn clickhouse_aggregate_functions() {
     assert_eq!(plan.matches("AggregateExec: mode=Partial").count(), 1, "{plan}");
 }
 
+/// max_memory_usage bounds a query (ClickHouse's MEMORY_LIMIT_EXCEEDED), the
+/// server keeps serving, and the query log records each query's peak.
+#[test]
+fn memory_limit_per_query_and_its_peak_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Running::start(dir.path());
+    let (st, code, body) =
+        s.err("SELECT number, count() FROM numbers(3000000) GROUP BY number SETTINGS max_memory_usage = 1000000");
+    assert_eq!((st, code.as_str()), (500, "241"), "{body}");
+    assert!(body.contains("(MEMORY_LIMIT_EXCEEDED)"), "{body}");
+    assert_eq!(s.ok("SELECT count() FROM (SELECT number % 7 AS k FROM numbers(100000) GROUP BY k) AS g"), "7\n");
+    let peak: u64 = s
+        .ok(
+            "SELECT max(memory_usage) FROM system.query_log WHERE query LIKE 'SELECT count() FROM (SELECT number % 7%' \
+             AND type = 'QueryFinish'",
+        )
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(peak > 0, "peak memory recorded");
+}
+
 #[test]
 fn json_pretty_and_arrow_family_formats() {
     let dir = tempfile::tempdir().unwrap();

@@ -78,6 +78,9 @@ pub fn clickhouse_udfs() -> Vec<ScalarUDF> {
             |_| DataType::UInt32,
             |a| date_to_u32(&a[0], |d| d.year() as u32 * 10000 + d.month() * 100 + d.day()),
         ),
+        // ClickHouse's truth: a number is true when it is not 0 (`WHERE flag`
+        // on a UInt8 column); the SQL layer wraps bare conditions in it.
+        udf("toBool", 1, |_| DataType::Boolean, |a| Ok(cast(&a[0], &DataType::Boolean)?)),
         udf("toDate", 1, |_| DataType::Date32, |a| Ok(cast(&days(&a[0])?, &DataType::Date32)?)),
         udf(
             "toStartOfMonth",
