@@ -737,6 +737,10 @@ pub fn read_row_binary(body: &[u8], schema: &Schema, header: bool) -> Result<Rec
         (schema.fields().iter().map(|f| f.name().clone()).collect(), types)
     };
     let mut cols: Vec<Col> = types.iter().map(Col::new).collect();
+    if cols.is_empty() && !r.at_end() {
+        // A row of no columns reads no bytes: the loop below would never end.
+        return Err(input_error("RowBinary data for zero columns".to_string()));
+    }
     let mut rows = 0;
     while !r.at_end() {
         for (c, col) in cols.iter_mut().enumerate() {

@@ -130,6 +130,16 @@ fn truncated_and_corrupt_input_are_errors() {
     assert_eq!(read_row_binary(&huge, &s1, false).unwrap_err().code, 33);
 }
 
+/// Found by `corrupt_binary_bodies_never_panic`: a header naming zero
+/// columns followed by data looped forever.
+#[test]
+fn regression_row_binary_with_zero_columns_and_data_is_an_error_not_a_hang() {
+    let body = [0u8, 1, 2, 3];
+    assert!(read_row_binary(&body, &Schema::empty(), true).is_err());
+    assert!(read_row_binary(&body[1..], &Schema::empty(), false).is_err());
+    assert_eq!(read_row_binary(&[0u8], &Schema::empty(), true).unwrap().num_rows(), 0);
+}
+
 proptest::proptest! {
     /// Corrupt bodies (random bytes overwritten, then cut) are errors or
     /// data, never a panic or a huge allocation.

@@ -149,14 +149,7 @@ fn input_error(format: Format, e: impl std::fmt::Display) -> QueryError {
 /// cast to the table's types.
 pub fn read_binary(format: Format, body: &[u8], schema: &SchemaRef) -> Result<RecordBatch, QueryError> {
     let batches: Vec<RecordBatch> = match format {
-        Format::Parquet => {
-            let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                bytes::Bytes::copy_from_slice(body),
-            )
-            .and_then(|b| b.build())
-            .map_err(|e| input_error(format, e))?;
-            r.collect::<Result<_, _>>().map_err(|e| input_error(format, e))?
-        }
+        Format::Parquet => read_parquet(body).map_err(|e| input_error(format, e))?,
         Format::Arrow => {
             let r = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(body), None)
                 .map_err(|e| input_error(format, e))?;
@@ -173,6 +166,55 @@ pub fn read_binary(format: Format, body: &[u8], schema: &SchemaRef) -> Result<Re
         f => return Err(input_error(f, "the format is not suitable for input")),
     };
     conform(format, batches, schema)
+}
+
+/// Decodes a Parquet body, its row groups spread over the cores (a bulk
+/// load's decoding was single-threaded and the load's longest step), the
+/// batches in row-group order so that a retried insert cuts the same blocks.
+fn read_parquet(body: &[u8]) -> Result<Vec<RecordBatch>, parquet::errors::ParquetError> {
+    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+    let bytes = bytes::Bytes::copy_from_slice(body);
+    let meta = ArrowReaderMetadata::load(&bytes, Default::default())?;
+    let groups = meta.metadata().num_row_groups();
+    let read = |rg: usize| -> Result<Vec<RecordBatch>, parquet::errors::ParquetError> {
+        ParquetRecordBatchReaderBuilder::new_with_metadata(bytes.clone(), meta.clone())
+            .with_row_groups(vec![rg])
+            .with_batch_size(64 * 1024)
+            .build()?
+            .map(|b| b.map_err(parquet::errors::ParquetError::from))
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(groups).max(1);
+    if threads == 1 {
+        return Ok((0..groups).map(read).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect());
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, Vec<RecordBatch>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<(usize, Vec<RecordBatch>)>, parquet::errors::ParquetError> {
+                    let mut mine = Vec::new();
+                    loop {
+                        let rg = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if rg >= groups {
+                            return Ok(mine);
+                        }
+                        mine.push((rg, read(rg)?));
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for w in workers {
+            match w.join() {
+                Ok(r) => all.extend(r?),
+                Err(_) => return Err(parquet::errors::ParquetError::General("a decoding thread panicked".into())),
+            }
+        }
+        Ok(all)
+    })?;
+    done.sort_by_key(|(rg, _)| *rg);
+    Ok(done.into_iter().flat_map(|(_, b)| b).collect())
 }
 
 /// Matches input batches' columns to `schema` by name, casting each to the

@@ -142,8 +142,9 @@ impl Server {
             let quorum_timeout_ms = q.settings.u64("insert_quorum_timeout");
             let rows = blocking(move || {
                 super::metering::measured(&stats, || {
-                    let mut rows = 0;
-                    for (index, start) in (0..full.num_rows().max(1)).step_by(block).enumerate() {
+                    let starts: Vec<usize> = (0..full.num_rows().max(1)).step_by(block).collect();
+                    let insert_block = |index: usize| {
+                        let start = starts[index];
                         let len = block.min(full.num_rows() - start);
                         let opts = InsertOptions {
                             deduplicate,
@@ -152,9 +153,58 @@ impl Server {
                             quorum: quorum.clone(),
                             quorum_timeout_ms,
                         };
-                        rows += table.insert(&full.slice(start, len), &opts)?;
+                        table.insert(&full.slice(start, len), &opts)
+                    };
+                    // Blocks are independent parts (each deduplicated on its
+                    // own, as in ClickHouse): a bulk load sorts and writes
+                    // them on every core at once. A failed block fails the
+                    // INSERT; blocks already written stay, and a retry skips
+                    // them when deduplication is on.
+                    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(starts.len());
+                    if threads <= 1 {
+                        return (0..starts.len()).map(insert_block).sum::<Result<usize, QueryError>>();
                     }
-                    Ok(rows)
+                    let next = std::sync::atomic::AtomicUsize::new(0);
+                    let failed = std::sync::atomic::AtomicBool::new(false);
+                    std::thread::scope(|s| {
+                        let workers: Vec<_> = (0..threads)
+                            .map(|_| {
+                                s.spawn(|| {
+                                    // Each thread's CPU time counts for the query log.
+                                    super::metering::measured(&stats, || {
+                                        let mut rows = 0;
+                                        loop {
+                                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                            if i >= starts.len() || failed.load(std::sync::atomic::Ordering::Relaxed) {
+                                                return Ok(rows);
+                                            }
+                                            match insert_block(i) {
+                                                Ok(n) => rows += n,
+                                                Err(e) => {
+                                                    // No new blocks once one failed.
+                                                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                                    return Err(e);
+                                                }
+                                            }
+                                        }
+                                    })
+                                })
+                            })
+                            .collect();
+                        let mut total = 0;
+                        let mut first_err = None;
+                        for w in workers {
+                            match w.join() {
+                                Ok(Ok(n)) => total += n,
+                                Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                                Err(_) => {
+                                    first_err =
+                                        first_err.or(Some(QueryError::bad_arguments("an insert thread panicked")))
+                                }
+                            }
+                        }
+                        first_err.map_or(Ok(total), Err)
+                    })
                 })
             })
             .await?;
