@@ -45,8 +45,17 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         inline: Option<BTreeMap<String, String>>,
     },
-    /// Replace `sources` by the merge of them, run on every replica.
-    Merge { sources: Vec<String>, mode: ReduceMode },
+    /// Replace `sources` by the merge of them, run on every replica — or,
+    /// with `merger` set (the table's
+    /// `execute_merges_on_single_replica_time_threshold`), run on that node
+    /// only while the others fetch its result, merging themselves if it has
+    /// not appeared within the threshold.
+    Merge {
+        sources: Vec<String>,
+        mode: ReduceMode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        merger: Option<NodeId>,
+    },
     /// A mutation whose version is this entry's index.
     Mutate { commands: Vec<MutationCommand>, text: String, ts: i64 },
     /// Stop a mutation: parts not yet rewritten keep their data.

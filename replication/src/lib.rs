@@ -15,6 +15,7 @@ pub mod dedup;
 pub mod error;
 mod hibernate;
 pub mod log_store;
+mod merge_exec;
 pub mod merge_jobs;
 pub mod registry;
 pub mod replica;

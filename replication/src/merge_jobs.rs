@@ -6,7 +6,16 @@
 //! running merges, so every replica reaches the same part set in the same
 //! log order. Running merges are part of the persisted state and restart
 //! with the replica.
+//!
+//! With `execute_merges_on_single_replica_time_threshold` set, only the
+//! proposer merges; the other replicas fetch its result (ClickHouse's
+//! single-replica merges), cutting the cluster's merge CPU and disk writes
+//! by the replication factor. A replica that has not got the result within
+//! the threshold, or that must wait for the merge before applying a command
+//! that changes its parts, merges itself: waiting on a peer must never stall
+//! the log.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -18,6 +27,9 @@ use storage::PartName;
 pub struct PendingMerge {
     pub sources: Vec<String>,
     pub mode: storage::ReduceMode,
+    /// The node whose result this replica fetches (single-replica merges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merger: Option<crate::NodeId>,
 }
 
 /// The merges running on this replica.
@@ -27,6 +39,11 @@ pub struct MergeJobs {
     done: Condvar,
     /// Failed attempts, each retried (a metric, and evidence in tests).
     pub retries: std::sync::atomic::AtomicU64,
+    /// Set while a command waits for every merge: a replica waiting for a
+    /// peer's result stops waiting and merges itself.
+    urgent: AtomicBool,
+    /// Merge results fetched from the replica that merged (a metric).
+    pub fetched: std::sync::atomic::AtomicU64,
 }
 
 impl MergeJobs {
@@ -57,14 +74,25 @@ impl MergeJobs {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Blocks until no merge is running.
-    pub fn wait_all(&self) {
+    /// Whether a command is waiting for every merge to finish.
+    pub fn is_urgent(&self) -> bool {
+        self.urgent.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until no merge is running. `urgent`: replicas waiting for a
+    /// peer's merge result merge themselves instead (the peer may be gone);
+    /// otherwise they keep waiting for it up to their threshold.
+    pub fn wait_all(&self, urgent: bool) {
         let mut r = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if urgent && !r.is_empty() {
+            self.urgent.store(true, Ordering::SeqCst);
+        }
         while !r.is_empty() {
             r = match self.done.wait_timeout(r, Duration::from_millis(100)) {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
         }
+        self.urgent.store(false, Ordering::SeqCst);
     }
 }

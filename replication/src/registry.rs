@@ -452,8 +452,14 @@ impl ReplicationNode {
             return Ok(false);
         };
         let sources = names.iter().map(|n| n.to_string()).collect();
-        self.merge(g.spec.group, Command::Merge { sources, mode: Default::default() }).await?;
+        let merger = self.single_replica_merger(g);
+        self.merge(g.spec.group, Command::Merge { sources, mode: Default::default(), merger }).await?;
         Ok(true)
+    }
+
+    /// This node, when the group's table merges on a single replica.
+    fn single_replica_merger(&self, g: &Group) -> Option<NodeId> {
+        (g.replica.settings.execute_merges_on_single_replica_time_threshold > 0).then_some(self.inner.id)
     }
 
     /// `OPTIMIZE`: proposes the merges the optimize selector picks in a group.
@@ -472,9 +478,10 @@ impl ReplicationNode {
             g.replica.table.def.settings.max_parts_to_merge_at_once,
         );
         let mut out = Vec::new();
+        let merger = self.single_replica_merger(&g);
         for names in picks {
             let sources = names.iter().map(|n| n.to_string()).collect();
-            out.push(self.merge(group, Command::Merge { sources, mode }).await?.index);
+            out.push(self.merge(group, Command::Merge { sources, mode, merger }).await?.index);
         }
         Ok(out)
     }
@@ -609,6 +616,7 @@ impl ReplicationNode {
         let groups: Vec<Arc<Group>> =
             self.inner.groups.write().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, g)| g).collect();
         for g in groups {
+            g.replica.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = g.raft.shutdown().await;
         }
     }
@@ -661,8 +669,9 @@ impl NodeInner {
         let dir = self.dir.join("groups").join(spec.group.to_string());
         let replica =
             Arc::new(Replica::open(spec.group, self.id, &dir, table, spec.settings.clone(), self.db.clone())?);
-        replica.resume_merges()?;
         let fetcher = Arc::new(TransportFetcher { peers: self.peers.clone() });
+        let _ = replica.fetcher.set(fetcher.clone());
+        replica.resume_merges()?;
         let sm = GroupStateMachine::new(replica.clone(), fetcher, spec.members.clone());
         let last_error = sm.last_error.clone();
         let retries = sm.retries.clone();

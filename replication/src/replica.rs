@@ -33,6 +33,10 @@ use crate::{GroupId, NodeId};
 pub struct ReplicaSettings {
     pub replicated_deduplication_window: usize,
     pub replicated_deduplication_window_seconds: i64,
+    /// Seconds a replica waits for the merging replica's result before
+    /// merging itself; 0 (the default, as in ClickHouse): every replica merges.
+    #[serde(default)]
+    pub execute_merges_on_single_replica_time_threshold: u64,
 }
 
 impl Default for ReplicaSettings {
@@ -40,6 +44,7 @@ impl Default for ReplicaSettings {
         ReplicaSettings {
             replicated_deduplication_window: crate::dedup::DEFAULT_WINDOW,
             replicated_deduplication_window_seconds: crate::dedup::DEFAULT_WINDOW_SECONDS,
+            execute_merges_on_single_replica_time_threshold: 0,
         }
     }
 }
@@ -156,6 +161,10 @@ pub struct Replica {
     /// Dedup rows in RocksDB end below this sequence number (`None`: unknown,
     /// the next write rewrites them all). Held through a whole persist.
     dedup_rows: Mutex<Option<u64>>,
+    /// Fetches merge results from the replica that merged them.
+    pub(crate) fetcher: std::sync::OnceLock<Arc<dyn crate::state_machine::PartFetcher>>,
+    /// Set when the node stops: background fetches give up.
+    pub(crate) stopped: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Replica {
@@ -230,6 +239,8 @@ impl Replica {
             merges: Default::default(),
             staging_swept: Mutex::new(None),
             dedup_rows: Mutex::new(dedup_rows),
+            fetcher: Default::default(),
+            stopped: Default::default(),
         };
         replica.recover_unsynced()?;
         Ok(replica)
@@ -245,7 +256,7 @@ impl Replica {
                 names.iter().filter_map(|n| s.parts.get(n).cloned()).collect()
             };
             if parts.len() == names.len() {
-                self.spawn_merge(names, parts, p.mode);
+                self.start_merge(names, parts, p.mode, p.merger);
             } else {
                 // Recovery already found the result (it covers the sources).
                 self.state().persisted.pending_merges.retain(|x| *x != p);
@@ -367,14 +378,17 @@ impl Replica {
             _ => true,
         };
         if touches_parts {
-            self.merges.wait_all();
+            // A merge over a result, or the check of one, comes after the
+            // merging replica finished it: fetching it will not take long.
+            let urgent = !matches!(cmd, Command::Merge { .. } | Command::CheckPart { .. });
+            self.merges.wait_all(urgent);
         }
         let step = match cmd {
             Command::Insert { block_id, staged_id, partition_id, files, holders, ts, inline, .. } => {
                 let block = InsertBlock { block_id, staged_id, partition_id, files, holders, ts: *ts, inline };
                 self.apply_insert(index, block, fetched)?
             }
-            Command::Merge { sources, mode } => self.apply_merge(sources, *mode, fetched)?,
+            Command::Merge { sources, mode, merger } => self.apply_merge(sources, *mode, *merger, fetched)?,
             Command::Mutate { commands, text, ts } => {
                 let mut s = self.state();
                 if !s.persisted.mutations.iter().any(|m| m.version == index) {
@@ -472,6 +486,7 @@ impl Replica {
         self: &Arc<Self>,
         sources: &[String],
         mode: storage::ReduceMode,
+        merger: Option<NodeId>,
         fetched: Option<&Path>,
     ) -> Result<Step> {
         let names: Vec<PartName> =
@@ -502,55 +517,12 @@ impl Replica {
             }
             return Ok(Step::Need(Missing { part: result, staged_id: None, from: vec![] }));
         }
-        self.state().persisted.pending_merges.push(crate::merge_jobs::PendingMerge { sources: sources.to_vec(), mode });
-        self.spawn_merge(names, parts, mode);
+        let merger =
+            merger.filter(|m| *m != self.node && self.settings.execute_merges_on_single_replica_time_threshold > 0);
+        let pending = crate::merge_jobs::PendingMerge { sources: sources.to_vec(), mode, merger };
+        self.state().persisted.pending_merges.push(pending);
+        self.start_merge(names, parts, mode, merger);
         Ok(Step::Done(Response::Merged { part: result.to_string(), files: Default::default() }))
-    }
-
-    /// Runs a merge on its own thread, retrying failures, and swaps the
-    /// result in if its sources are all still active.
-    fn spawn_merge(self: &Arc<Self>, names: Vec<PartName>, parts: Vec<Arc<Part>>, mode: storage::ReduceMode) {
-        let Some(result) = PartName::merged(&names) else { return };
-        self.merges.start(result.clone(), names.clone());
-        let me = self.clone();
-        let job = result.clone();
-        let spawned = std::thread::Builder::new().name(format!("merge-{}", self.group)).spawn(move || {
-            let merged = loop {
-                let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let m = storage::merge::merge_parts(&me.merge_table(), &me.parts_dir(), &parts, mode)?;
-                    // A crash with the merged part written but not yet swapped in.
-                    fail::fail_point!("merge:before-swap");
-                    Ok::<_, storage::StorageError>(m)
-                }));
-                match attempt {
-                    Ok(Ok(m)) => break m,
-                    Ok(Err(e)) => tracing::error!(group = me.group, part = %job, error = %e, "merge failed; retrying"),
-                    Err(_) => tracing::error!(group = me.group, part = %job, "merge panicked; retrying"),
-                }
-                me.merges.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                std::thread::sleep(std::time::Duration::from_millis(200));
-            };
-            {
-                let mut s = me.state();
-                if names.iter().all(|n| s.parts.get(n).is_some()) {
-                    if let Err(e) = s.parts.replace(&names, Arc::new(merged)) {
-                        tracing::error!(group = me.group, error = %e, "merge result not swapped in");
-                    }
-                } else if let Err(e) = part_set::remove_part_files(&merged) {
-                    tracing::warn!(group = me.group, error = %e, "cannot remove an unused merge result");
-                }
-                let srcs: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-                s.persisted.pending_merges.retain(|p| p.sources != srcs);
-            }
-            if let Err(e) = me.persist() {
-                tracing::warn!(group = me.group, error = %e, "cannot persist after a merge");
-            }
-            me.merges.finish(&job);
-        });
-        if let Err(e) = spawned {
-            tracing::error!(group = self.group, error = %e, "cannot start a merge thread");
-            self.merges.finish(&result);
-        }
     }
 
     fn merged(&self, result: &PartName) -> Response {
@@ -561,7 +533,7 @@ impl Replica {
     /// The table a merge writes with; a test failpoint swaps in different
     /// page settings, which changes the bytes but not the rows, as a writer
     /// of another version could.
-    fn merge_table(&self) -> Arc<storage::Table> {
+    pub(crate) fn merge_table(&self) -> Arc<storage::Table> {
         fail::fail_point!("merge:nondeterministic", |_| {
             let mut def = self.table.def.clone();
             def.settings.index_granularity = 3;
@@ -701,7 +673,7 @@ impl Replica {
     /// directories of `fetched`: the active set becomes exactly the manifest's.
     pub fn install(&self, manifest: &Manifest, fetched: &[PathBuf]) -> Result<()> {
         let _g = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.merges.wait_all();
+        self.merges.wait_all(true);
         for dir in fetched {
             let Some(src) = part_dir_in(dir) else { continue };
             let name = src.file_name().and_then(|n| n.to_str()).unwrap_or_default().parse::<PartName>().map_err(st)?;
@@ -768,7 +740,10 @@ impl Replica {
             return Some(d);
         }
         let name: PartName = want.parse().ok()?;
-        self.state().parts.covering(&name).map(|p| p.dir.clone())
+        let s = self.state();
+        // A merge result the merging replica has already merged further is
+        // still on disk for a while: a replica fetching it wants that one.
+        s.parts.covering(&name).or_else(|| s.parts.outdated().find(|p| p.name == name)).map(|p| p.dir.clone())
     }
 }
 

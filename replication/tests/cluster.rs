@@ -264,6 +264,94 @@ async fn merges_and_mutations_through_leader_changes_converge() {
     c.shutdown().await;
 }
 
+fn single_replica(threshold: u64) -> replication::replica::ReplicaSettings {
+    replication::replica::ReplicaSettings {
+        execute_merges_on_single_replica_time_threshold: threshold,
+        ..Default::default()
+    }
+}
+
+fn fetched_merges(c: &Cluster, id: u64) -> u64 {
+    c.nodes[&id].group(GROUP).unwrap().replica.merges.fetched.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A merge assigned to a node that is down, proposed directly.
+fn merge_by(c: &Cluster, via: u64, merger: u64) -> replication::Command {
+    let parts = c.nodes[&via].group(GROUP).unwrap().replica.snapshot();
+    let mut sources: Vec<String> = parts.iter().map(|p| p.name.to_string()).collect();
+    sources.sort();
+    replication::Command::Merge { sources, mode: Default::default(), merger: Some(merger) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn single_replica_merges_are_fetched_and_fall_back_to_local_merges() {
+    // Long threshold: only the merger merges, the others fetch its result.
+    let mut c = Cluster::start_with(3, 5000, single_replica(3600)).await;
+    let mut acked = BTreeSet::new();
+    for i in 0..6 {
+        c.insert(1 + (i as u64 % 3), &batch(i, 40), &format!("b{i}")).await.unwrap();
+        acked.insert(i);
+    }
+    let l = c.wait_leader().await;
+    assert_eq!(c.nodes[&l].optimize(GROUP, true, Default::default()).await.unwrap(), 1);
+    c.converge().await;
+    for id in 1..=3 {
+        let want = u64::from(id != l);
+        assert_eq!(fetched_merges(&c, id), want, "node {id}: merge results fetched");
+        assert_eq!(c.keys(id), expected_keys(&acked, 40), "node {id}");
+    }
+    // The merger dies before merging: a later command that changes parts
+    // must not wait for it (the others merge themselves at once).
+    let dead = c.addrs.keys().copied().find(|k| *k != l).unwrap();
+    c.kill(dead).await;
+    for i in 6..9 {
+        c.insert(l, &batch(i, 40), &format!("b{i}")).await.unwrap();
+        acked.insert(i);
+    }
+    c.nodes[&l].propose(GROUP, merge_by(&c, l, dead)).await.unwrap();
+    let cmd = replication::Command::Mutate {
+        commands: vec![storage::mutation::MutationCommand::Delete { predicate: "k % 5 = 0".into() }],
+        text: "ALTER TABLE t DELETE WHERE k % 5 = 0".into(),
+        ts: 0,
+    };
+    let mutated = tokio::time::timeout(Duration::from_secs(30), c.nodes[&l].propose(GROUP, cmd)).await;
+    mutated.expect("a mutation waited for a dead node's merge").unwrap();
+    c.converge().await;
+    let want: Vec<i64> = expected_keys(&acked, 40).into_iter().filter(|k| k % 5 != 0).collect();
+    assert_eq!(c.keys(l), want);
+    // The merger comes back and merges what it was assigned itself.
+    c.start_node(dead).await;
+    c.converge().await;
+    for id in 1..=3 {
+        assert_eq!(c.keys(id), want, "node {id}");
+        assert_eq!(c.parts(id).len(), 1, "node {id}");
+    }
+    c.shutdown().await;
+
+    // Short threshold and nothing waiting: the replicas merge themselves
+    // once it has passed.
+    let mut c = Cluster::start_with(3, 5000, single_replica(1)).await;
+    for i in 0..3 {
+        c.insert(1, &batch(i, 10), &format!("b{i}")).await.unwrap();
+    }
+    let l = c.wait_leader().await;
+    let dead = c.addrs.keys().copied().find(|k| *k != l).unwrap();
+    c.kill(dead).await;
+    c.nodes[&l].propose(GROUP, merge_by(&c, l, dead)).await.unwrap();
+    for _ in 0..200 {
+        if c.nodes.keys().all(|id| c.parts(*id).len() == 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.converge().await;
+    for id in c.nodes.keys() {
+        assert_eq!(c.parts(*id).len(), 1, "node {id} did not merge after the threshold");
+        assert_eq!(fetched_merges(&c, *id), 0);
+    }
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_cut_off_in_a_minority_cannot_acknowledge() {
     let c = Cluster::start(3, 5000).await;

@@ -246,7 +246,9 @@ pub fn apply_settings(s: &mut MergeTreeSettings, settings: &[(String, String)]) 
                 }
             }
             // Replication settings: read by the replicated table, validated here.
-            "replication_factor" | "replicated_deduplication_window" => {
+            "replication_factor"
+            | "replicated_deduplication_window"
+            | "execute_merges_on_single_replica_time_threshold" => {
                 setting_number::<u64>(k, v)?;
             }
             "replicated_deduplication_window_seconds" => {

@@ -66,6 +66,9 @@ impl ReplicatedTable {
                 "replicated_deduplication_window_seconds" => {
                     settings.replicated_deduplication_window_seconds = v.parse().map_err(|_| bad())?
                 }
+                "execute_merges_on_single_replica_time_threshold" => {
+                    settings.execute_merges_on_single_replica_time_threshold = v.parse().map_err(|_| bad())?
+                }
                 _ => {}
             }
         }

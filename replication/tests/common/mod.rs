@@ -57,12 +57,19 @@ pub struct Cluster {
     pub tables: Arc<Tables>,
     pub snapshot_logs: u64,
     pub idle_after: Option<Duration>,
+    /// The group's replication settings (its spec).
+    pub settings: replication::replica::ReplicaSettings,
 }
 
 pub const GROUP: u64 = 7;
 
 impl Cluster {
     pub async fn start(n: u64, snapshot_logs: u64) -> Cluster {
+        Self::start_with(n, snapshot_logs, Default::default()).await
+    }
+
+    /// A cluster whose group has `settings`.
+    pub async fn start_with(n: u64, snapshot_logs: u64, settings: replication::replica::ReplicaSettings) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let addrs = (1..=n).map(|i| (i, free_port())).collect();
         let mut c = Cluster {
@@ -74,6 +81,7 @@ impl Cluster {
             tables: Arc::new(Tables([("db.t".to_string(), table())].into_iter().collect())),
             snapshot_logs,
             idle_after: None,
+            settings,
         };
         for i in 1..=n {
             c.start_node(i).await;
@@ -108,7 +116,7 @@ impl Cluster {
             table: "db.t".into(),
             partition_id: "all".into(),
             members: self.addrs.keys().copied().collect(),
-            settings: Default::default(),
+            settings: self.settings.clone(),
         }
     }
 
