@@ -101,6 +101,17 @@ def replicated(ddl, name, extra=""):
     return ddl + extra
 
 
+def settle(nodes, limit=180):
+    """Waits (up to `limit` s) until no merge runs on any node, so one
+    phase's background merges do not slow the next phase."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        if all(int(nd.sh.post("SELECT count() FROM system.merges")) == 0 for nd in nodes):
+            time.sleep(1)
+            return
+        time.sleep(0.5)
+
+
 def timed(fn):
     t = time.perf_counter()
     fn()
@@ -117,6 +128,7 @@ def main():
     ap.add_argument("--groups", type=int, default=1000)
     ap.add_argument("--small", type=int, default=200, help="small inserts per concurrency level")
     ap.add_argument("--only-idle", action="store_true", help="only the idle-CPU measurement")
+    ap.add_argument("--only-inserts", action="store_true", help="only the 100k-row insert throughput")
     a = ap.parse_args()
     root = Path(a.workdir) / "cluster_bench"
     shutil.rmtree(root, ignore_errors=True)
@@ -137,26 +149,40 @@ def main():
     single.start()
     try:
         if not a.only_idle:
-            # 1. Insert throughput, engines interleaved per block.
-            print("cluster: 100k-row inserts ...", flush=True)
-            for nd in nodes:
-                nd.sh.post(replicated(DDL, "ins3"))
-            single.sh.post(DDL.replace("TABLE hits", "TABLE ins"))
-            single.sh.post(replicated(DDL, "ins1"))
-            t = {"rf3": 0.0, "single_mergetree": 0.0, "single_replicated_rf1": 0.0}
-            for i, b in enumerate(blocks):
-                t["rf3"] += timed(lambda: nodes[i % 3].sh.post("INSERT INTO ins3 FORMAT Parquet", b))
-                t["single_mergetree"] += timed(lambda: single.sh.post("INSERT INTO ins FORMAT Parquet", b))
-                t["single_replicated_rf1"] += timed(lambda: single.sh.post("INSERT INTO ins1 FORMAT Parquet", b))
+            # 1. Insert throughput: each configuration in a phase of its own,
+            # interleaved per block with a fresh single-node MergeTree table,
+            # so no other table's merges run meanwhile; merges settle between.
+            single_merges = " SETTINGS execute_merges_on_single_replica_time_threshold = 300"
+            phases = [
+                # Every replica merges (the default, as in ClickHouse).
+                ("rf3", nodes, replicated(DDL, "ins3"), "ins3"),
+                # One replica merges, the others fetch its result.
+                ("rf3_single_replica_merges", nodes, replicated(DDL, "ins3s", single_merges), "ins3s"),
+                ("single_replicated_rf1", [single], replicated(DDL, "ins1", " SETTINGS replication_factor = 1"), "ins1"),
+            ]
             n = rows_per_block * len(blocks)
-            ins = {k: {"rows_per_s": n / v, "MB_per_s": mb_in / v} for k, v in t.items()}
+            ins = {}
+            for k, (label, where, ddl, tname) in enumerate(phases):
+                print(f"cluster: 100k-row inserts, {label} ...", flush=True)
+                for nd in where:
+                    nd.sh.post(ddl)
+                base = f"ins_base{k}"
+                single.sh.post(DDL.replace("TABLE hits", f"TABLE {base}"))
+                t_eng = t_base = 0.0
+                for i, b in enumerate(blocks):
+                    t_eng += timed(lambda: where[i % len(where)].sh.post(f"INSERT INTO {tname} FORMAT Parquet", b))
+                    t_base += timed(lambda: single.sh.post(f"INSERT INTO {base} FORMAT Parquet", b))
+                ins[label] = {"rows_per_s": n / t_eng, "MB_per_s": mb_in / t_eng,
+                              "single_rows_per_s": n / t_base, "ratio": t_base / t_eng}
+                counts = [int(nd.sh.post(f"SELECT count() FROM {tname}")) for nd in where]
+                assert all(c == n for c in counts), f"replicas of {tname} disagree after the load: {counts}"
+                settle(nodes + [single])
             report["inserts"] = ins
             rss = report.setdefault("peak_rss_mb", {})
             rss["inserts (rf3 nodes)"] = [nd.peak_rss_mb() for nd in nodes]
             rss["inserts (single node)"] = [single.peak_rss_mb()]
-            counts = [int(nd.sh.post("SELECT count() FROM ins3")) for nd in nodes]
-            assert all(c == n for c in counts), f"replicas disagree after the load: {counts}"
 
+        if not a.only_idle and not a.only_inserts:
             # 2. Small inserts: commit latency at 1, 16, 64 clients.
             print("cluster: small-insert latency ...", flush=True)
             small = {}
@@ -203,37 +229,38 @@ def main():
             report["catch_up"] = {"seconds": secs, "MB": size / 1e6, "MB_per_s": size / 1e6 / secs}
             report["peak_rss_mb"]["catch-up (node 3 restarted)"] = [nd.peak_rss_mb() for nd in nodes]
 
-        # 3. Idle CPU with many groups: one partition per group.
-        print(f"cluster: idle CPU with {a.groups} groups ...", flush=True)
-        for nd in nodes:
-            nd.sh.post("CREATE TABLE many (p UInt32, v UInt8) ENGINE = ReplicatedMergeTree PARTITION BY p ORDER BY v")
-        body = "".join(f"{p}\t1\n" for p in range(a.groups)).encode()
-        nodes[0].sh.post("INSERT INTO many FORMAT TSV", body)
-        idle = {}
-        for mode, quiesce_ms in (("quiesced", 2000), ("not_quiesced", 0)):
-            if mode == "not_quiesced":
-                for nd in nodes:
-                    nd.kill()
-                    nd.config.write_text(nd.config.read_text().replace("quiesce_after_ms = 2000", "quiesce_after_ms = 0"))
-                    nd.start()
-            groups_here = int(nodes[0].sh.post("SELECT count() FROM system.raft_groups"))
-            deadline = time.time() + 120
-            while mode == "quiesced" and time.time() < deadline:
-                q = [int(nd.sh.post("SELECT countIf(quiesced) FROM system.raft_groups")) for nd in nodes]
-                if all(x >= groups_here for x in q):
-                    break
-                time.sleep(1)
-            time.sleep(3)
-            c0 = [nd.cpu_seconds() for nd in nodes]
-            t0 = time.perf_counter()
-            time.sleep(20)
-            dt = time.perf_counter() - t0
-            c1 = [nd.cpu_seconds() for nd in nodes]
-            report.setdefault("peak_rss_mb", {})[f"idle, {mode} ({a.groups} groups)"] = [
-                nd.peak_rss_mb() for nd in nodes]
-            idle[mode] = {"groups_per_node": groups_here,
-                          "cpu_pct_of_core": [round((b - a_) / dt * 100, 2) for a_, b in zip(c0, c1)]}
-        report["idle"] = idle
+        if not a.only_inserts:
+            # 3. Idle CPU with many groups: one partition per group.
+            print(f"cluster: idle CPU with {a.groups} groups ...", flush=True)
+            for nd in nodes:
+                nd.sh.post("CREATE TABLE many (p UInt32, v UInt8) ENGINE = ReplicatedMergeTree PARTITION BY p ORDER BY v")
+            body = "".join(f"{p}\t1\n" for p in range(a.groups)).encode()
+            nodes[0].sh.post("INSERT INTO many FORMAT TSV", body)
+            idle = {}
+            for mode, quiesce_ms in (("quiesced", 2000), ("not_quiesced", 0)):
+                if mode == "not_quiesced":
+                    for nd in nodes:
+                        nd.kill()
+                        nd.config.write_text(nd.config.read_text().replace("quiesce_after_ms = 2000", "quiesce_after_ms = 0"))
+                        nd.start()
+                groups_here = int(nodes[0].sh.post("SELECT count() FROM system.raft_groups"))
+                deadline = time.time() + 120
+                while mode == "quiesced" and time.time() < deadline:
+                    q = [int(nd.sh.post("SELECT countIf(quiesced) FROM system.raft_groups")) for nd in nodes]
+                    if all(x >= groups_here for x in q):
+                        break
+                    time.sleep(1)
+                time.sleep(3)
+                c0 = [nd.cpu_seconds() for nd in nodes]
+                t0 = time.perf_counter()
+                time.sleep(20)
+                dt = time.perf_counter() - t0
+                c1 = [nd.cpu_seconds() for nd in nodes]
+                report.setdefault("peak_rss_mb", {})[f"idle, {mode} ({a.groups} groups)"] = [
+                    nd.peak_rss_mb() for nd in nodes]
+                idle[mode] = {"groups_per_node": groups_here,
+                              "cpu_pct_of_core": [round((b - a_) / dt * 100, 2) for a_, b in zip(c0, c1)]}
+            report["idle"] = idle
     finally:
         for nd in nodes:
             nd.kill()
@@ -246,11 +273,15 @@ def main():
          f"{report['machine']['load_after']:.2f} after.", "",
          ]
     if ins:
-        L += [f"## Inserts of {a.blocks} Parquet blocks of 100k hits rows (interleaved per block)", "",
-              "| | rows/s | MB/s (Parquet in) | ratio to single-node MergeTree |", "|---|---|---|---|"]
-        base = ins["single_mergetree"]["rows_per_s"]
+        L += [f"## Inserts of {a.blocks} Parquet blocks of 100k hits rows", "",
+              "Each configuration in its own phase, interleaved per block with a fresh single-node "
+              "MergeTree table on the single-node server; merges settle between phases.", "",
+              "| configuration | rows/s | MB/s (Parquet in) | single-node MergeTree rows/s (same phase) | ratio |",
+              "|---|---|---|---|---|"]
         for k, v in ins.items():
-            L.append(f"| {k} | {v['rows_per_s']:,.0f} | {v['MB_per_s']:.1f} | {v['rows_per_s'] / base:.2f}x |")
+            L.append(f"| {k} | {v['rows_per_s']:,.0f} | {v['MB_per_s']:.1f} | {v['single_rows_per_s']:,.0f} "
+                     f"| **{v['ratio']:.2f}x** |")
+    if report.get("small_inserts"):
         L += ["", f"## Small inserts (1-100 rows, {a.small} per level, spread over the 3 nodes; client: `shardhouse benchmark`)", "",
               "| clients | p50 ms | p99 ms | inserts/s |", "|---|---|---|---|"]
         for c, v in report["small_inserts"].items():
@@ -260,7 +291,7 @@ def main():
               f"{cu['MB']:.1f} MB of parts applied in {cu['seconds']:.2f} s: **{cu['MB_per_s']:.1f} MB/s**."]
     L += ["", "## Idle CPU (% of one core per node process, over 20 s)", "", "| mode | groups per node | nodes 1, 2, 3 |",
           "|---|---|---|"]
-    for m, v in report["idle"].items():
+    for m, v in report.get("idle", {}).items():
         L.append(f"| {m} | {v['groups_per_node']} | {', '.join(str(x) for x in v['cpu_pct_of_core'])} |")
     L += ["", "## Peak RSS (MB, VmHWM of each process at the end of each phase; restarted nodes start over)", "",
           "| phase | per process |", "|---|---|"]

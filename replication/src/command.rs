@@ -44,6 +44,12 @@ pub enum Command {
         /// replica's next checkpoint fsyncs them.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         inline: Option<BTreeMap<String, String>>,
+        /// Ids of further inserted blocks whose rows this part also holds
+        /// (group commit). If any id of the entry is inside the dedup window
+        /// the whole entry is a no-op reported as [`Response::BatchRejected`],
+        /// and the proposer proposes the others again.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        batched: Vec<String>,
     },
     /// Replace `sources` by the merge of them, run on every replica — or,
     /// with `merger` set (the table's
@@ -79,6 +85,9 @@ pub enum Response {
     Inserted { part: String },
     /// The block id was inside the dedup window: nothing was written.
     Deduplicated { block_id: String },
+    /// A group-committed entry some of whose block ids are inside the dedup
+    /// window: nothing was written.
+    BatchRejected { duplicates: Vec<String> },
     /// The merge result (or a part covering it) is active; `files` are the
     /// checksums of the part named `part` here, when it is active.
     Merged {

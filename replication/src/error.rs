@@ -42,6 +42,33 @@ pub enum ReplicationError {
 pub type Result<T, E = ReplicationError> = std::result::Result<T, E>;
 
 impl ReplicationError {
+    /// A copy for each of several waiters on one failed operation (a group
+    /// commit). Variants holding foreign errors keep their message and, for
+    /// I/O, the error kind (a full disk stays a full disk).
+    pub(crate) fn duplicate(&self) -> Self {
+        use ReplicationError as E;
+        match self {
+            E::Corrupted(s) => E::Corrupted(s.clone()),
+            E::TooFewLiveReplicas { alive, needed } => E::TooFewLiveReplicas { alive: *alive, needed: *needed },
+            E::UnknownStatus(s) => E::UnknownStatus(s.clone()),
+            E::NoLeader { group, reason } => E::NoLeader { group: *group, reason: reason.clone() },
+            E::Unreachable { node, reason } => E::Unreachable { node: *node, reason: reason.clone() },
+            E::NoSuchGroup(g) => E::NoSuchGroup(*g),
+            E::NoSuchTable(t) => E::NoSuchTable(t.clone()),
+            E::Raft(s) => E::Raft(s.clone()),
+            E::ShuttingDown => E::ShuttingDown,
+            E::Io { path, source } => {
+                E::Io { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+            }
+            E::Storage(storage::StorageError::Io { path, source }) => E::Storage(storage::StorageError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            }),
+            E::Storage(e) => E::Raft(e.to_string()),
+            E::Rocks(e) => E::Rocks(e.clone()),
+        }
+    }
+
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         ReplicationError::Io { path: path.to_path_buf(), source }
     }

@@ -113,6 +113,8 @@ pub(crate) struct NodeInner {
     raft_config: Arc<openraft::Config>,
     propose_timeout: Duration,
     stopped: std::sync::atomic::AtomicBool,
+    /// Small inserts waiting to share an entry, per group.
+    pub(crate) group_commit: crate::group_commit::Queues,
 }
 
 /// How an insert waits (`insert_quorum`).
@@ -190,6 +192,7 @@ impl ReplicationNode {
             raft_config: Arc::new(raft_config),
             propose_timeout: cfg.propose_timeout,
             stopped: Default::default(),
+            group_commit: Default::default(),
         });
         // Reopen every group before serving: a peer's request must never
         // find a group missing and recreate it while it is being reopened
@@ -271,7 +274,9 @@ impl ReplicationNode {
 
     /// The replicated insert of one block of one partition: stage here, push
     /// to the other members, propose once a majority holds it durably, and
-    /// wait as `quorum` says.
+    /// wait as `quorum` says. Small blocks with the default quorum go through
+    /// group commit: concurrent ones to the same group share one entry and
+    /// one part.
     pub async fn insert(
         &self,
         spec: &GroupSpec,
@@ -289,77 +294,12 @@ impl ReplicationNode {
         if needed > spec.members.len() {
             return Err(ReplicationError::TooFewLiveReplicas { alive: spec.members.len(), needed });
         }
-        let group = self.ensure_group(spec).await?;
-        let replica = group.replica.clone();
-        let pid = spec.partition_id.clone();
-        // A small block rides in its log entry: written here without fsync,
-        // durable once the entry is, and never pushed to staging areas.
-        let small = batch.get_array_memory_size() as u64 <= 4 * crate::command::INLINE_MAX_BYTES;
-        let (staged, inline) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let durability = if small { Durability::Deferred } else { Durability::Synced };
-            let staged = crate::staging::stage_block(&replica, &pid, partition_value, &batch, durability)?;
-            let inline = match small {
-                true => crate::staging::inline_files(&staged, crate::command::INLINE_MAX_BYTES)?,
-                false => None,
-            };
-            match (small, &inline) {
-                // Apply writes it from the entry on every replica, here too.
-                (true, Some(_)) => {
-                    let dir = replica.staging_dir().join(&staged.staged_id);
-                    std::fs::remove_dir_all(&dir).map_err(|e| ReplicationError::io(&dir, e))?;
-                }
-                (true, None) => storage::part::writer::sync_part(&staged.part_dir)?,
-                (false, _) => {}
-            }
-            Ok((staged, inline))
-        })
-        .await
-        .map_err(raft_err)??;
-        let mut holders = vec![self.inner.id];
-        if inline.is_some() && quorum != Quorum::Majority {
-            // As ClickHouse: a quorum that cannot be reached fails up front.
-            let others = spec.members.iter().copied().filter(|m| *m != self.inner.id);
-            let pings = others.map(|m| {
-                let peers = self.inner.peers.clone();
-                async move { peers.ping(m, Duration::from_millis(500)).await }
-            });
-            let alive = 1 + futures::future::join_all(pings).await.into_iter().filter(|a| *a).count();
-            if alive < needed {
-                let _ = std::fs::remove_dir_all(group.replica.staging_dir().join(&staged.staged_id));
-                return Err(ReplicationError::TooFewLiveReplicas { alive, needed });
-            }
+        self.ensure_group(spec).await?;
+        if quorum == Quorum::Majority && crate::group_commit::fits(&batch) {
+            let item = crate::group_commit::Pending::new(block_id, partition_value, batch);
+            return crate::group_commit::submit(&self.inner, spec, item).await;
         }
-        if inline.is_none() {
-            let others: Vec<NodeId> = spec.members.iter().copied().filter(|m| *m != self.inner.id).collect();
-            let pushes = others.iter().map(|&m| {
-                let peers = self.inner.peers.clone();
-                let staged = staged.clone();
-                let g = spec.group;
-                async move { (m, peers.push_part(m, g, &staged).await) }
-            });
-            for (m, r) in futures::future::join_all(pushes).await {
-                match r {
-                    Ok(()) => holders.push(m),
-                    Err(e) => tracing::warn!(group = spec.group, node = m, error = %e, "staging push failed"),
-                }
-            }
-            if holders.len() < majority(spec.members.len()) || (quorum != Quorum::Majority && holders.len() < needed) {
-                let _ = std::fs::remove_dir_all(group.replica.staging_dir().join(&staged.staged_id));
-                return Err(ReplicationError::TooFewLiveReplicas { alive: holders.len(), needed });
-            }
-        }
-        fail::fail_point!("insert:after-stage", |_| Err(ReplicationError::Raft("failpoint insert:after-stage".into())));
-        let cmd = Command::Insert {
-            block_id,
-            staged_id: staged.staged_id.clone(),
-            partition_id: spec.partition_id.clone(),
-            rows: staged.rows,
-            files: staged.files.clone(),
-            holders,
-            ts: chrono_secs(),
-            inline,
-        };
-        let out = self.inner.propose(spec.group, cmd).await?;
+        let out = self.inner.insert_blocks(spec, partition_value, batch, vec![block_id], quorum, needed).await?;
         if quorum != Quorum::Majority {
             self.wait_applied(spec, out.index, needed, quorum_timeout).await?;
         }
@@ -697,6 +637,93 @@ impl NodeInner {
             Arc::new(Group { spec: spec.clone(), raft, replica, last_error, quiesced: Default::default(), retries });
         self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(spec.group, g.clone());
         Ok(g)
+    }
+
+    /// Stages, replicates and proposes one block holding the rows of the
+    /// inserted blocks `block_ids` (more than one: a group commit).
+    pub(crate) async fn insert_blocks(
+        &self,
+        spec: &GroupSpec,
+        partition_value: Vec<String>,
+        batch: RecordBatch,
+        block_ids: Vec<String>,
+        quorum: Quorum,
+        needed: usize,
+    ) -> Result<InsertOutcome> {
+        let group = self.group(spec.group).ok_or(ReplicationError::NoSuchGroup(spec.group))?;
+        let replica = group.replica.clone();
+        let pid = spec.partition_id.clone();
+        // A small block rides in its log entry: written here without fsync,
+        // durable once the entry is, and never pushed to staging areas.
+        let small = batch.get_array_memory_size() as u64 <= 4 * crate::command::INLINE_MAX_BYTES;
+        let (staged, inline) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let durability = if small { Durability::Deferred } else { Durability::Synced };
+            let staged = crate::staging::stage_block(&replica, &pid, partition_value, &batch, durability)?;
+            let inline = match small {
+                true => crate::staging::inline_files(&staged, crate::command::INLINE_MAX_BYTES)?,
+                false => None,
+            };
+            match (small, &inline) {
+                // Apply writes it from the entry on every replica, here too.
+                (true, Some(_)) => {
+                    let dir = replica.staging_dir().join(&staged.staged_id);
+                    std::fs::remove_dir_all(&dir).map_err(|e| ReplicationError::io(&dir, e))?;
+                }
+                (true, None) => storage::part::writer::sync_part(&staged.part_dir)?,
+                (false, _) => {}
+            }
+            Ok((staged, inline))
+        })
+        .await
+        .map_err(raft_err)??;
+        let mut holders = vec![self.id];
+        if inline.is_some() && quorum != Quorum::Majority {
+            // As ClickHouse: a quorum that cannot be reached fails up front.
+            let others = spec.members.iter().copied().filter(|m| *m != self.id);
+            let pings = others.map(|m| {
+                let peers = self.peers.clone();
+                async move { peers.ping(m, Duration::from_millis(500)).await }
+            });
+            let alive = 1 + futures::future::join_all(pings).await.into_iter().filter(|a| *a).count();
+            if alive < needed {
+                let _ = std::fs::remove_dir_all(group.replica.staging_dir().join(&staged.staged_id));
+                return Err(ReplicationError::TooFewLiveReplicas { alive, needed });
+            }
+        }
+        if inline.is_none() {
+            let others: Vec<NodeId> = spec.members.iter().copied().filter(|m| *m != self.id).collect();
+            let pushes = others.iter().map(|&m| {
+                let peers = self.peers.clone();
+                let staged = staged.clone();
+                let g = spec.group;
+                async move { (m, peers.push_part(m, g, &staged).await) }
+            });
+            for (m, r) in futures::future::join_all(pushes).await {
+                match r {
+                    Ok(()) => holders.push(m),
+                    Err(e) => tracing::warn!(group = spec.group, node = m, error = %e, "staging push failed"),
+                }
+            }
+            if holders.len() < majority(spec.members.len()) || (quorum != Quorum::Majority && holders.len() < needed) {
+                let _ = std::fs::remove_dir_all(group.replica.staging_dir().join(&staged.staged_id));
+                return Err(ReplicationError::TooFewLiveReplicas { alive: holders.len(), needed });
+            }
+        }
+        fail::fail_point!("insert:after-stage", |_| Err(ReplicationError::Raft("failpoint insert:after-stage".into())));
+        let mut ids = block_ids.into_iter();
+        let block_id = ids.next().unwrap_or_default();
+        let cmd = Command::Insert {
+            block_id,
+            batched: ids.collect(),
+            staged_id: staged.staged_id.clone(),
+            partition_id: spec.partition_id.clone(),
+            rows: staged.rows,
+            files: staged.files.clone(),
+            holders,
+            ts: chrono_secs(),
+            inline,
+        };
+        self.propose(spec.group, cmd).await
     }
 
     /// Proposes on the local Raft when it leads, else forwards to the leader;

@@ -117,6 +117,7 @@ struct InsertBlock<'a> {
     holders: &'a [NodeId],
     ts: i64,
     inline: &'a Option<std::collections::BTreeMap<String, String>>,
+    batched: &'a [String],
 }
 
 /// Bytes a command needs that this replica does not hold.
@@ -384,8 +385,8 @@ impl Replica {
             self.merges.wait_all(urgent);
         }
         let step = match cmd {
-            Command::Insert { block_id, staged_id, partition_id, files, holders, ts, inline, .. } => {
-                let block = InsertBlock { block_id, staged_id, partition_id, files, holders, ts: *ts, inline };
+            Command::Insert { block_id, staged_id, partition_id, files, holders, ts, inline, batched, .. } => {
+                let block = InsertBlock { block_id, staged_id, partition_id, files, holders, ts: *ts, inline, batched };
                 self.apply_insert(index, block, fetched)?
             }
             Command::Merge { sources, mode, merger } => self.apply_merge(sources, *mode, *merger, fetched)?,
@@ -424,9 +425,17 @@ impl Replica {
     fn apply_insert(&self, index: i64, b: InsertBlock<'_>, fetched: Option<&Path>) -> Result<Step> {
         let staged = self.staging_dir().join(b.staged_id);
         let name = PartName::new_insert(b.partition_id, index);
-        if self.state().persisted.dedup.contains(b.block_id) {
+        let ids = || std::iter::once(b.block_id).chain(b.batched.iter().map(|s| s.as_str()));
+        let duplicates: Vec<String> = {
+            let s = self.state();
+            ids().filter(|id| s.persisted.dedup.contains(id)).map(str::to_string).collect()
+        };
+        if !duplicates.is_empty() {
             remove_dir(&staged);
-            return Ok(Step::Done(Response::Deduplicated { block_id: b.block_id.to_string() }));
+            return Ok(Step::Done(match b.batched.is_empty() {
+                true => Response::Deduplicated { block_id: b.block_id.to_string() },
+                false => Response::BatchRejected { duplicates },
+            }));
         }
         if self.state().parts.covering(&name).is_none() {
             let part = if let (Some(files), None) = (b.inline, fetched) {
@@ -463,11 +472,13 @@ impl Replica {
         }
         let window = self.settings.replicated_deduplication_window;
         let seconds = self.settings.replicated_deduplication_window_seconds;
-        self.state().persisted.dedup.add(
-            DedupEntry { block_id: b.block_id.to_string(), part: name.to_string(), ts: b.ts },
-            window,
-            seconds,
-        );
+        {
+            let mut s = self.state();
+            for id in ids() {
+                let entry = DedupEntry { block_id: id.to_string(), part: name.to_string(), ts: b.ts };
+                s.persisted.dedup.add(entry, window, seconds);
+            }
+        }
         remove_dir(&staged);
         Ok(Step::Done(Response::Inserted { part: name.to_string() }))
     }

@@ -264,6 +264,50 @@ async fn merges_and_mutations_through_leader_changes_converge() {
     c.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_small_inserts_share_entries_and_deduplicate_per_block() {
+    let c = Arc::new(Cluster::start(3, 5000).await);
+    // b0..b4 are already in the window when the concurrent ones arrive.
+    for i in 0..5 {
+        c.insert(2, &batch(i, 5), &format!("b{i}")).await.unwrap();
+    }
+    let before = c.parts(2).len();
+    // 30 blocks at once through one node, ids b0..b29, b10..b14 sent twice.
+    let ids: Vec<i64> = (0..30).chain(10..15).collect();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|&i| {
+            let c = c.clone();
+            tokio::spawn(async move { (i, c.insert(2, &batch(i, 5), &format!("b{i}")).await) })
+        })
+        .collect();
+    let mut inserted = std::collections::BTreeMap::<i64, usize>::new();
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        match r.unwrap().response {
+            Response::Inserted { .. } => *inserted.entry(i).or_default() += 1,
+            Response::Deduplicated { block_id } => assert_eq!(block_id, format!("b{i}")),
+            other => panic!("block {i}: {other:?}"),
+        }
+    }
+    // Every new id inserted exactly once, the old ones never.
+    let want: std::collections::BTreeMap<i64, usize> = (5..30).map(|i| (i, 1)).collect();
+    assert_eq!(inserted, want);
+    c.converge().await;
+    let acked: BTreeSet<i64> = (0..30).collect();
+    for id in 1..=3 {
+        assert_eq!(c.keys(id), expected_keys(&acked, 5), "node {id}");
+    }
+    let new_parts = c.parts(2).len() - before;
+    assert!(new_parts < 25, "25 concurrent blocks made {new_parts} parts: no group commit");
+    // The window knows every block: each is a duplicate now, alone or batched.
+    for i in [7, 29] {
+        let r = c.insert(1, &batch(i, 5), &format!("b{i}")).await.unwrap();
+        assert_eq!(r.response, Response::Deduplicated { block_id: format!("b{i}") });
+    }
+    Arc::try_unwrap(c).ok().expect("no task holds the cluster").shutdown().await;
+}
+
 fn single_replica(threshold: u64) -> replication::replica::ReplicaSettings {
     replication::replica::ReplicaSettings {
         execute_merges_on_single_replica_time_threshold: threshold,
