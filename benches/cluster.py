@@ -129,6 +129,7 @@ def main():
     ap.add_argument("--small", type=int, default=200, help="small inserts per concurrency level")
     ap.add_argument("--only-idle", action="store_true", help="only the idle-CPU measurement")
     ap.add_argument("--only-inserts", action="store_true", help="only the 100k-row insert throughput")
+    ap.add_argument("--skip-idle", action="store_true", help="everything but the idle-CPU measurement")
     a = ap.parse_args()
     root = Path(a.workdir) / "cluster_bench"
     shutil.rmtree(root, ignore_errors=True)
@@ -229,7 +230,7 @@ def main():
             report["catch_up"] = {"seconds": secs, "MB": size / 1e6, "MB_per_s": size / 1e6 / secs}
             report["peak_rss_mb"]["catch-up (node 3 restarted)"] = [nd.peak_rss_mb() for nd in nodes]
 
-        if not a.only_inserts:
+        if not a.only_inserts and not a.skip_idle:
             # 3. Idle CPU with many groups: one partition per group.
             print(f"cluster: idle CPU with {a.groups} groups ...", flush=True)
             for nd in nodes:

@@ -1,0 +1,151 @@
+//! A cluster of real `shardhouse server` processes on loopback whose gRPC
+//! links all run through [`Proxy`]s: node i's configuration names node j's
+//! gRPC address as the proxy i→j, and each node listens on its own port.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::http;
+use crate::proxy::Proxy;
+
+/// One server process: its config, data and ports survive restarts.
+pub struct Node {
+    pub id: u64,
+    pub http: u16,
+    bin: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Starts the process and waits until it answers HTTP.
+    pub fn start(&mut self) -> Result<(), String> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).map_err(|e| e.to_string())?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(&self.bin)
+            .args(["server", "-c"])
+            .arg(&self.config)
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.bin.display()))?;
+        self.child = Some(child);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(60) {
+            if matches!(http::post(self.http, "", "SELECT 1", b"", Duration::from_secs(2)), Ok((200, _))) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("node {} did not come up (log: {})", self.id, self.log.display()))
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The processes and the links between them.
+pub struct ProcCluster {
+    pub nodes: Vec<Node>,
+    links: BTreeMap<(u64, u64), Proxy>,
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+impl ProcCluster {
+    /// Starts `n` nodes of `bin` with data under `root`.
+    pub fn start(bin: &Path, root: &Path, n: u64) -> Result<ProcCluster, String> {
+        let mut raft = BTreeMap::new();
+        let mut http = BTreeMap::new();
+        for i in 1..=n {
+            raft.insert(i, free_port()?);
+            http.insert(i, free_port()?);
+        }
+        let mut links = BTreeMap::new();
+        for i in 1..=n {
+            for j in (1..=n).filter(|j| *j != i) {
+                let target = SocketAddr::from(([127, 0, 0, 1], raft[&j]));
+                links.insert((i, j), Proxy::start(target).map_err(|e| e.to_string())?);
+            }
+        }
+        let mut nodes = Vec::new();
+        for i in 1..=n {
+            let dir = root.join(format!("n{i}"));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let mut toml = format!(
+                "[server]\ndata_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{}\"\n\n[cluster]\nnode_id = {i}\n\
+                 raft_listen = \"127.0.0.1:{}\"\nheartbeat_ms = 50\nelection_timeout_ms = 300\n",
+                dir.join("data").display(),
+                http[&i],
+                raft[&i],
+            );
+            for j in 1..=n {
+                let port = if j == i { raft[&i] } else { links[&(i, j)].port };
+                toml.push_str(&format!(
+                    "[[cluster.nodes]]\nid = {j}\nraft = \"127.0.0.1:{port}\"\nhttp = \"127.0.0.1:{}\"\n",
+                    http[&j]
+                ));
+            }
+            let config = dir.join("shardhouse.toml");
+            std::fs::write(&config, toml).map_err(|e| e.to_string())?;
+            let mut node = Node {
+                id: i,
+                http: http[&i],
+                bin: bin.to_path_buf(),
+                config,
+                log: dir.join("server.log"),
+                child: None,
+            };
+            node.start()?;
+            nodes.push(node);
+        }
+        Ok(ProcCluster { nodes, links })
+    }
+
+    /// Cuts every link between `side` and the other nodes, both ways.
+    pub fn partition(&self, side: &[u64]) {
+        for ((a, b), p) in &self.links {
+            if side.contains(a) != side.contains(b) {
+                p.set_blocked(true);
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        for p in self.links.values() {
+            p.set_blocked(false);
+        }
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// HTTP ports of all nodes, up or not.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.http).collect()
+    }
+}
