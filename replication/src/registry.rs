@@ -656,26 +656,25 @@ impl NodeInner {
         // A small block rides in its log entry: written here without fsync,
         // durable once the entry is, and never pushed to staging areas.
         let small = batch.get_array_memory_size() as u64 <= 4 * crate::command::INLINE_MAX_BYTES;
+        let t0 = std::time::Instant::now();
+        // Written without fsync: a staged block is synced below while it is
+        // pushed to the peers, which sync their copies meanwhile.
         let (staged, inline) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let durability = if small { Durability::Deferred } else { Durability::Synced };
-            let staged = crate::staging::stage_block(&replica, &pid, partition_value, &batch, durability)?;
+            let staged = crate::staging::stage_block(&replica, &pid, partition_value, &batch, Durability::Deferred)?;
             let inline = match small {
                 true => crate::staging::inline_files(&staged, crate::command::INLINE_MAX_BYTES)?,
                 false => None,
             };
-            match (small, &inline) {
+            if inline.is_some() {
                 // Apply writes it from the entry on every replica, here too.
-                (true, Some(_)) => {
-                    let dir = replica.staging_dir().join(&staged.staged_id);
-                    std::fs::remove_dir_all(&dir).map_err(|e| ReplicationError::io(&dir, e))?;
-                }
-                (true, None) => storage::part::writer::sync_part(&staged.part_dir)?,
-                (false, _) => {}
+                let dir = replica.staging_dir().join(&staged.staged_id);
+                std::fs::remove_dir_all(&dir).map_err(|e| ReplicationError::io(&dir, e))?;
             }
             Ok((staged, inline))
         })
         .await
         .map_err(raft_err)??;
+        let staged_at = t0.elapsed();
         let mut holders = vec![self.id];
         if inline.is_some() && quorum != Quorum::Majority {
             // As ClickHouse: a quorum that cannot be reached fails up front.
@@ -698,7 +697,20 @@ impl NodeInner {
                 let g = spec.group;
                 async move { (m, peers.push_part(m, g, &staged).await) }
             });
-            for (m, r) in futures::future::join_all(pushes).await {
+            let (dir, staging) = (staged.part_dir.clone(), group.replica.staging_dir());
+            let local = tokio::task::spawn_blocking(move || {
+                storage::part::writer::sync_part(&dir)?;
+                // The staging directory's own entry, made by `stage_block`.
+                std::fs::File::open(&staging)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| storage::StorageError::Io { path: staging.clone(), source: e })
+            });
+            let (pushed, synced) = futures::future::join(futures::future::join_all(pushes), local).await;
+            if let Err(e) = synced.map_err(raft_err).and_then(|r| r.map_err(ReplicationError::from)) {
+                let _ = std::fs::remove_dir_all(group.replica.staging_dir().join(&staged.staged_id));
+                return Err(e);
+            }
+            for (m, r) in pushed {
                 match r {
                     Ok(()) => holders.push(m),
                     Err(e) => tracing::warn!(group = spec.group, node = m, error = %e, "staging push failed"),
@@ -709,6 +721,7 @@ impl NodeInner {
                 return Err(ReplicationError::TooFewLiveReplicas { alive: holders.len(), needed });
             }
         }
+        let pushed_at = t0.elapsed();
         fail::fail_point!("insert:after-stage", |_| Err(ReplicationError::Raft("failpoint insert:after-stage".into())));
         let mut ids = block_ids.into_iter();
         let block_id = ids.next().unwrap_or_default();
@@ -723,7 +736,15 @@ impl NodeInner {
             ts: chrono_secs(),
             inline,
         };
-        self.propose(spec.group, cmd).await
+        let out = self.propose(spec.group, cmd).await;
+        tracing::debug!(
+            group = spec.group,
+            stage_ms = staged_at.as_secs_f64() * 1e3,
+            push_ms = (pushed_at - staged_at).as_secs_f64() * 1e3,
+            commit_ms = (t0.elapsed() - pushed_at).as_secs_f64() * 1e3,
+            "insert phases"
+        );
+        out
     }
 
     /// Proposes on the local Raft when it leads, else forwards to the leader;

@@ -80,6 +80,8 @@ impl Peers {
                     .map_err(|e| ReplicationError::Unreachable { node: to, reason: e.to_string() })?
                     .connect_timeout(Duration::from_millis(500))
                     .tcp_nodelay(true)
+                    .initial_stream_window_size(super::STREAM_WINDOW)
+                    .initial_connection_window_size(super::CONNECTION_WINDOW)
                     .connect_lazy();
                 ch.insert(to, (addr, c.clone()));
                 c

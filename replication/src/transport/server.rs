@@ -29,6 +29,8 @@ pub(crate) fn serve(
     tokio::spawn(async move {
         let r = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .initial_stream_window_size(super::STREAM_WINDOW)
+            .initial_connection_window_size(super::CONNECTION_WINDOW)
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop.await;
