@@ -123,6 +123,16 @@ impl GroupStateMachine {
     }
 }
 
+/// A test failpoint: `apply:stall` configured as `return(<node id>)` makes
+/// that node apply 2 s late (a slow replica that still answers pings).
+fn stall_point(node: NodeId) {
+    fail::fail_point!("apply:stall", |arg: Option<String>| {
+        if arg.and_then(|a| a.parse::<NodeId>().ok()) == Some(node) {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
+}
+
 fn sm_err(e: impl ToString) -> StorageError {
     StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())).into()
 }
@@ -157,6 +167,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 EntryPayload::Normal(cmd) => {
                     // A crash after commit, before apply: the entry is re-applied at restart.
                     fail::fail_point!("apply:before");
+                    stall_point(self.replica.node);
                     out.push(self.apply_one(e.log_id, cmd).await.map_err(sm_err)?)
                 }
             }

@@ -145,3 +145,38 @@ async fn crash_points_in_stage_apply_merge_and_fetch() {
     c.shutdown().await;
     scenario.teardown();
 }
+
+/// insert_quorum = 'all' with a replica that answers pings but applies late:
+/// the insert commits but the wait for every replica times out — ClickHouse's
+/// UNKNOWN_STATUS_OF_INSERT (319) — and a retry of the same block is safe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quorum_timeout_is_unknown_status_and_a_retry_is_deduplicated() {
+    let scenario = fail::FailScenario::setup();
+    let c = Cluster::start(3, 5000).await;
+    c.insert(1, &batch(0, 20), "b0").await.unwrap();
+    c.converge().await;
+    let l = c.wait_leader().await;
+    let slow = c.addrs.keys().copied().find(|k| *k != l).unwrap();
+    fail::cfg("apply:stall", &format!("return({slow})")).unwrap();
+    let spec = c.spec();
+    let quorum_insert = |b: i64, timeout_ms: u64| {
+        c.nodes[&l].insert(
+            &spec,
+            vec![],
+            batch(b, 20),
+            format!("b{b}"),
+            replication::registry::Quorum::All,
+            Duration::from_millis(timeout_ms),
+        )
+    };
+    let r = quorum_insert(1, 300).await;
+    assert!(matches!(r, Err(replication::ReplicationError::UnknownStatus(_))), "{r:?}");
+    fail::remove("apply:stall");
+    // The client retries the same block: it had committed, so it is a no-op
+    // (waiting for all replicas again, the slow one included).
+    let again = quorum_insert(1, 10_000).await.unwrap();
+    assert_eq!(again.response, Response::Deduplicated { block_id: "b1".into() });
+    check(&c, &[0, 1].into_iter().collect()).await;
+    c.shutdown().await;
+    scenario.teardown();
+}
