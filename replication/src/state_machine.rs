@@ -126,6 +126,7 @@ impl GroupStateMachine {
 /// A test failpoint: `apply:stall` configured as `return(<node id>)` makes
 /// that node apply 2 s late (a slow replica that still answers pings).
 fn stall_point(node: NodeId) {
+    let _ = node; // used only with failpoints compiled in
     fail::fail_point!("apply:stall", |arg: Option<String>| {
         if arg.and_then(|a| a.parse::<NodeId>().ok()) == Some(node) {
             std::thread::sleep(Duration::from_secs(2));

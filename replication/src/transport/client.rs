@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -35,7 +35,23 @@ pub struct Peers {
     addrs: RwLock<BTreeMap<NodeId, String>>,
     channels: Mutex<HashMap<NodeId, (String, Channel)>>,
     net: Arc<NetControl>,
+    /// Peers whose last connection attempt failed: until the instant, calls
+    /// to them answer Unreachable at once instead of each waiting for its own
+    /// connect timeout (a dead node would otherwise cost every group that
+    /// has it as a member a connection attempt per heartbeat).
+    down: Mutex<HashMap<NodeId, Down>>,
 }
+
+/// A peer known to be down.
+#[derive(Debug, Clone, Copy)]
+struct Down {
+    until: Instant,
+    backoff: Duration,
+}
+
+/// First and longest pause before a peer known to be down is tried again.
+const DOWN_FIRST: Duration = Duration::from_millis(100);
+const DOWN_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 enum Rpc {
@@ -55,7 +71,13 @@ struct Msg(String);
 
 impl Peers {
     pub(crate) fn new(me: NodeId, addrs: BTreeMap<NodeId, String>, net: Arc<NetControl>) -> Self {
-        Peers { me, addrs: RwLock::new(addrs), channels: Mutex::new(HashMap::new()), net }
+        Peers {
+            me,
+            addrs: RwLock::new(addrs),
+            channels: Mutex::new(HashMap::new()),
+            net,
+            down: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A node's gRPC address.
@@ -70,6 +92,12 @@ impl Peers {
     fn client(&self, to: NodeId) -> Result<RaftTransportClient<Channel>> {
         if self.net.is_blocked(self.me, to) || self.net.is_blocked(to, self.me) {
             return Err(ReplicationError::Unreachable { node: to, reason: "link cut".into() });
+        }
+        if let Some(d) = self.down.lock().unwrap_or_else(|p| p.into_inner()).get(&to)
+            && Instant::now() < d.until
+        {
+            let reason = format!("known to be down, next try in {:?}", d.until - Instant::now());
+            return Err(ReplicationError::Unreachable { node: to, reason });
         }
         let addr = self.addr(to).ok_or(ReplicationError::Unreachable { node: to, reason: "no address".into() })?;
         let mut ch = self.channels.lock().unwrap_or_else(|p| p.into_inner());
@@ -90,6 +118,22 @@ impl Peers {
         Ok(RaftTransportClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    /// Records the outcome of a call to `to`: a failure to reach it at all
+    /// (tonic's Unavailable: connection refused or reset) marks it down for
+    /// a backoff that doubles while it stays down; anything else clears it.
+    fn observe(&self, to: NodeId, status: Option<&tonic::Status>) {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        match status {
+            Some(s) if s.code() == tonic::Code::Unavailable => {
+                let backoff = down.get(&to).map(|d| (d.backoff * 2).min(DOWN_MAX)).unwrap_or(DOWN_FIRST);
+                down.insert(to, Down { until: Instant::now() + backoff, backoff });
+            }
+            _ => {
+                down.remove(&to);
+            }
+        }
     }
 
     fn status_err(to: NodeId, s: tonic::Status) -> ReplicationError {
@@ -123,11 +167,17 @@ impl Peers {
             }
         };
         match tokio::time::timeout(timeout, fut).await {
-            Ok(Ok(r)) => Ok(r.into_inner().payload),
-            Ok(Err(s)) => match Self::status_err(to, s) {
-                ReplicationError::NoSuchGroup(_) => Err(ReplicationError::NoSuchGroup(group)),
-                e => Err(e),
-            },
+            Ok(Ok(r)) => {
+                self.observe(to, None);
+                Ok(r.into_inner().payload)
+            }
+            Ok(Err(s)) => {
+                self.observe(to, Some(&s));
+                match Self::status_err(to, s) {
+                    ReplicationError::NoSuchGroup(_) => Err(ReplicationError::NoSuchGroup(group)),
+                    e => Err(e),
+                }
+            }
             Err(_) => Err(ReplicationError::Unreachable { node: to, reason: format!("timed out after {timeout:?}") }),
         }
     }
@@ -293,5 +343,32 @@ impl RaftNetwork<TypeConfig> for GroupClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call(Rpc::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression guard for the down cache: a peer that refused a connection
+    /// is answered Unreachable without a new attempt until its backoff ends.
+    #[tokio::test]
+    async fn a_peer_that_refused_is_known_down_until_its_backoff_ends() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addrs = [(2, format!("127.0.0.1:{port}"))].into_iter().collect();
+        let peers = Peers::new(1, addrs, Default::default());
+        let reason = |r: Result<Vec<u8>>| match r {
+            Err(ReplicationError::Unreachable { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        };
+        let first = peers.unary(2, Rpc::Ping, 0, Vec::new(), Duration::from_secs(2)).await;
+        assert!(!reason(first).contains("known to be down"));
+        let second = peers.unary(2, Rpc::Ping, 0, Vec::new(), Duration::from_secs(2)).await;
+        assert!(reason(second).contains("known to be down"));
+        tokio::time::sleep(DOWN_FIRST + Duration::from_millis(20)).await;
+        let third = peers.unary(2, Rpc::Ping, 0, Vec::new(), Duration::from_secs(2)).await;
+        assert!(!reason(third).contains("known to be down"), "tried again after the backoff");
+        let d = peers.down.lock().unwrap()[&2];
+        assert_eq!(d.backoff, DOWN_FIRST * 2, "the backoff doubles while the peer stays down");
     }
 }
