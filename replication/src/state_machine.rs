@@ -72,20 +72,24 @@ impl GroupStateMachine {
             }
         }
         let mut backoff = Duration::from_millis(20);
-        let mut n = 0u64;
         loop {
             for node in &from {
                 let wants = missing.staged_id.iter().cloned().chain([missing.part.to_string()]);
                 for want in wants {
-                    n += 1;
-                    let dest = self.replica.parts_dir().join(format!("tmp_fetch_{}_{n}", missing.part));
+                    // One directory per part across attempts: a transfer that
+                    // broke off resumes where it stopped (the sender skips
+                    // the bytes kept, if it sends the same part).
+                    let dest = self.replica.parts_dir().join(format!("tmp_fetch_{}", missing.part));
                     match self.fetcher.fetch(self.replica.group, *node, &want, &dest).await {
                         Ok(()) => {
                             self.set_error(None);
                             return dest;
                         }
                         Err(e) => {
-                            let _ = std::fs::remove_dir_all(&dest);
+                            if matches!(e, ReplicationError::Corrupted(_) | ReplicationError::Storage(_)) {
+                                // What was kept does not check out: start over.
+                                let _ = std::fs::remove_dir_all(&dest);
+                            }
                             let msg = format!("fetching {want} from node {node}: {e}");
                             tracing::debug!(group = self.replica.group, "{msg}");
                             self.set_error(Some(msg));

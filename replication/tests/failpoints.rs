@@ -123,6 +123,7 @@ async fn crash_points_in_stage_apply_merge_and_fetch() {
     fail::remove("fetch:mid");
     let retried = c.nodes[&3].group(GROUP).unwrap().retries.load(Ordering::SeqCst);
     assert!(retried >= 1, "the broken fetch was never retried");
+    assert!(replication::transport::resumed_bytes() > 0, "the broken fetch started over instead of resuming");
 
     // 5. A replica whose merge result differs in bytes (not rows) from the
     //    leader's: the mismatch is recorded and its part replaced.

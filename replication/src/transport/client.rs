@@ -228,7 +228,7 @@ impl Peers {
         let mut c = self.client(to)?;
         let dir_name = staged.part_dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let label = format!("{}/{dir_name}", staged.staged_id);
-        let stream = super::parts::stream_part(group, label, staged.part_dir.clone());
+        let stream = super::parts::stream_part(group, label, staged.part_dir.clone(), Default::default());
         let stream = futures::StreamExt::filter_map(stream, |c| async move { c.ok() });
         let fut = c.push_part(stream);
         match tokio::time::timeout(Duration::from_secs(60), fut).await {
@@ -257,7 +257,9 @@ pub struct TransportFetcher {
 impl PartFetcher for TransportFetcher {
     async fn fetch(&self, group: GroupId, from: NodeId, want: &str, dest: &Path) -> Result<()> {
         let mut c = self.peers.client(from)?;
-        let req = FetchPartRequest { group, table: String::new(), part: want.to_string() };
+        let (resume_label, resume_offsets) = super::parts::resume_point(dest).unwrap_or_default();
+        let req =
+            FetchPartRequest { group, table: String::new(), part: want.to_string(), resume_label, resume_offsets };
         let stream = match tokio::time::timeout(Duration::from_secs(10), c.fetch_part(req)).await {
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(s)) => return Err(Peers::status_err(from, s)),

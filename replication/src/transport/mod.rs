@@ -59,3 +59,9 @@ impl NetControl {
         self.blocked.read().unwrap_or_else(|p| p.into_inner()).contains(&(from, to))
     }
 }
+
+/// Bytes of part files not transferred again because a fetch that broke
+/// off was resumed (since the process started).
+pub fn resumed_bytes() -> u64 {
+    parts::RESUMED_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}

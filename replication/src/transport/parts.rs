@@ -22,11 +22,15 @@ fn part_files(dir: &Path) -> Result<Vec<String>> {
     Ok(files)
 }
 
-/// Streams the part in `dir`; each chunk's `part` is `label`.
+/// Streams the part in `dir`; each chunk's `part` is `label`. A file with an
+/// entry in `skip` is sent from that offset on (the receiver holds the rest
+/// from a broken-off transfer); its CRC32 still covers the whole file, and
+/// its last chunk is always sent, empty if need be.
 pub(crate) fn stream_part(
     group: u64,
     label: String,
     dir: PathBuf,
+    skip: std::collections::HashMap<String, u64>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<PartChunk, tonic::Status>> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
@@ -60,18 +64,22 @@ pub(crate) fn stream_part(
                 };
                 crc.update(&buf[..n]);
                 let last = n < buf.len();
-                let chunk = PartChunk {
-                    group,
-                    part: label.clone(),
-                    file: file.clone(),
-                    offset,
-                    data: buf[..n].to_vec(),
-                    last,
-                    crc32: if last { crc.clone().finalize() } else { 0 },
-                    table: String::new(),
-                };
-                if !send(Ok(chunk)) {
-                    return;
+                // Bytes of this piece the receiver already holds.
+                let from = skip.get(&file).copied().unwrap_or(0).saturating_sub(offset).min(n as u64) as usize;
+                if from < n || last {
+                    let chunk = PartChunk {
+                        group,
+                        part: label.clone(),
+                        file: file.clone(),
+                        offset: offset + from as u64,
+                        data: buf[from..n].to_vec(),
+                        last,
+                        crc32: if last { crc.clone().finalize() } else { 0 },
+                        table: String::new(),
+                    };
+                    if !send(Ok(chunk)) {
+                        return;
+                    }
                 }
                 offset += n as u64;
                 if last {
@@ -92,6 +100,58 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Bytes not sent again because a receiver resumed a transfer (a metric).
+pub static RESUMED_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Opens a file a broken-off transfer left, to append from `offset`:
+/// it must hold exactly that many bytes; returns their CRC32 so far.
+fn reopen_prefix(path: &Path, offset: u64) -> std::io::Result<(std::fs::File, crc32fast::Hasher)> {
+    let mut f = std::fs::OpenOptions::new().read(true).append(true).open(path)?;
+    if f.metadata()?.len() != offset {
+        return Err(std::io::Error::other("the file kept has another length"));
+    }
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match f.read(&mut buf)? {
+            0 => break,
+            n => crc.update(&buf[..n]),
+        }
+    }
+    Ok((f, crc))
+}
+
+/// Removes every entry of `dest` except `keep` (the first component of a
+/// label).
+fn remove_all_but(dest: &Path, keep: &str) -> Result<()> {
+    let keep = keep.split('/').next().unwrap_or(keep);
+    let Ok(entries) = std::fs::read_dir(dest) else { return Ok(()) };
+    for e in entries.flatten() {
+        if e.file_name().to_str() != Some(keep) {
+            let p = e.path();
+            let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            r.map_err(|err| ReplicationError::io(&p, err))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a directory kept from a broken-off fetch holds: the part directory
+/// name and the bytes of each of its files (metadata excluded: it comes
+/// last, so a directory holding it was complete).
+pub(crate) fn resume_point(dest: &Path) -> Option<(String, std::collections::HashMap<String, u64>)> {
+    let dir = crate::replica::part_dir_in(dest)?;
+    let label = dir.file_name()?.to_str()?.to_string();
+    let mut offsets = std::collections::HashMap::new();
+    for e in std::fs::read_dir(&dir).ok()?.flatten() {
+        let name = e.file_name().to_str()?.to_string();
+        if name != META_FILE && safe_file(&name) {
+            offsets.insert(name, e.metadata().ok()?.len());
+        }
+    }
+    Some((label, offsets))
 }
 
 /// A chunk label must be one or two plain path components.
@@ -125,19 +185,28 @@ where
             return Err(bad(format!("refusing part path {}/{}", c.part, c.file)));
         }
         match &label {
-            None => label = Some(c.part.clone()),
+            None => {
+                label = Some(c.part.clone());
+                // What an earlier, broken-off transfer of another part left.
+                remove_all_but(dest, &c.part)?;
+            }
             Some(l) if *l != c.part => return Err(bad("a part stream changed parts".into())),
             _ => {}
         }
         let dir = dest.join(&c.part);
         if open.as_ref().is_none_or(|(f, ..)| *f != c.file) {
-            if c.offset != 0 {
-                return Err(bad(format!("file {} starts at offset {}", c.file, c.offset)));
-            }
             std::fs::create_dir_all(&dir).map_err(|e| ReplicationError::io(&dir, e))?;
             let path = dir.join(&c.file);
-            let f = std::fs::File::create(&path).map_err(|e| ReplicationError::io(&path, e))?;
-            open = Some((c.file.clone(), f, crc32fast::Hasher::new(), 0));
+            open = Some(if c.offset == 0 {
+                let f = std::fs::File::create(&path).map_err(|e| ReplicationError::io(&path, e))?;
+                (c.file.clone(), f, crc32fast::Hasher::new(), 0)
+            } else {
+                // A resumed transfer: the first `offset` bytes are ours already.
+                let (f, crc) = reopen_prefix(&path, c.offset)
+                    .map_err(|e| bad(format!("file {} resumes at offset {}: {e}", c.file, c.offset)))?;
+                RESUMED_BYTES.fetch_add(c.offset, std::sync::atomic::Ordering::Relaxed);
+                (c.file.clone(), f, crc, c.offset)
+            });
         }
         let Some((file, f, crc, written)) = open.as_mut() else { continue };
         if c.offset != *written {

@@ -157,6 +157,7 @@ impl RaftTransport for Service {
             .find_for_fetch(&r.part)
             .ok_or_else(|| Status::not_found(format!("no part {} in group {}", r.part, r.group)))?;
         let label = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        Ok(Response::new(Box::pin(super::parts::stream_part(r.group, label, dir))))
+        let skip = if r.resume_label == label { r.resume_offsets } else { Default::default() };
+        Ok(Response::new(Box::pin(super::parts::stream_part(r.group, label, dir, skip))))
     }
 }
