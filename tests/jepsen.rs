@@ -70,3 +70,56 @@ fn jepsen_inserts_under_kills_and_partitions_lose_nothing_acknowledged() {
         Err(report) => panic!("jepsen found anomalies:\n{report}"),
     }
 }
+
+/// system.mutations counts every replica: with one replica cut off, a
+/// mutation the others finished is not done (its progress there is
+/// unknown); once the link heals and that replica applies it, it is done.
+#[test]
+fn system_mutations_aggregates_progress_across_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ProcCluster::start(&bin(), dir.path(), 3).unwrap();
+    let t = Duration::from_secs(30);
+    let ddl = "CREATE TABLE m (k UInt64) ENGINE = ReplicatedMergeTree ORDER BY k";
+    for port in c.ports() {
+        assert_eq!(post(port, "", ddl, b"", t).unwrap().0, 200);
+    }
+    let [p1, _, p3] = c.ports()[..] else { unreachable!() };
+    let rows: String = (1..=100).map(|k| format!("{k}\n")).collect();
+    assert_eq!(post(p1, "", "INSERT INTO m FORMAT TSV", rows.as_bytes(), t).unwrap().0, 200);
+    let sc = "select_sequential_consistency=1";
+    for _ in 0..100 {
+        if matches!(post(p3, sc, "SELECT count() FROM m", b"", t), Ok((200, b)) if b.trim() == "100") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.partition(&[3]);
+    let mut altered = false;
+    for _ in 0..50 {
+        if let Ok((200, _)) = post(p1, "", "ALTER TABLE m DELETE WHERE k % 2 = 0", b"", t) {
+            altered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(altered, "the majority side did not take the mutation");
+    let status = "SELECT is_done, parts_to_do, latest_fail_reason FROM system.mutations WHERE table = 'm'";
+    let (code, body) = post(p1, "", status, b"", t).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.starts_with("0\t") && body.contains("replica 3"),
+        "a cut-off replica's progress counted as done: {body}"
+    );
+    c.heal();
+    let mut last = String::new();
+    for _ in 0..150 {
+        let (_, body) = post(p1, "", status, b"", t).unwrap();
+        if body.starts_with("1\t0\t") {
+            assert_eq!(post(p3, sc, "SELECT count() FROM m", b"", t).unwrap().1.trim(), "50");
+            return;
+        }
+        last = body;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the mutation never became done on every replica: {last}");
+}

@@ -458,6 +458,22 @@ impl ReplicationNode {
         Ok(())
     }
 
+    /// Parts each other member of `group` still has to rewrite for each of
+    /// `versions` (mutations), or why it could not tell.
+    pub async fn parts_to_do_elsewhere(
+        &self,
+        group: GroupId,
+        versions: &[i64],
+        timeout: Duration,
+    ) -> Result<Vec<(NodeId, std::result::Result<Vec<u64>, String>)>> {
+        let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
+        let asks = g.spec.members.iter().copied().filter(|m| *m != self.inner.id).map(|m| {
+            let peers = self.inner.peers.clone();
+            async move { (m, peers.parts_to_do(m, group, versions, timeout).await.map_err(|e| e.to_string())) }
+        });
+        Ok(futures::future::join_all(asks).await)
+    }
+
     /// A read barrier (`select_sequential_consistency = 1`): returns once this
     /// replica has applied everything committed before the call, as the
     /// group's leader confirms with a quorum (a read index). Fails, rather

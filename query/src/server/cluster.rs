@@ -202,8 +202,9 @@ impl Replication {
         self.node.get().cloned()
     }
 
-    /// Runs a future to completion from a blocking thread (table operations
-    /// run on blocking threads; merges on their own threads).
+    /// Runs a future to completion from synchronous code (table operations
+    /// run on blocking threads, merges on their own threads, system tables
+    /// on a runtime worker).
     pub(crate) fn block_on<F: Future>(&self, f: F) -> Result<F::Output, QueryError> {
         let handle = match tokio::runtime::Handle::try_current() {
             Ok(h) => h,
@@ -211,7 +212,12 @@ impl Replication {
                 self.handle.get().cloned().ok_or_else(|| QueryError::bad_arguments("no runtime for replication"))?
             }
         };
-        Ok(handle.block_on(f))
+        // On a runtime worker (a system table built while planning), hand
+        // the worker's other tasks off first: blocking it outright panics.
+        Ok(match handle.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| handle.block_on(f)),
+            _ => handle.block_on(f),
+        })
     }
 
     /// The node, started if needed, from a blocking thread.

@@ -318,11 +318,34 @@ impl TableEngine for ReplicatedTable {
 
     fn mutations(&self) -> Vec<MutationInfo> {
         // One row per ALTER across this table's groups (each group numbers it
-        // with its own log index), as ClickHouse shows one row per mutation.
+        // with its own log index), as ClickHouse shows one row per mutation;
+        // progress counts every replica: a mutation is done when no replica
+        // has a part left to rewrite (a replica that cannot be asked keeps
+        // it not done, as ClickHouse does with a replica that is down).
         let mut by_id: std::collections::BTreeMap<(i64, String), MutationInfo> = Default::default();
+        let node = self.replication.started();
         for g in self.groups() {
-            for m in g.replica.mutations() {
-                let todo = if m.killed { 0 } else { g.replica.parts_to_do(m.version) };
+            let records = g.replica.mutations();
+            let live: Vec<i64> = records.iter().filter(|m| !m.killed).map(|m| m.version).collect();
+            let elsewhere = match (&node, live.is_empty()) {
+                (Some(n), false) => self
+                    .replication
+                    .block_on(n.parts_to_do_elsewhere(g.spec.group, &live, Duration::from_millis(500)))
+                    .and_then(|r| r.map_err(replication_error))
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            for m in records {
+                let mut todo = if m.killed { 0 } else { g.replica.parts_to_do(m.version) };
+                let mut unknown = Vec::new();
+                if let Some(i) = live.iter().position(|v| *v == m.version) {
+                    for (peer, r) in &elsewhere {
+                        match r {
+                            Ok(counts) => todo += counts.get(i).copied().unwrap_or(0),
+                            Err(e) => unknown.push(format!("replica {peer}: {e}")),
+                        }
+                    }
+                }
                 let e = by_id.entry((m.create_time, m.text.clone())).or_insert_with(|| MutationInfo {
                     mutation_id: format!("{:010}", m.version),
                     command: super::local::command_text(&m.text),
@@ -334,7 +357,10 @@ impl TableEngine for ReplicatedTable {
                 });
                 e.block_number = e.block_number.max(m.version);
                 e.parts_to_do += todo;
-                e.is_done &= todo == 0;
+                e.is_done &= todo == 0 && unknown.is_empty();
+                if !unknown.is_empty() {
+                    e.latest_fail_reason = format!("progress unknown on {}", unknown.join("; "));
+                }
             }
         }
         by_id.into_values().collect()

@@ -63,6 +63,7 @@ enum Rpc {
     Applied,
     Ping,
     ReadIndex,
+    PartsToDo,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +165,7 @@ impl Peers {
                 Rpc::Applied => c.applied(req).await,
                 Rpc::Ping => c.ping(req).await,
                 Rpc::ReadIndex => c.read_index(req).await,
+                Rpc::PartsToDo => c.parts_to_do(req).await,
             }
         };
         match tokio::time::timeout(timeout, fut).await {
@@ -215,6 +217,18 @@ impl Peers {
         let reply = self.unary(to, Rpc::ReadIndex, group, Vec::new(), timeout).await?;
         let r: std::result::Result<Option<u64>, String> = json(&reply)?;
         r.map_err(|e| ReplicationError::NoLeader { group, reason: e })
+    }
+
+    /// Parts `to` still has to rewrite for each of `versions` in `group`.
+    pub(crate) async fn parts_to_do(
+        &self,
+        to: NodeId,
+        group: GroupId,
+        versions: &[i64],
+        timeout: Duration,
+    ) -> Result<Vec<u64>> {
+        let payload = serde_json::to_vec(versions).map_err(|e| ReplicationError::Corrupted(e.to_string()))?;
+        json(&self.unary(to, Rpc::PartsToDo, group, payload, timeout).await?)
     }
 
     /// Whether `to` answers within `timeout`.

@@ -109,6 +109,14 @@ impl RaftTransport for Service {
         reply(&out)
     }
 
+    async fn parts_to_do(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
+        let r = req.into_inner();
+        let g = self.group(r.group)?;
+        let versions: Vec<i64> =
+            serde_json::from_slice(&r.payload).map_err(|e| Status::invalid_argument(format!("versions: {e}")))?;
+        reply(&versions.iter().map(|v| g.replica.parts_to_do(*v)).collect::<Vec<u64>>())
+    }
+
     async fn ping(&self, _req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
         Ok(Response::new(GroupReply { payload: Vec::new() }))
     }
