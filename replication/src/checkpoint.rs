@@ -46,11 +46,17 @@ impl Replica {
         if pending.is_empty() {
             return Ok(0);
         }
-        for u in &pending {
+        // A part merged away needs nothing: the merge result covering it
+        // was fsynced.
+        let active: Vec<&UnsyncedPart> = {
+            let s = self.state();
+            pending.iter().filter(|u| u.part.parse::<PartName>().is_ok_and(|n| s.parts.get(&n).is_some())).collect()
+        };
+        for u in active {
             let dir = self.parts_dir().join(&u.part);
             match sync_part(&dir) {
                 Ok(()) => {}
-                // Merged and removed meanwhile, or renamed for deletion.
+                // Removed meanwhile, or renamed for deletion.
                 Err(_) if !dir.exists() => {}
                 Err(e) => return Err(st(e)),
             }

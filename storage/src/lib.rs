@@ -31,3 +31,11 @@ pub use part::Part;
 pub use part::name::PartName;
 pub use part_set::PartSet;
 pub use table::{Engine, MergeTreeSettings, Table, TableDef};
+
+/// The cores this process may use, asked once: `available_parallelism`
+/// reads cgroup files on every call, which showed in profiles of small
+/// inserts (each part write asked it).
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

@@ -184,7 +184,7 @@ fn read_parquet(body: &[u8]) -> Result<Vec<RecordBatch>, parquet::errors::Parque
             .map(|b| b.map_err(parquet::errors::ParquetError::from))
             .collect()
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(groups).max(1);
+    let threads = storage::cores().min(groups).max(1);
     if threads == 1 {
         return Ok((0..groups).map(read).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect());
     }

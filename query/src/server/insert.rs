@@ -160,7 +160,7 @@ impl Server {
                     // them on every core at once. A failed block fails the
                     // INSERT; blocks already written stay, and a retry skips
                     // them when deduplication is on.
-                    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(starts.len());
+                    let threads = storage::cores().min(starts.len());
                     if threads <= 1 {
                         return (0..starts.len()).map(insert_block).sum::<Result<usize, QueryError>>();
                     }

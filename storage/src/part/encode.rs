@@ -24,34 +24,41 @@ enum Msg {
     Close(SyncSender<Result<Vec<(usize, ArrowColumnChunk)>>>),
 }
 
-struct Worker {
-    tx: SyncSender<Msg>,
-    handle: Option<JoinHandle<()>>,
+/// An encoder of some columns: on a thread of its own, or — for a part
+/// too small to be worth a thread — run by the caller.
+enum Worker {
+    Thread { tx: SyncSender<Msg>, handle: Option<JoinHandle<()>> },
+    Inline(Columns),
 }
 
-fn worker_loop(rx: Receiver<Msg>) {
-    let mut writers: Vec<(usize, ArrowColumnWriter)> = Vec::new();
-    let mut failed: Option<ParquetError> = None;
-    for msg in rx {
+/// The column writers one worker owns.
+#[derive(Default)]
+struct Columns {
+    writers: Vec<(usize, ArrowColumnWriter)>,
+    failed: Option<ParquetError>,
+}
+
+impl Columns {
+    fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Start(w) => writers = w,
+            Msg::Start(w) => self.writers = w,
             Msg::Write(leaves) => {
-                if failed.is_some() {
-                    continue;
+                if self.failed.is_some() {
+                    return;
                 }
                 for (idx, leaf) in leaves {
-                    if let Some((_, w)) = writers.iter_mut().find(|(i, _)| *i == idx)
+                    if let Some((_, w)) = self.writers.iter_mut().find(|(i, _)| *i == idx)
                         && let Err(e) = w.write(&leaf)
                     {
-                        failed = Some(e);
+                        self.failed = Some(e);
                         break;
                     }
                 }
             }
             Msg::Close(reply) => {
-                let result = match failed.take() {
+                let result = match self.failed.take() {
                     Some(e) => Err(e),
-                    None => std::mem::take(&mut writers)
+                    None => std::mem::take(&mut self.writers)
                         .into_iter()
                         .map(|(i, w)| w.close().map(|c| (i, c)))
                         .collect::<Result<Vec<_>>>(),
@@ -59,6 +66,13 @@ fn worker_loop(rx: Receiver<Msg>) {
                 let _ = reply.send(result);
             }
         }
+    }
+}
+
+fn worker_loop(rx: Receiver<Msg>) {
+    let mut columns = Columns::default();
+    for msg in rx {
+        columns.handle(msg);
     }
 }
 
@@ -77,7 +91,7 @@ pub struct ParallelEncoder<W: Write + Send> {
 
 /// Encoding threads to use: one per core, at most four.
 fn worker_count() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4)
+    crate::cores().clamp(1, 4)
 }
 
 fn weight(t: &DataType) -> usize {
@@ -89,6 +103,18 @@ fn weight(t: &DataType) -> usize {
 
 impl<W: Write + Send> ParallelEncoder<W> {
     pub fn try_new(sink: W, schema: SchemaRef, props: WriterProperties, row_group_size: usize) -> Result<Self> {
+        Self::with_workers(sink, schema, props, row_group_size, worker_count())
+    }
+
+    /// An encoder with at most `max_workers` threads; with one, the caller
+    /// encodes (starting threads costs more than encoding a small part).
+    pub fn with_workers(
+        sink: W,
+        schema: SchemaRef,
+        props: WriterProperties,
+        row_group_size: usize,
+        max_workers: usize,
+    ) -> Result<Self> {
         let (file, factory) = ArrowWriter::try_new(sink, schema.clone(), Some(props))?.into_serialized_writer()?;
         // Leaves in schema order, each given to the least loaded worker.
         let mut weights = Vec::new();
@@ -98,7 +124,7 @@ impl<W: Write + Send> ParallelEncoder<W> {
                 weights.push(weight(f.data_type()));
             }
         }
-        let n = worker_count().min(weights.len().max(1));
+        let n = max_workers.clamp(1, worker_count()).min(weights.len().max(1));
         let mut load = vec![0usize; n];
         let mut order: Vec<usize> = (0..weights.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(weights[i]));
@@ -108,16 +134,19 @@ impl<W: Write + Send> ParallelEncoder<W> {
             owner[i] = w;
             load[w] += weights[i];
         }
-        let workers = (0..n)
-            .map(|_| {
-                let (tx, rx) = sync_channel::<Msg>(2);
-                let handle = std::thread::Builder::new()
-                    .name("part-encode".into())
-                    .spawn(move || worker_loop(rx))
-                    .map_err(|e| ParquetError::External(Box::new(e)))?;
-                Ok(Worker { tx, handle: Some(handle) })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let workers = match n {
+            1 => vec![Worker::Inline(Columns::default())],
+            _ => (0..n)
+                .map(|_| {
+                    let (tx, rx) = sync_channel::<Msg>(2);
+                    let handle = std::thread::Builder::new()
+                        .name("part-encode".into())
+                        .spawn(move || worker_loop(rx))
+                        .map_err(|e| ParquetError::External(Box::new(e)))?;
+                    Ok(Worker::Thread { tx, handle: Some(handle) })
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
         let mut enc = ParallelEncoder {
             file,
             factory,
@@ -132,8 +161,16 @@ impl<W: Write + Send> ParallelEncoder<W> {
         Ok(enc)
     }
 
-    fn send(&self, worker: usize, msg: Msg) -> Result<()> {
-        self.workers[worker].tx.send(msg).map_err(|_| ParquetError::General("encoder worker stopped".into()))
+    fn send(&mut self, worker: usize, msg: Msg) -> Result<()> {
+        match &mut self.workers[worker] {
+            Worker::Thread { tx, .. } => {
+                tx.send(msg).map_err(|_| ParquetError::General("encoder worker stopped".into()))
+            }
+            Worker::Inline(columns) => {
+                columns.handle(msg);
+                Ok(())
+            }
+        }
     }
 
     fn start_row_group(&mut self) -> Result<()> {
@@ -217,11 +254,12 @@ impl<W: Write + Send> ParallelEncoder<W> {
 
     fn stop_workers(&mut self) {
         for w in &mut self.workers {
-            // Replacing the sender closes the channel; the worker then exits.
-            let (tx, _) = sync_channel(0);
-            w.tx = tx;
-            if let Some(h) = w.handle.take() {
-                let _ = h.join();
+            if let Worker::Thread { tx, handle } = w {
+                // Replacing the sender closes the channel; the worker then exits.
+                *tx = sync_channel(0).0;
+                if let Some(h) = handle.take() {
+                    let _ = h.join();
+                }
             }
         }
     }

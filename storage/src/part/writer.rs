@@ -28,6 +28,9 @@ use crate::table::Table;
 /// Prefix of directories being written; removed on startup.
 pub const TMP_PREFIX: &str = "tmp_";
 
+/// Rows in a part's first batch below which it is encoded without threads.
+pub const SMALL_PART_ROWS: usize = 2048;
+
 /// Whether a part's files reach the disk before it is published.
 ///
 /// `Deferred` is for parts whose bytes are durable elsewhere until a later
@@ -154,14 +157,22 @@ impl<'t> PartWriter<'t> {
     }
 
     /// The encoder, created on first use so its settings can follow the data.
+    /// (Below [`SMALL_PART_ROWS`] rows in the first batch it uses no threads.)
     fn encoder(&mut self, sample: Option<&RecordBatch>) -> Result<&mut ParallelEncoder<ChecksumWriter<File>>> {
         if self.writer.is_none() {
             let file = self.file.take().ok_or_else(|| StorageError::BadTable("part writer reused".into()))?;
-            let w = ParallelEncoder::try_new(
+            // A small first batch is a small insert (merges write 8k-row
+            // batches): encoded on this thread, no workers started.
+            let workers = match sample.map_or(0, |b| b.num_rows()) {
+                n if n < SMALL_PART_ROWS => 1,
+                _ => usize::MAX,
+            };
+            let w = ParallelEncoder::with_workers(
                 ChecksumWriter::new(file),
                 self.table.schema().clone(),
                 writer_properties(self.table, sample)?,
                 self.table.def.settings.row_group_size,
+                workers,
             )
             .map_err(|e| StorageError::parquet(format!("creating part {}", self.name), e))?;
             self.writer = Some(w);
