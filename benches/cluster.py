@@ -20,6 +20,7 @@ import random
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -112,6 +113,27 @@ def settle(nodes, limit=180):
         time.sleep(0.5)
 
 
+def load_concurrent(ports, table, blocks, clients):
+    """Inserts every block with `clients` threads (block i through
+    ports[i % len(ports)], a keep-alive connection per thread and port);
+    returns the seconds the whole load took."""
+    local = threading.local()
+
+    def one(i):
+        conns = getattr(local, "conns", None)
+        if conns is None:
+            conns = local.conns = {}
+        port = ports[i % len(ports)]
+        if port not in conns:
+            conns[port] = Shardhouse(f"http://127.0.0.1:{port}")
+        conns[port].post(f"INSERT INTO {table} FORMAT Parquet", blocks[i])
+
+    t = time.perf_counter()
+    with cf.ThreadPoolExecutor(clients) as ex:
+        list(ex.map(one, range(len(blocks))))
+    return time.perf_counter() - t
+
+
 def timed(fn):
     t = time.perf_counter()
     fn()
@@ -179,6 +201,23 @@ def main():
                 assert all(c == n for c in counts), f"replicas of {tname} disagree after the load: {counts}"
                 settle(nodes + [single])
             report["inserts"] = ins
+            # The same loads with 4 concurrent clients: throughput when the
+            # machine, not one client's round trips, is the limit. Each load
+            # alone, merges settled before and after it.
+            conc = {}
+            for k, (label, where, ddl, tname) in enumerate(phases[:2]):
+                print(f"cluster: 100k-row inserts, 4 clients, {label} ...", flush=True)
+                base = f"ins_cbase{k}"
+                single.sh.post(DDL.replace("TABLE hits", f"TABLE {base}"))
+                t_base = load_concurrent([single.http], base, blocks, 4)
+                settle(nodes + [single])
+                for nd in where:
+                    nd.sh.post(ddl.replace(f"TABLE {tname}", f"TABLE {tname}_c"))
+                t_eng = load_concurrent([nd.http for nd in where], f"{tname}_c", blocks, 4)
+                settle(nodes + [single])
+                conc[label] = {"rows_per_s": n / t_eng, "MB_per_s": mb_in / t_eng,
+                               "single_rows_per_s": n / t_base, "ratio": t_base / t_eng}
+            report["inserts_4_clients"] = conc
             rss = report.setdefault("peak_rss_mb", {})
             rss["inserts (rf3 nodes)"] = [nd.peak_rss_mb() for nd in nodes]
             rss["inserts (single node)"] = [single.peak_rss_mb()]
@@ -282,6 +321,14 @@ def main():
         for k, v in ins.items():
             L.append(f"| {k} | {v['rows_per_s']:,.0f} | {v['MB_per_s']:.1f} | {v['single_rows_per_s']:,.0f} "
                      f"| **{v['ratio']:.2f}x** |")
+        conc = report.get("inserts_4_clients", {})
+        if conc:
+            L += ["", "The same blocks from 4 concurrent clients (each load alone, merges settled around it):", "",
+                  "| configuration | rows/s | MB/s (Parquet in) | single-node MergeTree rows/s (4 clients) | ratio |",
+                  "|---|---|---|---|---|"]
+            for k, v in conc.items():
+                L.append(f"| {k} | {v['rows_per_s']:,.0f} | {v['MB_per_s']:.1f} | {v['single_rows_per_s']:,.0f} "
+                         f"| **{v['ratio']:.2f}x** |")
     if report.get("small_inserts"):
         L += ["", f"## Small inserts (1-100 rows, {a.small} per level, spread over the 3 nodes; client: `shardhouse benchmark`)", "",
               "| clients | p50 ms | p99 ms | inserts/s |", "|---|---|---|---|"]
