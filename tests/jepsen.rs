@@ -10,18 +10,26 @@ fn bin() -> std::path::PathBuf {
     env!("CARGO_BIN_EXE_shardhouse").into()
 }
 
+const T: Duration = Duration::from_secs(30);
+
+/// Three processes, each with `table` (`k UInt64`) as a ReplicatedMergeTree.
+fn cluster_with(table: &str) -> (tempfile::TempDir, ProcCluster) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ProcCluster::start(&bin(), dir.path(), 3).unwrap();
+    let ddl = format!("CREATE TABLE {table} (k UInt64) ENGINE = ReplicatedMergeTree ORDER BY k");
+    for port in c.ports() {
+        assert_eq!(post(port, "", &ddl, b"", T).unwrap().0, 200);
+    }
+    (dir, c)
+}
+
 /// Issue 5, fault test 5 on real processes: a node cut off from the others
 /// acknowledges no insert and serves no sequentially consistent read, while
 /// the majority goes on; after healing it has everything.
 #[test]
 fn a_node_cut_off_from_the_others_cannot_acknowledge_or_read_stale() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = ProcCluster::start(&bin(), dir.path(), 3).unwrap();
-    let t = Duration::from_secs(30);
-    let ddl = "CREATE TABLE p (k UInt64) ENGINE = ReplicatedMergeTree ORDER BY k";
-    for port in c.ports() {
-        assert_eq!(post(port, "", ddl, b"", t).unwrap().0, 200);
-    }
+    let (_dir, c) = cluster_with("p");
+    let t = T;
     let [p1, p2, p3] = c.ports()[..] else { unreachable!() };
     let (status, body) = post(p1, "", "INSERT INTO p FORMAT TSV", b"1\n", t).unwrap();
     assert_eq!(status, 200, "{body}");
@@ -76,13 +84,8 @@ fn jepsen_inserts_under_kills_and_partitions_lose_nothing_acknowledged() {
 /// unknown); once the link heals and that replica applies it, it is done.
 #[test]
 fn system_mutations_aggregates_progress_across_replicas() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = ProcCluster::start(&bin(), dir.path(), 3).unwrap();
-    let t = Duration::from_secs(30);
-    let ddl = "CREATE TABLE m (k UInt64) ENGINE = ReplicatedMergeTree ORDER BY k";
-    for port in c.ports() {
-        assert_eq!(post(port, "", ddl, b"", t).unwrap().0, 200);
-    }
+    let (_dir, c) = cluster_with("m");
+    let t = T;
     let [p1, _, p3] = c.ports()[..] else { unreachable!() };
     let rows: String = (1..=100).map(|k| format!("{k}\n")).collect();
     assert_eq!(post(p1, "", "INSERT INTO m FORMAT TSV", rows.as_bytes(), t).unwrap().0, 200);
