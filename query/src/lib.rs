@@ -6,6 +6,7 @@
 //! handed to sqlparser / DataFusion (issue 4).
 
 pub mod client;
+pub mod cpu;
 pub mod error;
 pub mod format;
 pub mod parse;

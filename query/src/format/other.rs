@@ -192,22 +192,28 @@ fn read_parquet(body: &[u8]) -> Result<Vec<RecordBatch>, parquet::errors::Parque
     let mut done: Vec<(usize, Vec<RecordBatch>)> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
-                s.spawn(|| -> Result<Vec<(usize, Vec<RecordBatch>)>, parquet::errors::ParquetError> {
-                    let mut mine = Vec::new();
-                    loop {
-                        let rg = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if rg >= groups {
-                            return Ok(mine);
+                s.spawn(|| {
+                    crate::cpu::timed(|| -> Result<Vec<(usize, Vec<RecordBatch>)>, parquet::errors::ParquetError> {
+                        let mut mine = Vec::new();
+                        loop {
+                            let rg = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if rg >= groups {
+                                return Ok(mine);
+                            }
+                            mine.push((rg, read(rg)?));
                         }
-                        mine.push((rg, read(rg)?));
-                    }
+                    })
                 })
             })
             .collect();
         let mut all = Vec::new();
         for w in workers {
             match w.join() {
-                Ok(r) => all.extend(r?),
+                Ok((r, cpu)) => {
+                    // The query log counts the decoding threads' CPU too.
+                    crate::cpu::charge_helpers(cpu);
+                    all.extend(r?)
+                }
                 Err(_) => return Err(parquet::errors::ParquetError::General("a decoding thread panicked".into())),
             }
         }

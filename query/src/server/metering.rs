@@ -34,16 +34,7 @@ pub struct QueryStats {
     pub peak_memory: AtomicUsize,
 }
 
-/// CPU time this thread has used, in nanoseconds.
-pub fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if r != 0 {
-        return 0;
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use crate::cpu::thread_cpu_ns;
 
 thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
@@ -58,10 +49,14 @@ pub fn measured<T>(stats: &QueryStats, f: impl FnOnce() -> T) -> T {
         v == 0
     });
     let start = if outer { thread_cpu_ns() } else { 0 };
+    if outer {
+        crate::cpu::take_helpers();
+    }
     let out = f();
     DEPTH.with(|d| d.set(d.get() - 1));
     if outer {
-        stats.cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(start), Ordering::Relaxed);
+        let helpers = crate::cpu::take_helpers();
+        stats.cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(start) + helpers, Ordering::Relaxed);
     }
     out
 }
