@@ -115,3 +115,30 @@ impl VisitorMut for Truthiness {
 pub fn rewrite(stmt: &mut Statement) {
     let _ = stmt.visit(&mut Truthiness);
 }
+
+/// A mutation's `WHERE` text (`ALTER … DELETE WHERE flag AND k > 3`,
+/// `DELETE FROM t WHERE NOT flag`) with its numeric conditions wrapped in
+/// `toBool`, for storage's compiler. Text that does not parse is returned
+/// as it is: storage reports the error.
+pub fn condition_text(sql: &str) -> String {
+    use datafusion::sql::sqlparser::dialect::ClickHouseDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let parsed = Parser::new(&ClickHouseDialect {}).try_with_sql(sql).and_then(|mut p| p.parse_expr());
+    let Ok(mut e) = parsed else { return sql.to_string() };
+    let _ = e.visit(&mut Truthiness);
+    truthy(e).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::condition_text;
+
+    #[test]
+    fn mutation_conditions_get_clickhouse_truthiness() {
+        assert_eq!(condition_text("flag AND k > 3"), "toBool(flag) AND k > 3");
+        assert_eq!(condition_text("NOT flag"), "NOT toBool(flag)");
+        assert_eq!(condition_text("flag"), "toBool(flag)");
+        assert_eq!(condition_text("k > 3 OR (a = 1)"), "k > 3 OR (a = 1)");
+        assert_eq!(condition_text("k >"), "k >", "unparsable text is left for storage to report");
+    }
+}

@@ -2,6 +2,7 @@
 //! the catalog and the table engines; SELECT and INSERT … SELECT/VALUES run
 //! on DataFusion.
 
+use crate::plan::truthiness::condition_text;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt8Array};
@@ -385,8 +386,11 @@ impl Server {
                 let mut mutation = Vec::new();
                 for c in commands {
                     match c {
-                        AlterCommand::Delete { predicate } => mutation.push(MutationCommand::Delete { predicate }),
+                        AlterCommand::Delete { predicate } => {
+                            mutation.push(MutationCommand::Delete { predicate: condition_text(&predicate) })
+                        }
                         AlterCommand::Update { assignments, predicate } => {
+                            let predicate = condition_text(&predicate);
                             mutation.push(MutationCommand::Update { assignments, predicate })
                         }
                         AlterCommand::DropPartition(p) => {
@@ -407,6 +411,7 @@ impl Server {
             Statement::Delete { table: (d, name), predicate, .. } => {
                 let t = self.table(&d.unwrap_or_else(|| db.to_string()), &name)?;
                 let text = sql.to_string();
+                let predicate = condition_text(&predicate);
                 blocking(move || t.mutate(vec![MutationCommand::LightweightDelete { predicate }], &text)).await?;
                 Ok(QueryOutput::default())
             }

@@ -72,20 +72,27 @@ fn io(path: &Path, e: std::io::Error) -> QueryError {
     QueryError::storage(&storage::StorageError::io(path, e))
 }
 
-/// Storage commands of an ALTER's mutation text.
+/// Storage commands of an ALTER's mutation text (conditions with
+/// ClickHouse truthiness).
+use crate::plan::truthiness::condition_text;
+
 pub(crate) fn mutation_commands(text: &str) -> Result<Vec<MutationCommand>, QueryError> {
     Ok(match parse_statement(text)? {
         Statement::Alter { commands, .. } => commands
             .into_iter()
             .filter_map(|c| match c {
-                AlterCommand::Delete { predicate } => Some(MutationCommand::Delete { predicate }),
+                AlterCommand::Delete { predicate } => {
+                    Some(MutationCommand::Delete { predicate: condition_text(&predicate) })
+                }
                 AlterCommand::Update { assignments, predicate } => {
-                    Some(MutationCommand::Update { assignments, predicate })
+                    Some(MutationCommand::Update { assignments, predicate: condition_text(&predicate) })
                 }
                 AlterCommand::DropPartition(_) => None,
             })
             .collect(),
-        Statement::Delete { predicate, .. } => vec![MutationCommand::LightweightDelete { predicate }],
+        Statement::Delete { predicate, .. } => {
+            vec![MutationCommand::LightweightDelete { predicate: condition_text(&predicate) }]
+        }
         _ => return Err(QueryError::bad_arguments(format!("not a mutation: {text}"))),
     })
 }
