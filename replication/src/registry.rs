@@ -673,20 +673,19 @@ impl NodeInner {
         // durable once the entry is, and never pushed to staging areas.
         let small = batch.get_array_memory_size() as u64 <= 4 * crate::command::INLINE_MAX_BYTES;
         let t0 = std::time::Instant::now();
-        // Written without fsync: a staged block is synced below while it is
-        // pushed to the peers, which sync their copies meanwhile.
+        // A small block is encoded in memory and rides in its entry; a larger
+        // one is written to staging without fsync and synced below while it
+        // is pushed to the peers, which sync their copies meanwhile.
         let (staged, inline) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let staged = crate::staging::stage_block(&replica, &pid, partition_value, &batch, Durability::Deferred)?;
-            let inline = match small {
-                true => crate::staging::inline_files(&staged, crate::command::INLINE_MAX_BYTES)?,
-                false => None,
-            };
-            if inline.is_some() {
-                // Apply writes it from the entry on every replica, here too.
-                let dir = replica.staging_dir().join(&staged.staged_id);
-                std::fs::remove_dir_all(&dir).map_err(|e| ReplicationError::io(&dir, e))?;
+            if small {
+                let max = crate::command::INLINE_MAX_BYTES;
+                let value = partition_value.clone();
+                if let Some((staged, inline)) = crate::staging::encode_inline(&replica, &pid, value, &batch, max)? {
+                    return Ok((staged, Some(inline)));
+                }
             }
-            Ok((staged, inline))
+            let staged = crate::staging::stage_block(&replica, &pid, partition_value, &batch, Durability::Deferred)?;
+            Ok((staged, None))
         })
         .await
         .map_err(raft_err)??;

@@ -54,19 +54,29 @@ pub fn stage_block(
     Ok(Staged { staged_id, part_dir: part.dir.clone(), rows: part.meta.rows, files: part.meta.files.clone() })
 }
 
-/// The staged part's files for an inline `Insert`, or `None` when together
-/// they exceed `max` bytes.
-pub fn inline_files(staged: &Staged, max: u64) -> Result<Option<BTreeMap<String, String>>> {
-    if staged.files.values().map(|f| f.size).sum::<u64>() > max {
+/// A small block encoded in memory as the files of an inline `Insert`
+/// (base64, metadata included) — nothing written to staging — or `None`
+/// when its files together exceed `max` bytes. The `Staged` names no
+/// directory: a staging id for the entry, the rows and the checksums.
+pub fn encode_inline(
+    replica: &Replica,
+    partition_id: &str,
+    partition_value: Vec<String>,
+    batch: &RecordBatch,
+    max: u64,
+) -> Result<Option<(Staged, BTreeMap<String, String>)>> {
+    let name = PartName::new_insert(partition_id, 0);
+    let (meta, bytes) = storage::part::writer::encode_block(&replica.table, name, partition_value, batch)?;
+    if meta.files.values().map(|f| f.size).sum::<u64>() > max {
         return Ok(None);
     }
-    let mut out = BTreeMap::new();
-    for file in staged.files.keys().chain(std::iter::once(&storage::part::meta::META_FILE.to_string())) {
-        let path = staged.part_dir.join(file);
-        let bytes = std::fs::read(&path).map_err(|e| ReplicationError::io(&path, e))?;
-        out.insert(file.clone(), B64.encode(bytes));
-    }
-    Ok(Some(out))
+    let staged = Staged {
+        staged_id: new_staged_id(replica.node),
+        part_dir: PathBuf::new(),
+        rows: meta.rows,
+        files: meta.files.clone(),
+    };
+    Ok(Some((staged, bytes.iter().map(|(f, b)| (f.clone(), B64.encode(b))).collect())))
 }
 
 /// Decodes the files of an inline `Insert`.

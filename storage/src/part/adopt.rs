@@ -156,4 +156,39 @@ mod tests {
         assert_eq!(again.meta, p.meta);
         assert!(staged.dir.exists());
     }
+
+    /// A part encoded in memory (a small insert's log entry) adopts as the
+    /// same data as the part written to disk from the same block.
+    #[test]
+    fn part_encoded_in_memory_adopts_with_the_data_written_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
+        let def = TableDef {
+            schema: schema.clone(),
+            engine: Engine::MergeTree,
+            partition_by: None,
+            order_by: vec!["a".into()],
+            settings: MergeTreeSettings::default(),
+        };
+        let table = crate::Table::new(def).unwrap();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![5, 3, 9, 1]))]).unwrap();
+        let staged = PartName::new_insert("all", 0);
+        let (meta, bytes) = crate::part::writer::encode_block(&table, staged.clone(), vec![], &batch).unwrap();
+        assert_eq!(meta.rows, 4);
+        let on_disk = write_block(&table, dir.path(), staged, vec![], &batch).unwrap();
+        assert_eq!(
+            bytes[crate::part::meta::DATA_FILE],
+            fs::read(on_disk.dir.join(crate::part::meta::DATA_FILE)).unwrap()
+        );
+        assert_eq!(meta.files, on_disk.meta.files);
+        let parts = dir.path().join("parts");
+        fs::create_dir_all(&parts).unwrap();
+        let name = PartName::new_insert("all", 7);
+        let p = adopt_bytes(&bytes, &meta.files, &parts, &name, Durability::Deferred).unwrap();
+        p.verify().unwrap();
+        assert_eq!(p.meta.rows, 4);
+        let rows = crate::part::reader::read_all(&p).unwrap();
+        let a = rows[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(a.values(), &[1, 3, 5, 9]);
+    }
 }

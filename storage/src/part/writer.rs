@@ -50,8 +50,8 @@ pub struct PartWriter<'t> {
     parent: PathBuf,
     name: PartName,
     tmp_dir: PathBuf,
-    file: Option<File>,
-    writer: Option<ParallelEncoder<ChecksumWriter<File>>>,
+    file: Option<Sink>,
+    writer: Option<ParallelEncoder<ChecksumWriter<Sink>>>,
     finished: bool,
     stats: Vec<(usize, MinAccumulator, MaxAccumulator)>,
     rows: u64,
@@ -116,6 +116,29 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StorageError::io(dir, e))
 }
 
+/// Where a part's data goes: its file, or memory for a part that travels
+/// as bytes (a small insert inside its log entry).
+enum Sink {
+    File(File),
+    Memory(Vec<u8>),
+}
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::File(f) => f.write(buf),
+            Sink::Memory(v) => v.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.flush(),
+            Sink::Memory(_) => Ok(()),
+        }
+    }
+}
+
 impl<'t> PartWriter<'t> {
     /// Starts a part named `name` under `parent`; `kind` tags the temp directory
     /// (`insert`, `merge`, `mutate`).
@@ -127,6 +150,19 @@ impl<'t> PartWriter<'t> {
         fs::create_dir_all(&tmp_dir).map_err(|e| StorageError::io(&tmp_dir, e))?;
         let path = tmp_dir.join(DATA_FILE);
         let file = File::create(&path).map_err(|e| StorageError::io(&path, e))?;
+        let mut w = Self::new(table, name, Sink::File(file))?;
+        w.parent = parent.to_path_buf();
+        w.tmp_dir = tmp_dir;
+        Ok(w)
+    }
+
+    /// Starts a part named `name` built in memory: [`PartWriter::finish_in_memory`]
+    /// returns its files' bytes; nothing touches the disk.
+    pub fn in_memory(table: &'t Table, name: PartName) -> Result<Self> {
+        Self::new(table, name, Sink::Memory(Vec::new()))
+    }
+
+    fn new(table: &'t Table, name: PartName, sink: Sink) -> Result<Self> {
         let mut stats = Vec::new();
         for col in table.key_columns().iter().chain(table.partition_columns()) {
             let i = table.schema().index_of(col)?;
@@ -138,10 +174,10 @@ impl<'t> PartWriter<'t> {
         }
         Ok(PartWriter {
             table,
-            parent: parent.to_path_buf(),
+            parent: PathBuf::new(),
             name,
-            tmp_dir,
-            file: Some(file),
+            tmp_dir: PathBuf::new(),
+            file: Some(sink),
             writer: None,
             finished: false,
             stats,
@@ -158,7 +194,7 @@ impl<'t> PartWriter<'t> {
 
     /// The encoder, created on first use so its settings can follow the data.
     /// (Below [`SMALL_PART_ROWS`] rows in the first batch it uses no threads.)
-    fn encoder(&mut self, sample: Option<&RecordBatch>) -> Result<&mut ParallelEncoder<ChecksumWriter<File>>> {
+    fn encoder(&mut self, sample: Option<&RecordBatch>) -> Result<&mut ParallelEncoder<ChecksumWriter<Sink>>> {
         if self.writer.is_none() {
             let file = self.file.take().ok_or_else(|| StorageError::BadTable("part writer reused".into()))?;
             // A small first batch is a small insert (merges write 8k-row
@@ -211,7 +247,10 @@ impl<'t> PartWriter<'t> {
         let uncompressed: i64 = pq_meta.row_groups().iter().map(|rg| rg.total_byte_size()).sum();
         let data_sum = writer.inner_mut().checksum();
         let data_path = self.tmp_dir.join(DATA_FILE);
-        let data_file = writer.inner_mut().get_mut().try_clone().map_err(|e| StorageError::io(&data_path, e))?;
+        let data_file = match writer.inner_mut().get_mut() {
+            Sink::File(f) => f.try_clone().map_err(|e| StorageError::io(&data_path, e))?,
+            Sink::Memory(_) => return Err(StorageError::BadTable("an in-memory part finished as files".into())),
+        };
         drop(writer);
         failpoint::hit("part_write:after_data")?;
         let mut files = std::collections::BTreeMap::new();
@@ -245,6 +284,30 @@ impl<'t> PartWriter<'t> {
         let part = Part::load(&final_dir)?;
         part.mark_verified();
         Ok(part)
+    }
+
+    /// Finishes a part started with [`PartWriter::in_memory`]: the bytes of
+    /// its data file and of its metadata (the checksums in it cover the data).
+    pub fn finish_in_memory(
+        mut self,
+        partition_value: Vec<String>,
+    ) -> Result<(PartMeta, std::collections::BTreeMap<String, Vec<u8>>)> {
+        let name = self.name.to_string();
+        self.encoder(None)?;
+        self.finished = true;
+        let mut writer = self.writer.take().ok_or_else(|| StorageError::BadTable("writer finished twice".into()))?;
+        let pq_meta = writer.finish().map_err(|e| StorageError::parquet(format!("closing part {name}"), e))?;
+        let uncompressed: i64 = pq_meta.row_groups().iter().map(|rg| rg.total_byte_size()).sum();
+        let data_sum = writer.inner_mut().checksum();
+        let data = match std::mem::replace(writer.inner_mut().get_mut(), Sink::Memory(Vec::new())) {
+            Sink::Memory(v) => v,
+            Sink::File(_) => return Err(StorageError::BadTable("a part on disk finished in memory".into())),
+        };
+        drop(writer);
+        let files = [(DATA_FILE.to_string(), data_sum)].into_iter().collect();
+        let meta = self.build_meta(partition_value, files, uncompressed.max(0) as u64, 0)?;
+        let bytes = [(DATA_FILE.to_string(), data), (META_FILE.to_string(), meta.encode())].into_iter().collect();
+        Ok((meta, bytes))
     }
 
     fn build_meta(
@@ -291,7 +354,7 @@ impl Drop for PartWriter<'_> {
     fn drop(&mut self) {
         // An abandoned writer (error before finish) leaves a temp dir; startup
         // removes those, but don't leave litter while running either.
-        if !self.finished {
+        if !self.finished && !self.tmp_dir.as_os_str().is_empty() {
             let _ = fs::remove_dir_all(&self.tmp_dir);
         }
     }
@@ -417,6 +480,20 @@ pub fn write_block(
     batch: &RecordBatch,
 ) -> Result<Part> {
     write_block_with(table, parent, name, partition_value, batch, Durability::Synced)
+}
+
+/// Sorts and encodes a block as part `name` in memory: its metadata and the
+/// bytes of its files, metadata included (see [`PartWriter::in_memory`]).
+pub fn encode_block(
+    table: &Table,
+    name: PartName,
+    partition_value: Vec<String>,
+    batch: &RecordBatch,
+) -> Result<(PartMeta, std::collections::BTreeMap<String, Vec<u8>>)> {
+    let sorted = sort_block(table, batch)?;
+    let mut w = PartWriter::in_memory(table, name)?;
+    w.write(&sorted)?;
+    w.finish_in_memory(partition_value)
 }
 
 /// [`write_block`] with a choice of [`Durability`].
