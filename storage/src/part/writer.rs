@@ -236,16 +236,23 @@ impl<'t> PartWriter<'t> {
         self.rows
     }
 
+    /// Writes the data file's footer: the encoder (its sink still open), the
+    /// uncompressed size and the data file's checksum.
+    fn close_encoder(&mut self) -> Result<(ParallelEncoder<ChecksumWriter<Sink>>, u64, FileChecksum)> {
+        self.encoder(None)?;
+        self.finished = true;
+        let mut writer = self.writer.take().ok_or_else(|| StorageError::BadTable("writer finished twice".into()))?;
+        let pq_meta = writer.finish().map_err(|e| StorageError::parquet(format!("closing part {}", self.name), e))?;
+        let uncompressed: i64 = pq_meta.row_groups().iter().map(|rg| rg.total_byte_size()).sum();
+        let sum = writer.inner_mut().checksum();
+        Ok((writer, uncompressed.max(0) as u64, sum))
+    }
+
     /// Finishes the part: fsyncs, writes metadata, renames into place. `mask` is
     /// a lightweight-delete row mask to store with it.
     pub fn finish(mut self, partition_value: Vec<String>, mask: Option<&RoaringBitmap>) -> Result<Part> {
         let name = self.name.to_string();
-        self.encoder(None)?;
-        self.finished = true;
-        let mut writer = self.writer.take().ok_or_else(|| StorageError::BadTable("writer finished twice".into()))?;
-        let pq_meta = writer.finish().map_err(|e| StorageError::parquet(format!("closing part {name}"), e))?;
-        let uncompressed: i64 = pq_meta.row_groups().iter().map(|rg| rg.total_byte_size()).sum();
-        let data_sum = writer.inner_mut().checksum();
+        let (mut writer, uncompressed, data_sum) = self.close_encoder()?;
         let data_path = self.tmp_dir.join(DATA_FILE);
         let data_file = match writer.inner_mut().get_mut() {
             Sink::File(f) => f.try_clone().map_err(|e| StorageError::io(&data_path, e))?,
@@ -267,7 +274,7 @@ impl<'t> PartWriter<'t> {
                 files.insert(MASK_FILE.to_string(), write_file(&self.tmp_dir.join(MASK_FILE), &bytes, sync)?);
                 masked_rows = mask.len();
             }
-            let meta = self.build_meta(partition_value, files, uncompressed.max(0) as u64, masked_rows)?;
+            let meta = self.build_meta(partition_value, files, uncompressed, masked_rows)?;
             write_file(&self.tmp_dir.join(META_FILE), &meta.encode(), sync)?;
             if sync {
                 sync_dir(&self.tmp_dir)?;
@@ -292,20 +299,14 @@ impl<'t> PartWriter<'t> {
         mut self,
         partition_value: Vec<String>,
     ) -> Result<(PartMeta, std::collections::BTreeMap<String, Vec<u8>>)> {
-        let name = self.name.to_string();
-        self.encoder(None)?;
-        self.finished = true;
-        let mut writer = self.writer.take().ok_or_else(|| StorageError::BadTable("writer finished twice".into()))?;
-        let pq_meta = writer.finish().map_err(|e| StorageError::parquet(format!("closing part {name}"), e))?;
-        let uncompressed: i64 = pq_meta.row_groups().iter().map(|rg| rg.total_byte_size()).sum();
-        let data_sum = writer.inner_mut().checksum();
+        let (mut writer, uncompressed, data_sum) = self.close_encoder()?;
         let data = match std::mem::replace(writer.inner_mut().get_mut(), Sink::Memory(Vec::new())) {
             Sink::Memory(v) => v,
             Sink::File(_) => return Err(StorageError::BadTable("a part on disk finished in memory".into())),
         };
         drop(writer);
         let files = [(DATA_FILE.to_string(), data_sum)].into_iter().collect();
-        let meta = self.build_meta(partition_value, files, uncompressed.max(0) as u64, 0)?;
+        let meta = self.build_meta(partition_value, files, uncompressed, 0)?;
         let bytes = [(DATA_FILE.to_string(), data), (META_FILE.to_string(), meta.encode())].into_iter().collect();
         Ok((meta, bytes))
     }
