@@ -6,7 +6,7 @@
 //! table: a leader killed mid-stream, then every node killed at once.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,8 +16,10 @@ struct Proc {
     port: u16,
 }
 
+/// A port for a server that may restart on it: below the ephemeral range
+/// (see `jepsen::procs::free_port`).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    jepsen::procs::free_port().unwrap()
 }
 
 fn start(dir: &Path) -> Proc {

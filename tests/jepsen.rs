@@ -75,7 +75,11 @@ fn jepsen_inserts_under_kills_and_partitions_lose_nothing_acknowledged() {
     let opts = jepsen::Options { bin: bin(), dir: dir.path().to_path_buf(), seconds: 20, seed: 42, writers: 3 };
     match jepsen::run(&opts) {
         Ok(summary) => eprintln!("jepsen: {summary}"),
-        Err(report) => panic!("jepsen found anomalies:\n{report}"),
+        Err(report) => {
+            // Keep the nodes' data and logs for the post-mortem.
+            let kept = dir.keep();
+            panic!("jepsen found anomalies (data and logs kept in {}):\n{report}", kept.display())
+        }
     }
 }
 

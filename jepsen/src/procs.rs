@@ -41,7 +41,23 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(format!("node {} did not come up (log: {})", self.id, self.log.display()))
+        let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        Err(format!(
+            "node {} did not come up in 60 s ({}); its log ends:\n{}",
+            self.id,
+            match exited {
+                Some(status) => format!("the process exited: {status}"),
+                None => "the process is running".into(),
+            },
+            self.log_tail(20)
+        ))
+    }
+
+    /// The last `n` lines of the node's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// SIGKILL, as a crash.
@@ -54,6 +70,11 @@ impl Node {
 
     pub fn is_up(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Whether the node is up and answers HTTP.
+    pub fn answers(&self) -> bool {
+        self.is_up() && matches!(http::post(self.http, "", "SELECT 1", b"", Duration::from_secs(5)), Ok((200, _)))
     }
 }
 
@@ -69,9 +90,21 @@ pub struct ProcCluster {
     links: BTreeMap<(u64, u64), Proxy>,
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+/// A free port for a node to listen on across restarts, below Linux's
+/// ephemeral range (32768-60999): a port taken from that range can be
+/// handed to some outgoing connection while its node is down, and the
+/// restarted node then cannot bind it.
+pub fn free_port() -> Result<u16, String> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..2000 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20000 + (seed.wrapping_add(n.wrapping_mul(131)) % 12000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no free port below the ephemeral range".into())
 }
 
 impl ProcCluster {
