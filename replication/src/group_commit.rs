@@ -197,6 +197,6 @@ async fn propose(
     batch: RecordBatch,
     ids: Vec<String>,
 ) -> Result<InsertOutcome> {
-    let needed = spec.members.len() / 2 + 1;
+    let needed = crate::registry::majority(spec.members.len());
     inner.insert_blocks(spec, value, batch, ids, Quorum::Majority, needed).await
 }

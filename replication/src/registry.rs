@@ -150,7 +150,7 @@ impl std::fmt::Debug for ReplicationNode {
     }
 }
 
-fn majority(n: usize) -> usize {
+pub(crate) fn majority(n: usize) -> usize {
     n / 2 + 1
 }
 
