@@ -1,20 +1,26 @@
 //! Deferred durability of inline inserts.
 //!
-//! A small insert's part is written on every replica without fsync: its
-//! bytes are durable in the Raft log entry that carries them (see
-//! `command::INLINE_MAX_BYTES`). A checkpoint fsyncs those parts and forgets
-//! them; it runs from the cleanup sweep (about once a second) and before every
-//! snapshot, so the log is never purged past a part only the log holds.
+//! A small insert's part is kept in memory on every replica (see
+//! `storage::Part::in_memory`): its bytes are durable in the Raft log entry
+//! that carries them (see `command::INLINE_MAX_BYTES`), and most such parts
+//! are merged away within seconds without ever being written. A checkpoint
+//! writes out, fsynced, those still active (and fsyncs parts written without
+//! fsync by older versions), then forgets them; it runs from the cleanup sweep
+//! (about once a second) and before every snapshot, so the log is never
+//! purged past a part only the log holds.
 //!
-//! A process crash loses nothing (the page cache survives it). After a power
-//! loss a part may be torn: at open, every part the state lists as unsynced,
-//! and every level-0 part newer than the applied index, is verified; a torn
-//! one is quarantined and written again from its log entry (or, when the
-//! state had not recorded it, re-applied by Raft).
+//! At open, every part the state lists as unsynced and that no part on disk
+//! covers is written again from its log entry (a process crash lost it from
+//! memory; a power loss may have torn an older version's unsynced file: every
+//! listed part, and every level-0 part newer than the applied index, is
+//! verified and a torn one quarantined first).
 
 use serde::{Deserialize, Serialize};
 use storage::PartName;
-use storage::part::adopt::adopt_bytes;
+use std::sync::Arc;
+
+use storage::part::Part;
+use storage::part::adopt::{adopt_bytes, write_in_memory};
 use storage::part::writer::{Durability, sync_part};
 
 use crate::command::Command;
@@ -39,8 +45,9 @@ impl Replica {
         self.state().persisted.unsynced.iter().map(|u| u.part.clone()).collect()
     }
 
-    /// Fsyncs every part written without fsync and forgets them; returns how
-    /// many. Parts already merged away are skipped (merge results are synced).
+    /// Writes out every in-memory part still active (fsyncs parts written
+    /// without fsync) and forgets them; returns how many were pending. Parts
+    /// already merged away are skipped (merge results are synced).
     pub fn checkpoint(&self) -> Result<usize> {
         let pending = self.state().persisted.unsynced.clone();
         if pending.is_empty() {
@@ -48,11 +55,18 @@ impl Replica {
         }
         // A part merged away needs nothing: the merge result covering it
         // was fsynced.
-        let active: Vec<&UnsyncedPart> = {
+        let active: Vec<(&UnsyncedPart, Arc<Part>)> = {
             let s = self.state();
-            pending.iter().filter(|u| u.part.parse::<PartName>().is_ok_and(|n| s.parts.get(&n).is_some())).collect()
+            pending
+                .iter()
+                .filter_map(|u| u.part.parse::<PartName>().ok().and_then(|n| s.parts.get(&n).cloned()).map(|p| (u, p)))
+                .collect()
         };
-        for u in active {
+        for (u, part) in active {
+            if part.is_in_memory() {
+                self.store_in_memory(&part)?;
+                continue;
+            }
             let dir = self.parts_dir().join(&u.part);
             match sync_part(&dir) {
                 Ok(()) => {}
@@ -64,6 +78,20 @@ impl Replica {
         self.state().persisted.unsynced.retain(|u| !pending.contains(u));
         self.persist()?;
         Ok(pending.len())
+    }
+
+    /// Writes an in-memory part out, fsynced, and puts the stored copy in its
+    /// place in the part set; false (and nothing left on disk) when the set
+    /// no longer holds the part.
+    pub(crate) fn store_in_memory(&self, part: &Part) -> Result<bool> {
+        let _g = self.store_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let stored = Arc::new(write_in_memory(part).map_err(st)?);
+        if self.state().parts.swap_stored(stored.clone()) {
+            return Ok(true);
+        }
+        // Merged away and gone meanwhile: nothing tracks these files.
+        storage::part_set::remove_part_files(&stored).map_err(st)?;
+        Ok(false)
     }
 
     /// At open: verifies the parts a power loss may have torn, quarantines

@@ -16,9 +16,8 @@ use openraft::{LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 use storage::merge::selector::Candidate;
 use storage::mutation::{Mutation, MutationCommand, mutate_part};
-use storage::part::adopt::{adopt_bytes, adopt_part};
+use storage::part::adopt::{adopt_in_memory, adopt_part};
 use storage::part::checksum::FileChecksum;
-use storage::part::writer::Durability;
 use storage::part_set::{self, PartSet};
 use storage::{Part, PartName};
 
@@ -162,6 +161,8 @@ pub struct Replica {
     /// Dedup rows in RocksDB end below this sequence number (`None`: unknown,
     /// the next write rewrites them all). Held through a whole persist.
     dedup_rows: Mutex<Option<u64>>,
+    /// Serializes writing in-memory parts out (checkpoints, fetches).
+    pub(crate) store_lock: Mutex<()>,
     /// Fetches merge results from the replica that merged them.
     pub(crate) fetcher: std::sync::OnceLock<Arc<dyn crate::state_machine::PartFetcher>>,
     /// Set when the node stops: background fetches give up.
@@ -240,6 +241,7 @@ impl Replica {
             merges: Default::default(),
             staging_swept: Mutex::new(None),
             dedup_rows: Mutex::new(dedup_rows),
+            store_lock: Mutex::new(()),
             fetcher: Default::default(),
             stopped: Default::default(),
         };
@@ -439,9 +441,10 @@ impl Replica {
         }
         if self.state().parts.covering(&name).is_none() {
             let part = if let (Some(files), None) = (b.inline, fetched) {
-                // The log holds these bytes until the next checkpoint fsyncs them.
+                // Kept in memory: the log holds these bytes until a merge
+                // absorbs the part or the next checkpoint writes it out.
                 let bytes = crate::staging::decode_inline(files)?;
-                let part = adopt_bytes(&bytes, b.files, &self.parts_dir(), &name, Durability::Deferred).map_err(st)?;
+                let part = adopt_in_memory(&bytes, b.files, &self.parts_dir(), &name).map_err(st)?;
                 let unsynced = crate::checkpoint::UnsyncedPart { index: index as u64, part: name.to_string() };
                 self.state().persisted.unsynced.push(unsynced);
                 part
@@ -751,10 +754,23 @@ impl Replica {
             return Some(d);
         }
         let name: PartName = want.parse().ok()?;
-        let s = self.state();
-        // A merge result the merging replica has already merged further is
-        // still on disk for a while: a replica fetching it wants that one.
-        s.parts.covering(&name).or_else(|| s.parts.outdated().find(|p| p.name == name)).map(|p| p.dir.clone())
+        let part = {
+            let s = self.state();
+            // A merge result the merging replica has already merged further is
+            // still on disk for a while: a replica fetching it wants that one.
+            s.parts.covering(&name).or_else(|| s.parts.outdated().find(|p| p.name == name)).cloned()?
+        };
+        if part.is_in_memory() {
+            return match self.store_in_memory(&part) {
+                Ok(true) => Some(part.dir.clone()),
+                Ok(false) => None,
+                Err(e) => {
+                    tracing::warn!(group = self.group, part = %part.name, error = %e, "cannot write out a part to send");
+                    None
+                }
+            };
+        }
+        Some(part.dir.clone())
     }
 }
 

@@ -106,9 +106,16 @@ impl GroupStateMachine {
         let mut fetched: Option<PathBuf> = None;
         loop {
             let (r, c, f) = (self.replica.clone(), cmd.clone(), fetched.clone());
-            let step = tokio::task::spawn_blocking(move || r.apply(log_id, &c, f.as_deref()))
-                .await
-                .map_err(|e| ReplicationError::Raft(format!("apply task: {e}")))?;
+            let t0 = std::time::Instant::now();
+            let step = tokio::task::spawn_blocking(move || {
+                let t1 = std::time::Instant::now();
+                let s = r.apply(log_id, &c, f.as_deref());
+                (s, t1.elapsed())
+            })
+            .await
+            .map_err(|e| ReplicationError::Raft(format!("apply task: {e}")))?;
+            let (step, ran) = step;
+            tracing::debug!(index = log_id.index, total_ms = t0.elapsed().as_secs_f64() * 1e3, ran_ms = ran.as_secs_f64() * 1e3, "apply timing");
             if let Some(f) = fetched.take() {
                 let _ = std::fs::remove_dir_all(f);
             }
@@ -177,7 +184,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 }
             }
         }
+        let t0 = std::time::Instant::now();
         self.replica.persist().map_err(sm_err)?;
+        tracing::debug!(persist_ms = t0.elapsed().as_secs_f64() * 1e3, "persist timing");
         Ok(out)
     }
 

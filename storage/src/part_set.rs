@@ -129,10 +129,28 @@ impl PartSet {
     pub fn quarantine(&mut self, name: &PartName, reason: &str) -> Result<Arc<Part>> {
         let part = self.active.remove(name).ok_or_else(|| StorageError::PartNotActive(name.to_string()))?;
         tracing::error!(part = %name, reason, "corrupted part quarantined");
-        if let Some(dir) = part.dir.parent() {
+        if let Some(dir) = part.dir.parent().filter(|_| !part.is_in_memory()) {
             detach(dir, &part.dir, &name.to_string(), "broken", reason)?;
         }
         Ok(part)
+    }
+
+    /// Puts `stored`, the on-disk copy of an in-memory part, where that part
+    /// is (active or outdated); false when the set no longer holds it.
+    pub fn swap_stored(&mut self, stored: Arc<Part>) -> bool {
+        if let Some(p) = self.active.get_mut(&stored.name) {
+            if p.is_in_memory() {
+                *p = stored;
+            }
+            return true;
+        }
+        match self.outdated.iter_mut().find(|(p, _)| p.name == stored.name && p.is_in_memory()) {
+            Some((p, _)) => {
+                *p = stored;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Takes the outdated parts older than `grace` that no reader still holds.
@@ -150,6 +168,9 @@ impl PartSet {
 /// part can never be loaded as a part.
 pub fn remove_part_files(part: &Part) -> Result<()> {
     let Some(parent) = part.dir.parent() else { return Ok(()) };
+    if part.is_in_memory() && !part.dir.exists() {
+        return Ok(());
+    }
     let doomed = parent.join(format!("{DELETE_PREFIX}{}", part.name));
     fs::rename(&part.dir, &doomed).map_err(|e| StorageError::io(&part.dir, e))?;
     fs::remove_dir_all(&doomed).map_err(|e| StorageError::io(&doomed, e))

@@ -45,7 +45,7 @@ pub(super) fn rewrite_columns(
 ) -> Result<Part> {
     let src_meta = reader::reader_metadata(part)?.metadata().clone();
     let src_path = part.data_path();
-    let src = File::open(&src_path).map_err(|e| StorageError::io(&src_path, e))?;
+    let src = reader::data_file(part)?;
     let tmp = parent.join(format!("{TMP_PREFIX}mutate_{new_name}"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| StorageError::io(&tmp, e))?;

@@ -217,7 +217,13 @@ fn link_part(parent: &Path, part: &Part, new_name: &PartName, mask: Option<&Roar
         fs::remove_dir_all(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
     }
     fs::create_dir_all(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
-    fs::hard_link(part.data_path(), tmp.join(DATA_FILE)).map_err(|e| StorageError::io(tmp.join(DATA_FILE), e))?;
+    match part.mem_files().and_then(|f| f.get(DATA_FILE)) {
+        Some(bytes) => {
+            write_synced(&tmp.join(DATA_FILE), bytes)?;
+        }
+        None => fs::hard_link(part.data_path(), tmp.join(DATA_FILE))
+            .map_err(|e| StorageError::io(tmp.join(DATA_FILE), e))?,
+    }
     let mut meta = part.meta.clone();
     meta.files.retain(|f, _| f == DATA_FILE);
     meta.masked_rows = 0;

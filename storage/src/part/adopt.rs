@@ -66,6 +66,51 @@ pub fn adopt_bytes(
     finish(&tmp, meta, parent, name, durability)
 }
 
+/// [`adopt_bytes`] as an in-memory part (see [`Part::in_memory`]): nothing
+/// is written; [`write_in_memory`] writes it out later if it is still needed.
+pub fn adopt_in_memory(
+    files: &std::collections::BTreeMap<String, Vec<u8>>,
+    checksums: &std::collections::BTreeMap<String, super::checksum::FileChecksum>,
+    parent: &Path,
+    name: &PartName,
+) -> Result<Part> {
+    let bad = |reason: String| StorageError::CorruptedPart { part: name.to_string(), reason };
+    let meta_bytes = files.get(META_FILE).ok_or_else(|| bad("no metadata".into()))?;
+    let staged = PartName::new_insert(&name.partition_id, 0);
+    let mut meta = PartMeta::decode(&staged.to_string(), meta_bytes)?;
+    if meta.partition_id != name.partition_id || meta.files != *checksums {
+        return Err(bad(format!("metadata of partition {} does not match what was sent", meta.partition_id)));
+    }
+    rename_meta(&mut meta, name);
+    let mut mem = std::collections::BTreeMap::new();
+    for file in checksums.keys() {
+        if file.contains('/') || file.contains("..") || file == META_FILE {
+            return Err(bad(format!("file name {file:?}")));
+        }
+        let bytes = files.get(file).ok_or_else(|| bad(format!("file {file} missing")))?;
+        mem.insert(file.clone(), bytes::Bytes::copy_from_slice(bytes));
+    }
+    Part::in_memory(parent.join(name.to_string()), meta, mem)
+}
+
+/// Writes an in-memory part's files to its directory, fsynced, and returns
+/// the part as loaded from there (already there: loaded as it is).
+pub fn write_in_memory(part: &Part) -> Result<Part> {
+    let bad = |reason: &str| StorageError::CorruptedPart { part: part.name.to_string(), reason: reason.into() };
+    let files = part.mem_files().ok_or_else(|| bad("not an in-memory part"))?;
+    let parent = part.dir.parent().ok_or_else(|| bad("no parent directory"))?;
+    if let Some(p) = existing(parent, &part.name) {
+        return Ok(p);
+    }
+    let tmp = fresh_tmp(parent, &part.name)?;
+    for (file, bytes) in files.iter() {
+        write_file(&tmp.join(file), bytes, true)?;
+    }
+    let stored = finish(&tmp, part.meta.clone(), parent, &part.name, Durability::Synced)?;
+    stored.mark_verified();
+    Ok(stored)
+}
+
 /// [`adopt_part`] with a choice of [`Durability`].
 pub fn adopt_part_with(src: &Path, parent: &Path, name: &PartName, durability: Durability) -> Result<Part> {
     if let Some(p) = existing(parent, name) {
@@ -190,5 +235,23 @@ mod tests {
         let rows = crate::part::reader::read_all(&p).unwrap();
         let a = rows[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(a.values(), &[1, 3, 5, 9]);
+
+        // Kept in memory: nothing on disk, the same rows, written out on demand.
+        let name = PartName::new_insert("all", 8);
+        let m = adopt_in_memory(&bytes, &meta.files, &parts, &name).unwrap();
+        assert!(m.is_in_memory() && !m.dir.exists());
+        m.verify().unwrap();
+        assert_eq!(m.meta.min_block, 8);
+        assert_eq!(crate::part::reader::read_all(&m).unwrap(), rows);
+        crate::part_set::remove_part_files(&m).unwrap();
+        let stored = write_in_memory(&m).unwrap();
+        assert!(!stored.is_in_memory() && stored.dir.exists());
+        stored.verify().unwrap();
+        assert_eq!(stored.meta, m.meta);
+        assert_eq!(crate::part::reader::read_all(&stored).unwrap(), rows);
+        // A bit flipped in transit is caught before the part exists.
+        let mut bad = bytes.clone();
+        bad.get_mut(crate::part::meta::DATA_FILE).unwrap()[10] ^= 1;
+        assert!(adopt_in_memory(&bad, &meta.files, &parts, &PartName::new_insert("all", 9)).is_err());
     }
 }

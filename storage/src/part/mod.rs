@@ -1,4 +1,6 @@
-//! A part: an immutable directory of sorted column data plus its metadata.
+//! A part: an immutable directory of sorted column data plus its metadata —
+//! or, for a small replicated insert, the same files held in memory until a
+//! merge absorbs them or a checkpoint writes them out (see [`Part::in_memory`]).
 
 pub mod adopt;
 pub mod checksum;
@@ -8,8 +10,9 @@ pub mod name;
 pub mod reader;
 pub mod writer;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use roaring::RoaringBitmap;
 
@@ -22,6 +25,8 @@ use name::PartName;
 #[derive(Debug)]
 pub struct Part {
     pub name: PartName,
+    /// Where the part's files are — or, for an in-memory part, where they
+    /// will be once it is written out.
     pub dir: PathBuf,
     pub meta: PartMeta,
     /// Row offsets hidden by lightweight deletes.
@@ -32,7 +37,12 @@ pub struct Part {
     /// are immutable, and parsing them again for every query cost more than
     /// reading the few pages a primary-key query needs.
     reader_meta: OnceLock<parquet::arrow::arrow_reader::ArrowReaderMetadata>,
+    /// The files' bytes (metadata included) of a part held in memory.
+    mem: Option<MemFiles>,
 }
+
+/// The files of an in-memory part by name.
+pub type MemFiles = Arc<BTreeMap<String, bytes::Bytes>>;
 
 impl Part {
     /// Loads the part in `dir`: parses and checks its metadata and the size of
@@ -59,15 +69,75 @@ impl Part {
         } else {
             None
         };
-        Ok(Part { name, dir: dir.to_path_buf(), meta, mask, verified: OnceLock::new(), reader_meta: OnceLock::new() })
+        Ok(Part {
+            name,
+            dir: dir.to_path_buf(),
+            meta,
+            mask,
+            verified: OnceLock::new(),
+            reader_meta: OnceLock::new(),
+            mem: None,
+        })
+    }
+
+    /// A part whose files are `files` (those `meta` lists; the metadata
+    /// itself is `meta`) held in memory; `dir` is where [`adopt::write_in_memory`] puts them.
+    /// Every file is checked against the metadata's checksums here, once.
+    ///
+    /// Small replicated inserts become parts like this: creating a directory
+    /// and two files per insert on every replica cost more CPU than the rest
+    /// of the insert, and most of these parts are merged away within seconds.
+    pub fn in_memory(dir: PathBuf, meta: PartMeta, files: BTreeMap<String, bytes::Bytes>) -> Result<Part> {
+        let name: PartName = meta.name.parse()?;
+        let corrupt = |reason: String| StorageError::CorruptedPart { part: meta.name.clone(), reason };
+        for (file, want) in &meta.files {
+            let bytes = files.get(file).ok_or_else(|| corrupt(format!("file {file} missing")))?;
+            let got = checksum::FileChecksum { size: bytes.len() as u64, crc32: crc32fast::hash(bytes) };
+            if got != *want {
+                return Err(corrupt(format!("file {file}: checksum {got:?}, expected {want:?}")));
+            }
+        }
+        let mask = match files.get(MASK_FILE) {
+            Some(b) => Some(RoaringBitmap::deserialize_from(&b[..]).map_err(|e| corrupt(format!("{MASK_FILE}: {e}")))?),
+            None => None,
+        };
+        let part = Part {
+            name,
+            dir,
+            meta,
+            mask,
+            verified: OnceLock::new(),
+            reader_meta: OnceLock::new(),
+            mem: Some(Arc::new(files)),
+        };
+        part.mark_verified();
+        Ok(part)
+    }
+
+    /// The files of a part held in memory; `None` for a part on disk.
+    pub fn mem_files(&self) -> Option<&MemFiles> {
+        self.mem.as_ref()
+    }
+
+    /// Whether the part's files are only in memory.
+    pub fn is_in_memory(&self) -> bool {
+        self.mem.is_some()
     }
 
     /// Full verification (`CHECK TABLE`): every file's size and CRC32.
     pub fn verify(&self) -> Result<()> {
         let part = self.name.to_string();
         for (file, want) in &self.meta.files {
-            let got = checksum_file(&self.dir.join(file))
-                .map_err(|e| StorageError::CorruptedPart { part: part.clone(), reason: format!("file {file}: {e}") })?;
+            let got = match &self.mem {
+                Some(files) => match files.get(file) {
+                    Some(b) => checksum::FileChecksum { size: b.len() as u64, crc32: crc32fast::hash(b) },
+                    None => checksum::FileChecksum { size: 0, crc32: 0 },
+                },
+                None => checksum_file(&self.dir.join(file)).map_err(|e| StorageError::CorruptedPart {
+                    part: part.clone(),
+                    reason: format!("file {file}: {e}"),
+                })?,
+            };
             if got != *want {
                 return Err(StorageError::CorruptedPart {
                     part: part.clone(),

@@ -2,7 +2,11 @@
 //! mask applied to every read.
 
 use std::fs::File;
+use std::io::Read;
 use std::ops::Range;
+
+use bytes::Bytes;
+use parquet::file::reader::{ChunkReader, Length};
 
 use arrow::array::RecordBatch;
 use parquet::arrow::ProjectionMask;
@@ -21,19 +25,87 @@ pub fn reader_metadata(part: &Part) -> Result<ArrowReaderMetadata> {
     if let Some(m) = part.cached_reader_meta() {
         return Ok(m.clone());
     }
-    let path = part.data_path();
-    let file = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
+    let file = data_file(part)?;
     let opts = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
     let m = ArrowReaderMetadata::load(&file, opts).map_err(|e| corrupted(part, e))?;
     Ok(part.cache_reader_meta(m).clone())
 }
 
 /// Opens the part's data file with its cached metadata (page index included).
-pub fn builder(part: &Part) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+pub fn builder(part: &Part) -> Result<ParquetRecordBatchReaderBuilder<DataFile>> {
     let meta = reader_metadata(part)?;
+    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(data_file(part)?, meta))
+}
+
+/// A part's data file: on disk, or the bytes of an in-memory part.
+pub enum DataFile {
+    Disk(File),
+    Mem(Bytes),
+}
+
+impl DataFile {
+    /// Another handle on the same data.
+    pub fn try_clone(&self) -> std::io::Result<DataFile> {
+        Ok(match self {
+            DataFile::Disk(f) => DataFile::Disk(f.try_clone()?),
+            DataFile::Mem(b) => DataFile::Mem(b.clone()),
+        })
+    }
+}
+
+/// Opens the data file of `part`, wherever it is.
+pub fn data_file(part: &Part) -> Result<DataFile> {
+    if let Some(files) = part.mem_files() {
+        let bytes = files.get(super::meta::DATA_FILE).cloned().ok_or_else(|| StorageError::CorruptedPart {
+            part: part.name.to_string(),
+            reason: "no data file in memory".into(),
+        })?;
+        return Ok(DataFile::Mem(bytes));
+    }
     let path = part.data_path();
-    let file = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
-    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta))
+    File::open(&path).map(DataFile::Disk).map_err(|e| StorageError::io(&path, e))
+}
+
+/// A reader over a [`DataFile`].
+pub enum DataRead {
+    Disk(<File as ChunkReader>::T),
+    Mem(<Bytes as ChunkReader>::T),
+}
+
+impl Read for DataRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            DataRead::Disk(r) => r.read(buf),
+            DataRead::Mem(r) => r.read(buf),
+        }
+    }
+}
+
+impl Length for DataFile {
+    fn len(&self) -> u64 {
+        match self {
+            DataFile::Disk(f) => Length::len(f),
+            DataFile::Mem(b) => b.len() as u64,
+        }
+    }
+}
+
+impl ChunkReader for DataFile {
+    type T = DataRead;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<DataRead> {
+        Ok(match self {
+            DataFile::Disk(f) => DataRead::Disk(f.get_read(start)?),
+            DataFile::Mem(b) => DataRead::Mem(b.get_read(start)?),
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        match self {
+            DataFile::Disk(f) => f.get_bytes(start, length),
+            DataFile::Mem(b) => b.get_bytes(start, length),
+        }
+    }
 }
 
 fn corrupted(part: &Part, e: parquet::errors::ParquetError) -> StorageError {
