@@ -1,7 +1,7 @@
 """Small-insert latency on a 3-node cluster alone (no other workload):
 `small_probe.py BINARY WORKDIR [CLIENTS] [N]` prints `shardhouse benchmark`'s
 numbers and the CPU seconds each node spent."""
-import json, random, shutil, subprocess, sys
+import json, os, random, shutil, subprocess, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from cluster import cluster
@@ -15,6 +15,9 @@ try:
     for nd in nodes:
         nd.sh.post("CREATE TABLE s (k UInt64, v String) ENGINE = ReplicatedMergeTree ORDER BY k "
                    "SETTINGS parts_to_delay_insert = 100000, parts_to_throw_insert = 100000")
+    if os.environ.get("STOP_MERGES"):
+        for nd in nodes:
+            nd.sh.post("SYSTEM STOP MERGES s")
     nodes[0].sh.post("INSERT INTO s FORMAT TSV", b"0\twarm\n")
     rng = random.Random(clients)
     qs = []
