@@ -35,12 +35,13 @@ pub(crate) struct Pending {
     batch: RecordBatch,
     bytes: usize,
     reply: Option<tokio::sync::oneshot::Sender<Result<InsertOutcome>>>,
+    queued_at: std::time::Instant,
 }
 
 impl Pending {
     pub(crate) fn new(block_id: String, partition_value: Vec<String>, batch: RecordBatch) -> Pending {
         let bytes = batch.get_array_memory_size();
-        Pending { block_id, partition_value, batch, bytes, reply: None }
+        Pending { block_id, partition_value, batch, bytes, reply: None, queued_at: std::time::Instant::now() }
     }
 
     fn answer(&mut self, r: Result<InsertOutcome>) {
@@ -162,6 +163,8 @@ async fn commit(inner: &Arc<NodeInner>, spec: &GroupSpec, mut items: Vec<Pending
     };
     let ids: Vec<String> = items.iter().map(|p| p.block_id.clone()).collect();
     let value = items[0].partition_value.clone();
+    let waited = items.iter().map(|p| p.queued_at.elapsed()).max().unwrap_or_default();
+    tracing::debug!(group = spec.group, blocks = items.len(), wait_ms = waited.as_secs_f64() * 1e3, "group commit");
     match propose(inner, spec, value, batch, ids).await {
         Ok(InsertOutcome { response: Response::BatchRejected { duplicates }, index }) => {
             let mut again = Vec::new();

@@ -25,7 +25,7 @@ pub(crate) fn serve(
     let svc = RaftTransportServer::new(Service { node })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = incoming(listener);
     tokio::spawn(async move {
         let r = tonic::transport::Server::builder()
             .tcp_nodelay(true)
@@ -40,6 +40,15 @@ pub(crate) fn serve(
             tracing::error!(error = %e, "raft transport server stopped");
         }
     })
+}
+
+/// The accepted connections of `listener`, with Nagle's algorithm off. The
+/// builder's `tcp_nodelay` applies only to listeners tonic binds itself:
+/// accepted sockets had Nagle on, and a small reply held back until the ACK
+/// of the previous one (delayed up to 40 ms) stalled forwarded proposals and
+/// appends by ~45 ms — the whole p99 of small inserts.
+fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 fn reply<T: serde::Serialize>(v: &T) -> Result<Response<GroupReply>, Status> {
@@ -167,5 +176,20 @@ impl RaftTransport for Service {
         let label = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         let skip = if r.resume_label == label { r.resume_offsets } else { Default::default() };
         Ok(Response::new(Box::pin(super::parts::stream_part(r.group, label, dir, skip))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    #[tokio::test]
+    async fn regression_accepted_connections_have_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = super::incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 }
