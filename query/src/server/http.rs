@@ -253,7 +253,15 @@ pub async fn serve(
     bound: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     bound(listener.local_addr()?);
+    // As ClickHouse: a response written in pieces (streamed results) must
+    // not wait for the client's delayed ACK of the previous piece.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(server, max_body)).with_graceful_shutdown(shutdown).await
 }
