@@ -347,6 +347,11 @@ impl Replica {
         let mut written = self.dedup_rows.lock().unwrap_or_else(|e| e.into_inner());
         let (bytes, keep_from, rows, end) = {
             let mut s = self.state();
+            // Parts merged away since need no checkpoint (merge results are
+            // synced); dropping them here keeps the state this encodes small
+            // — it grew by one entry per small insert until the next checkpoint.
+            let State { parts, persisted, .. } = &mut *s;
+            persisted.unsynced.retain(|u| u.part.parse::<PartName>().is_ok_and(|n| parts.get(&n).is_some()));
             let range = s.persisted.dedup.seq_range();
             let incremental = written.filter(|w| range.start <= *w && *w <= range.end);
             let rows = s
