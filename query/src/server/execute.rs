@@ -82,6 +82,33 @@ pub(super) async fn blocking<T: Send + 'static>(
 /// and the inline data after the whitespace ending it. Only the head is
 /// tokenised, so the data may hold anything (quotes included).
 pub(crate) fn split_insert_format(sql: &str) -> Option<(&str, &str)> {
+    match scan_insert(sql)? {
+        InsertTail::Format { head_end, data_start } => Some((&sql[..head_end], &sql[data_start..])),
+        InsertTail::Values(_) => None,
+    }
+}
+
+/// For `INSERT … VALUES (…), …`: the statement before `VALUES`, and the rest
+/// from `VALUES` on. The rows are data for the VALUES reader: lexing them as
+/// SQL, as every step before the insert did, cost more than reading them.
+pub(crate) fn split_insert_values(sql: &str) -> Option<(&str, &str)> {
+    match scan_insert(sql)? {
+        InsertTail::Values(at) => Some((&sql[..at], &sql[at..])),
+        InsertTail::Format { .. } => None,
+    }
+}
+
+/// Where the rows of an INSERT start.
+enum InsertTail {
+    /// `FORMAT <name>` ends at `head_end`; inline data starts at `data_start`.
+    Format { head_end: usize, data_start: usize },
+    /// `VALUES` at this byte.
+    Values(usize),
+}
+
+/// Scans an INSERT's head (quotes and parentheses respected) for `FORMAT
+/// <name>` or `VALUES`; `None` for anything else (INSERT … SELECT included).
+fn scan_insert(sql: &str) -> Option<InsertTail> {
     let b = sql.as_bytes();
     let mut i = 0;
     while i < b.len() && b[i].is_ascii_whitespace() {
@@ -91,7 +118,7 @@ pub(crate) fn split_insert_format(sql: &str) -> Option<(&str, &str)> {
         return None;
     }
     let mut depth = 0i32;
-    let mut prev_format = false;
+    let (mut prev_format, mut prev_into) = (false, false);
     while i < b.len() {
         let c = b[i];
         if c == b'`' || c == b'"' || c == b'\'' {
@@ -101,7 +128,7 @@ pub(crate) fn split_insert_format(sql: &str) -> Option<(&str, &str)> {
                 i += if b[i] == b'\\' { 2 } else { 1 };
             }
             i += 1;
-            prev_format = false;
+            (prev_format, prev_into) = (false, false);
         } else if c == b'(' {
             depth += 1;
             i += 1;
@@ -121,13 +148,15 @@ pub(crate) fn split_insert_format(sql: &str) -> Option<(&str, &str)> {
                     .or_else(|| rest.strip_prefix('\n'))
                     .unwrap_or_else(|| rest.trim_start_matches([' ', '\t']));
                 let rest = rest.strip_prefix("\r\n").or_else(|| rest.strip_prefix('\n')).unwrap_or(rest);
-                return Some((&sql[..i], rest));
+                return Some(InsertTail::Format { head_end: i, data_start: sql.len() - rest.len() });
             }
-            if depth == 0
-                && (word.eq_ignore_ascii_case("VALUES")
-                    || word.eq_ignore_ascii_case("SELECT")
-                    || word.eq_ignore_ascii_case("WITH"))
-            {
+            // Not a table named `values` (`INTO values`, `db.values`).
+            let name = prev_into || (start > 0 && b[start - 1] == b'.');
+            if depth == 0 && word.eq_ignore_ascii_case("VALUES") && !name {
+                return Some(InsertTail::Values(start));
+            }
+            prev_into = word.eq_ignore_ascii_case("INTO") || word.eq_ignore_ascii_case("TABLE");
+            if depth == 0 && (word.eq_ignore_ascii_case("SELECT") || word.eq_ignore_ascii_case("WITH")) {
                 return None;
             }
             prev_format = depth == 0 && word.eq_ignore_ascii_case("FORMAT");
@@ -229,6 +258,9 @@ impl Server {
         // first statement after a restart (the server binary starts them at once).
         if self.replication.started().is_none() && self.has_replicated_tables() {
             self.replication.start().await?;
+        }
+        if data.is_empty() && split_insert_values(sql).is_some() {
+            return self.execute_insert(sql, None, q).await;
         }
         if let Some((head, inline)) = split_insert_format(sql) {
             let mut rows = inline.as_bytes().to_vec();
@@ -800,5 +832,25 @@ impl Planned {
         let task = Arc::new(self.task_ctx());
         let plan = self.frame.create_physical_plan().await?;
         datafusion::physical_plan::collect(plan, task).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_values_split_before_the_rows() {
+        let sql = "INSERT INTO t (a, b) VALUES (1, 'x)'), (2, 'VALUES')";
+        assert_eq!(split_insert_values(sql), Some(("INSERT INTO t (a, b) ", "VALUES (1, 'x)'), (2, 'VALUES')")));
+        assert_eq!(split_insert_values(" insert into db.t values(1)"), Some((" insert into db.t ", "values(1)")));
+        // A table named `values` is a name, not the keyword.
+        assert_eq!(split_insert_values("INSERT INTO values VALUES (1)"), Some(("INSERT INTO values ", "VALUES (1)")));
+        assert_eq!(split_insert_values("INSERT INTO db.values VALUES (1)"), Some(("INSERT INTO db.values ", "VALUES (1)")));
+        assert_eq!(split_insert_values("INSERT INTO TABLE `values` VALUES (1)").map(|x| x.1), Some("VALUES (1)"));
+        for other in ["INSERT INTO t SELECT * FROM (VALUES (1))", "INSERT INTO t FORMAT Values (1)", "SELECT 1"] {
+            assert_eq!(split_insert_values(other), None, "{other}");
+        }
+        assert_eq!(split_insert_format("INSERT INTO t FORMAT Values (1)"), Some(("INSERT INTO t FORMAT Values", "(1)")));
     }
 }

@@ -109,6 +109,7 @@ impl Server {
             sql
         };
         let readonly = q.settings.u64("readonly");
+        let head = super::execute::split_insert_values(head).map_or(head, |(h, _)| h);
         let mut c = Cursor::new(head)?;
         if c.eat_kws(&["SET"]) {
             if readonly == 1 {

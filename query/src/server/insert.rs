@@ -26,7 +26,12 @@ impl Server {
         q: &QueryContext,
     ) -> Result<QueryOutput, QueryError> {
         let db = q.database.as_str();
-        let mut c = Cursor::new(sql)?;
+        // Rows after VALUES are read by the VALUES reader, never lexed.
+        let (head, values) = match super::execute::split_insert_values(sql) {
+            Some((head, values)) => (head, Some(values)),
+            None => (sql, None),
+        };
+        let mut c = Cursor::new(head)?;
         {
             c.expect_kws(&["INSERT", "INTO"])?;
             c.eat_kws(&["TABLE"]);
@@ -57,7 +62,13 @@ impl Server {
                 c.finish()?;
                 super::metering::measured(&q.stats, || format::read(fmt, data.unwrap_or_default(), &target))?
             } else {
-                let source = c.rest();
+                let source = match values {
+                    Some(v) => {
+                        c.finish()?;
+                        v.trim().to_string()
+                    }
+                    None => c.rest(),
+                };
                 let values = source.get(..6).filter(|w| w.eq_ignore_ascii_case("VALUES")).map(|_| &source[6..]);
                 if let Some(batch) = values.and_then(|v| format::values::read_values(v, &target)) {
                     batch
