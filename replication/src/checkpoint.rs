@@ -16,8 +16,8 @@
 //! verified and a torn one quarantined first).
 
 use serde::{Deserialize, Serialize};
-use storage::PartName;
 use std::sync::Arc;
+use storage::PartName;
 
 use storage::part::Part;
 use storage::part::adopt::{adopt_bytes, write_in_memory};

@@ -115,7 +115,12 @@ impl GroupStateMachine {
             .await
             .map_err(|e| ReplicationError::Raft(format!("apply task: {e}")))?;
             let (step, ran) = step;
-            tracing::debug!(index = log_id.index, total_ms = t0.elapsed().as_secs_f64() * 1e3, ran_ms = ran.as_secs_f64() * 1e3, "apply timing");
+            tracing::debug!(
+                index = log_id.index,
+                total_ms = t0.elapsed().as_secs_f64() * 1e3,
+                ran_ms = ran.as_secs_f64() * 1e3,
+                "apply timing"
+            );
             if let Some(f) = fetched.take() {
                 let _ = std::fs::remove_dir_all(f);
             }

@@ -846,11 +846,17 @@ mod tests {
         assert_eq!(split_insert_values(" insert into db.t values(1)"), Some((" insert into db.t ", "values(1)")));
         // A table named `values` is a name, not the keyword.
         assert_eq!(split_insert_values("INSERT INTO values VALUES (1)"), Some(("INSERT INTO values ", "VALUES (1)")));
-        assert_eq!(split_insert_values("INSERT INTO db.values VALUES (1)"), Some(("INSERT INTO db.values ", "VALUES (1)")));
+        assert_eq!(
+            split_insert_values("INSERT INTO db.values VALUES (1)"),
+            Some(("INSERT INTO db.values ", "VALUES (1)"))
+        );
         assert_eq!(split_insert_values("INSERT INTO TABLE `values` VALUES (1)").map(|x| x.1), Some("VALUES (1)"));
         for other in ["INSERT INTO t SELECT * FROM (VALUES (1))", "INSERT INTO t FORMAT Values (1)", "SELECT 1"] {
             assert_eq!(split_insert_values(other), None, "{other}");
         }
-        assert_eq!(split_insert_format("INSERT INTO t FORMAT Values (1)"), Some(("INSERT INTO t FORMAT Values", "(1)")));
+        assert_eq!(
+            split_insert_format("INSERT INTO t FORMAT Values (1)"),
+            Some(("INSERT INTO t FORMAT Values", "(1)"))
+        );
     }
 }
