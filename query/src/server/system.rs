@@ -223,6 +223,7 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
                     Field::new("data_version", DataType::Int64, false),
                     Field::new("modification_time", DataType::Timestamp(TimeUnit::Second, None), false),
                     s("path"),
+                    s("part_type"),
                 ],
                 vec![
                     utf8(rows.iter().map(|r| r.0.clone()).collect()),
@@ -247,6 +248,10 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
                         rows.iter().map(|r| r.2.meta.modification_time_ms / 1000).collect::<Vec<_>>(),
                     )),
                     m(&|p| format!("{}/", p.dir.display())),
+                    // ClickHouse's names: one data file for every column is
+                    // its Compact format; InMemory is a small replicated
+                    // insert not written out yet.
+                    m(&|p| if p.is_in_memory() { "InMemory" } else { "Compact" }.to_string()),
                 ],
             )?
         }
