@@ -88,7 +88,14 @@ async fn crash_points_in_stage_apply_merge_and_fetch() {
     insert_retrying(&mut c, 3, 11).await;
     fail::remove("apply:before");
     acked.insert(11);
-    restart_crashed(&mut c).await;
+    // The node that crashed may be a follower whose Raft stops just after
+    // the leader acknowledged the insert: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while CRASHED.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+        if restart_crashed(&mut c).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     assert!(CRASHED.load(Ordering::SeqCst) >= 1, "the apply crash point never fired");
     check(&c, &acked).await;
 
