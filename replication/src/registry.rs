@@ -177,6 +177,9 @@ impl ReplicationNode {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
             max_in_snapshot_log_to_keep: cfg.snapshot_logs / 2,
             install_snapshot_timeout: 2000,
+            // Entries carry small inserts' parts (up to INLINE_MAX_BYTES
+            // each, base64): openraft's 300 could exceed MAX_MESSAGE.
+            max_payload_entries: 64,
             ..Default::default()
         }
         .validate()

@@ -298,6 +298,21 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
     }
 }
 
+/// How long a Raft RPC may take. openraft gives every AppendEntries the
+/// heartbeat interval (50 ms); one carrying a catching-up follower's batch
+/// of entries (small inserts ride in them: megabytes) could not be shipped,
+/// written and fsynced in that time under load, was retried forever, and the
+/// follower — never hearing from the leader in time — kept calling elections
+/// it could not win: a livelock that kept a restarted node behind for good.
+fn rpc_timeout(option: &RPCOption, carries_entries: bool, payload_bytes: usize) -> Duration {
+    let ttl = option.hard_ttl().max(Duration::from_millis(50));
+    if !carries_entries {
+        return ttl;
+    }
+    // 20 MB/s: far below loopback or LAN speed, fsync included.
+    ttl.max(Duration::from_secs(1)) + Duration::from_millis(payload_bytes as u64 / 20_000)
+}
+
 /// openraft's network to one peer for one group.
 pub struct GroupClient {
     peers: Arc<Peers>,
@@ -313,6 +328,7 @@ impl GroupClient {
         rpc: Rpc,
         req: &Req,
         option: &RPCOption,
+        carries_entries: bool,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
     where
         Req: serde::Serialize,
@@ -320,7 +336,7 @@ impl GroupClient {
         E: std::error::Error + serde::de::DeserializeOwned,
     {
         let payload = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let timeout = option.hard_ttl().max(Duration::from_millis(50));
+        let timeout = rpc_timeout(option, carries_entries, payload.len());
         let mut reply = self.peers.unary(self.target, rpc, self.spec.group, payload.clone(), timeout).await;
         if let Err(ReplicationError::NoSuchGroup(_)) = reply {
             if let Err(e) = self.peers.create_group(self.target, &self.spec).await {
@@ -341,7 +357,8 @@ impl RaftNetwork<TypeConfig> for GroupClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::Append, &rpc, &option).await
+        let carries_entries = !rpc.entries.is_empty();
+        self.call(Rpc::Append, &rpc, &option, carries_entries).await
     }
 
     async fn install_snapshot(
@@ -350,7 +367,7 @@ impl RaftNetwork<TypeConfig> for GroupClient {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
-        self.call(Rpc::Snapshot, &rpc, &option).await
+        self.call(Rpc::Snapshot, &rpc, &option, false).await
     }
 
     async fn vote(
@@ -358,13 +375,24 @@ impl RaftNetwork<TypeConfig> for GroupClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        self.call(Rpc::Vote, &rpc, &option, false).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A follower far behind got its catch-up batches with the 50 ms
+    /// heartbeat timeout and never caught up (jepsen: "node 3 did not come
+    /// up"); heartbeats keep the short timeout.
+    #[test]
+    fn regression_catch_up_appends_get_time_for_their_payload() {
+        let hb = RPCOption::new(Duration::from_millis(50));
+        assert_eq!(rpc_timeout(&hb, false, 200), Duration::from_millis(50));
+        assert!(rpc_timeout(&hb, true, 200) >= Duration::from_secs(1));
+        assert!(rpc_timeout(&hb, true, 40 << 20) > Duration::from_secs(2));
+    }
 
     /// Regression guard for the down cache: a peer that refused a connection
     /// is answered Unreachable without a new attempt until its backoff ends.
