@@ -20,8 +20,8 @@ use std::sync::Arc;
 use storage::PartName;
 
 use storage::part::Part;
-use storage::part::adopt::{adopt_bytes, write_in_memory};
-use storage::part::writer::{Durability, sync_part};
+use storage::part::adopt::{adopt_in_memory, write_in_memory};
+use storage::part::writer::sync_part;
 
 use crate::command::Command;
 use crate::error::{ReplicationError, Result};
@@ -132,7 +132,8 @@ impl Replica {
                 continue;
             };
             let bytes = crate::staging::decode_inline(&inline)?;
-            let part = adopt_bytes(&bytes, &files, &self.parts_dir(), &name, Durability::Synced).map_err(st)?;
+            let part =
+                write_in_memory(&adopt_in_memory(&bytes, &files, &self.parts_dir(), &name).map_err(st)?).map_err(st)?;
             part.verify().map_err(st)?;
             tracing::info!(group = self.group, part = %name, index = u.index, "part restored from its log entry");
             self.state().parts.add(std::sync::Arc::new(part)).map_err(st)?;

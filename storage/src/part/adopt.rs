@@ -30,44 +30,10 @@ fn rename_meta(meta: &mut PartMeta, name: &PartName) {
     meta.data_version = name.data_version();
 }
 
-/// Publishes a part given as its files' bytes (`meta.json` included, under
-/// the staged name `<partition>_0_0_0`) as `name` under `parent`; idempotent like [`adopt_part`].
-/// Every file but the metadata must match `checksums`.
-pub fn adopt_bytes(
-    files: &std::collections::BTreeMap<String, Vec<u8>>,
-    checksums: &std::collections::BTreeMap<String, super::checksum::FileChecksum>,
-    parent: &Path,
-    name: &PartName,
-    durability: Durability,
-) -> Result<Part> {
-    if let Some(p) = existing(parent, name) {
-        return Ok(p);
-    }
-    let sync = durability == Durability::Synced;
-    let bad = |reason: String| StorageError::CorruptedPart { part: name.to_string(), reason };
-    let meta_bytes = files.get(META_FILE).ok_or_else(|| bad("no metadata".into()))?;
-    // Sent under the staged name every staged part has.
-    let staged = PartName::new_insert(&name.partition_id, 0);
-    let meta = PartMeta::decode(&staged.to_string(), meta_bytes)?;
-    if meta.partition_id != name.partition_id || meta.files != *checksums {
-        return Err(bad(format!("metadata of partition {} does not match what was sent", meta.partition_id)));
-    }
-    let tmp = fresh_tmp(parent, name)?;
-    for (file, want) in checksums {
-        if file.contains('/') || file.contains("..") {
-            return Err(bad(format!("file name {file:?}")));
-        }
-        let bytes = files.get(file).ok_or_else(|| bad(format!("file {file} missing")))?;
-        let got = write_file(&tmp.join(file), bytes, sync)?;
-        if got != *want {
-            return Err(bad(format!("file {file}: checksum {got:?}, expected {want:?}")));
-        }
-    }
-    finish(&tmp, meta, parent, name, durability)
-}
-
-/// [`adopt_bytes`] as an in-memory part (see [`Part::in_memory`]): nothing
-/// is written; [`write_in_memory`] writes it out later if it is still needed.
+/// A part given as its files' bytes (`meta.json` included, under the staged
+/// name `<partition>_0_0_0`, the others matching `checksums`) as the
+/// in-memory part `name` under `parent` (see [`Part::in_memory`]): nothing is
+/// written; [`write_in_memory`] writes it out if it is still needed.
 pub fn adopt_in_memory(
     files: &std::collections::BTreeMap<String, Vec<u8>>,
     checksums: &std::collections::BTreeMap<String, super::checksum::FileChecksum>,
@@ -229,7 +195,7 @@ mod tests {
         let parts = dir.path().join("parts");
         fs::create_dir_all(&parts).unwrap();
         let name = PartName::new_insert("all", 7);
-        let p = adopt_bytes(&bytes, &meta.files, &parts, &name, Durability::Deferred).unwrap();
+        let p = write_in_memory(&adopt_in_memory(&bytes, &meta.files, &parts, &name).unwrap()).unwrap();
         p.verify().unwrap();
         assert_eq!(p.meta.rows, 4);
         let rows = crate::part::reader::read_all(&p).unwrap();
