@@ -47,11 +47,13 @@ class Node:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config = self.dir / "shardhouse.toml"
         cluster = ""
+        # MERGE_NICE=N: the merge threads' nice value (else the server's default).
+        nice = f"os_threads_nice_value_merge_mutate = {os.environ['MERGE_NICE']}\n" if "MERGE_NICE" in os.environ else ""
         if cluster_toml:
             cluster = f"\n[cluster]\nnode_id = {node_id}\nquiesce_after_ms = {quiesce_ms}\n{cluster_toml}"
         self.config.write_text(
             f'[server]\ndata_dir = "{self.dir / "data"}"\nhttp_listen = "127.0.0.1:{http}"\n'
-            f"max_body_bytes = 4294967296\n{cluster}"
+            f"max_body_bytes = 4294967296\n{nice}{cluster}"
         )
         self.proc = None
         self.sh = Shardhouse(f"http://127.0.0.1:{http}")
@@ -104,13 +106,16 @@ def replicated(ddl, name, extra=""):
 
 def settle(nodes, limit=180):
     """Waits (up to `limit` s) until no merge runs on any node, so one
-    phase's background merges do not slow the next phase."""
-    deadline = time.time() + limit
-    while time.time() < deadline:
+    phase's background merges do not slow the next phase; returns the
+    seconds the merges still took."""
+    t0 = time.time()
+    while time.time() < t0 + limit:
         if all(int(nd.sh.post("SELECT count() FROM system.merges")) == 0 for nd in nodes):
+            waited = time.time() - t0
             time.sleep(1)
-            return
+            return waited
         time.sleep(0.5)
+    return time.time() - t0
 
 
 def load_concurrent(ports, table, blocks, clients):
@@ -199,7 +204,7 @@ def main():
                               "single_rows_per_s": n / t_base, "ratio": t_base / t_eng}
                 counts = [int(nd.sh.post(f"SELECT count() FROM {tname}")) for nd in where]
                 assert all(c == n for c in counts), f"replicas of {tname} disagree after the load: {counts}"
-                settle(nodes + [single])
+                ins[label]["merges_after_s"] = settle(nodes + [single])
             report["inserts"] = ins
             # The same loads with 4 concurrent clients: throughput when the
             # machine, not one client's round trips, is the limit. Each load
@@ -210,13 +215,13 @@ def main():
                 base = f"ins_cbase{k}"
                 single.sh.post(DDL.replace("TABLE hits", f"TABLE {base}"))
                 t_base = load_concurrent([single.http], base, blocks, 4)
-                settle(nodes + [single])
+                base_after = settle(nodes + [single])
                 for nd in where:
                     nd.sh.post(ddl.replace(f"TABLE {tname}", f"TABLE {tname}_c"))
                 t_eng = load_concurrent([nd.http for nd in where], f"{tname}_c", blocks, 4)
-                settle(nodes + [single])
                 conc[label] = {"rows_per_s": n / t_eng, "MB_per_s": mb_in / t_eng,
-                               "single_rows_per_s": n / t_base, "ratio": t_base / t_eng}
+                               "single_rows_per_s": n / t_base, "ratio": t_base / t_eng,
+                               "merges_after_s": settle(nodes + [single]), "single_merges_after_s": base_after}
             report["inserts_4_clients"] = conc
             rss = report.setdefault("peak_rss_mb", {})
             rss["inserts (rf3 nodes)"] = [nd.peak_rss_mb() for nd in nodes]
@@ -316,19 +321,24 @@ def main():
         L += [f"## Inserts of {a.blocks} Parquet blocks of 100k hits rows", "",
               "Each configuration in its own phase, interleaved per block with a fresh single-node "
               "MergeTree table on the single-node server; merges settle between phases.", "",
-              "| configuration | rows/s | MB/s (Parquet in) | single-node MergeTree rows/s (same phase) | ratio |",
-              "|---|---|---|---|---|"]
+              "The last column is how long merges still ran once the phase's inserts were done "
+              "(merge threads yield the CPU to inserts; the backlog they leave shows here).", "",
+              "| configuration | rows/s | MB/s (Parquet in) | single-node MergeTree rows/s (same phase) | ratio "
+              "| merges after (s) |",
+              "|---|---|---|---|---|---|"]
         for k, v in ins.items():
             L.append(f"| {k} | {v['rows_per_s']:,.0f} | {v['MB_per_s']:.1f} | {v['single_rows_per_s']:,.0f} "
-                     f"| **{v['ratio']:.2f}x** |")
+                     f"| **{v['ratio']:.2f}x** | {v.get('merges_after_s', 0):.1f} |")
         conc = report.get("inserts_4_clients", {})
         if conc:
             L += ["", "The same blocks from 4 concurrent clients (each load alone, merges settled around it):", "",
-                  "| configuration | rows/s | MB/s (Parquet in) | single-node MergeTree rows/s (4 clients) | ratio |",
-                  "|---|---|---|---|---|"]
+                  "| configuration | rows/s | MB/s (Parquet in) | single-node MergeTree rows/s (4 clients) | ratio "
+                  "| merges after (s), this / single |",
+                  "|---|---|---|---|---|---|"]
             for k, v in conc.items():
                 L.append(f"| {k} | {v['rows_per_s']:,.0f} | {v['MB_per_s']:.1f} | {v['single_rows_per_s']:,.0f} "
-                         f"| **{v['ratio']:.2f}x** |")
+                         f"| **{v['ratio']:.2f}x** | {v.get('merges_after_s', 0):.1f} / "
+                         f"{v.get('single_merges_after_s', 0):.1f} |")
     if report.get("small_inserts"):
         L += ["", f"## Small inserts (1-100 rows, {a.small} per level, spread over the 3 nodes; client: `shardhouse benchmark`)", "",
               "| clients | p50 ms | p99 ms | inserts/s |", "|---|---|---|---|"]

@@ -50,6 +50,7 @@ impl Replica {
         let me = self.clone();
         let job = result.clone();
         let spawned = std::thread::Builder::new().name(format!("merge-{}", self.group)).spawn(move || {
+            storage::background::enter_merge_thread();
             let merged = loop {
                 let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     let m = storage::merge::merge_parts(&me.merge_table(), &me.parts_dir(), &parts, mode)?;

@@ -11,6 +11,7 @@
 //! No Raft and no networking live here.
 
 pub mod agg;
+pub mod background;
 pub mod backpressure;
 pub mod dedup;
 pub mod error;

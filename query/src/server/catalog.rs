@@ -146,6 +146,7 @@ impl Server {
         catalog
             .register_schema("system", Arc::new(super::system::SystemSchema { server: Arc::downgrade(&server) }))
             .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
+        storage::background::set_merge_nice(cfg.server.os_threads_nice_value_merge_mutate);
         for i in 0..cfg.server.merge_threads {
             server.start_merges(i, cfg.server.merge_threads);
         }
@@ -228,6 +229,7 @@ impl Server {
         let weak = Arc::downgrade(self);
         let stop = self.stop.clone();
         let _ = std::thread::Builder::new().name(format!("merges-{i}")).spawn(move || {
+            storage::background::enter_merge_thread();
             while !stop.load(Ordering::SeqCst) {
                 let Some(server) = weak.upgrade() else { break };
                 let all: Vec<Arc<dyn TableEngine>> = server

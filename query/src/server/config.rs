@@ -7,6 +7,7 @@
 //! http_listen = "127.0.0.1:8123"
 //! max_body_bytes = 1073741824   # largest request body, after decompression
 //! merge_threads = 2             # background merge pool
+//! os_threads_nice_value_merge_mutate = 10  # merge threads' nice value (-20..19)
 //! memory_limit_bytes = 0        # default max_memory_usage of a query (0: none)
 //!
 //! [settings]                    # default query settings, as in a SET
@@ -40,6 +41,8 @@ pub struct ServerSection {
     pub http_listen: SocketAddr,
     pub max_body_bytes: usize,
     pub merge_threads: usize,
+    /// Nice value of merge threads: inserts and queries come first.
+    pub os_threads_nice_value_merge_mutate: i32,
     pub memory_limit_bytes: u64,
 }
 
@@ -50,6 +53,7 @@ impl Default for ServerSection {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8123)),
             max_body_bytes: super::http::DEFAULT_MAX_BODY,
             merge_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8),
+            os_threads_nice_value_merge_mutate: storage::background::DEFAULT_MERGE_NICE,
             memory_limit_bytes: 0,
         }
     }
@@ -78,6 +82,11 @@ impl Config {
         let c: Config = toml::from_str(text).map_err(|e| bad(format!("Invalid configuration: {e}")))?;
         if c.server.merge_threads == 0 {
             return Err(bad("Invalid configuration: server.merge_threads must be at least 1".into()));
+        }
+        if !(-20..=19).contains(&c.server.os_threads_nice_value_merge_mutate) {
+            return Err(bad(
+                "Invalid configuration: server.os_threads_nice_value_merge_mutate must be between -20 and 19".into(),
+            ));
         }
         c.default_settings()?;
         c.cluster.validate().map_err(|e| bad(format!("Invalid configuration: {e}")))?;
@@ -136,5 +145,8 @@ mod tests {
         assert!(Config::parse("[server]\nhttp_lisen = \"x\"").unwrap_err().message.contains("http_lisen"));
         assert!(Config::parse("[settings]\nreadonly = \"maybe\"").is_err());
         assert!(Config::parse("[server]\nmerge_threads = 0").is_err());
+        assert!(Config::parse("[server]\nos_threads_nice_value_merge_mutate = 20").is_err());
+        let c = Config::parse("[server]\nos_threads_nice_value_merge_mutate = 0").unwrap();
+        assert_eq!(c.server.os_threads_nice_value_merge_mutate, 0);
     }
 }

@@ -161,7 +161,7 @@ impl TableEngine for ReplicatedTable {
 
     fn insert(&self, batch: &RecordBatch, opts: &InsertOptions) -> Result<usize, QueryError> {
         let node = self.replication.node_blocking()?;
-        let mut rows = 0;
+        let mut inserts = Vec::new();
         for block in split_by_partition(&self.table, batch).map_err(st)? {
             let spec = self.spec(&block.partition_id);
             if let Some(g) = node.group(spec.group) {
@@ -181,15 +181,32 @@ impl TableEngine for ReplicatedTable {
             let quorum = self.quorum(opts, spec.members.len())?;
             let timeout = Duration::from_millis(opts.quorum_timeout_ms.max(1));
             let n = block.batch.num_rows();
-            let out = self
-                .replication
-                .block_on(node.insert(&spec, block.value, block.batch, block_id, quorum, timeout))?
-                .map_err(replication_error)?;
-            if matches!(out.response, Response::Inserted { .. }) {
-                rows += n;
+            let node = node.clone();
+            inserts.push(async move {
+                let out = node.insert(&spec, block.value, block.batch, block_id, quorum, timeout).await;
+                (n, out)
+            });
+        }
+        // Each partition is a Raft group of its own: a block spanning several
+        // partitions replicates them all at once instead of one after another.
+        // As in ClickHouse, partitions that committed stay committed when
+        // another fails; a retry of the whole insert deduplicates them.
+        let outcomes = self.replication.block_on(futures::future::join_all(inserts))?;
+        let mut rows = 0;
+        let mut first_error = None;
+        for (n, out) in outcomes {
+            match out {
+                Ok(out) if matches!(out.response, Response::Inserted { .. }) => rows += n,
+                Ok(_) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(rows)
+        match first_error {
+            Some(e) => Err(replication_error(e)),
+            None => Ok(rows),
+        }
     }
 
     fn snapshot(&self) -> Vec<Arc<Part>> {
