@@ -118,6 +118,12 @@ def settle(nodes, limit=180):
     return time.time() - t0
 
 
+def median_run(runs):
+    """The run with the median ratio, listing every run's ratio."""
+    mid = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]
+    return dict(mid, ratios=[round(r["ratio"], 2) for r in runs])
+
+
 def load_concurrent(ports, table, blocks, clients):
     """Inserts every block with `clients` threads (block i through
     ports[i % len(ports)], a keep-alive connection per thread and port);
@@ -153,6 +159,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--blocks", type=int, default=100, help="100k-row blocks to insert (100: the whole 10M rows)")
     ap.add_argument("--groups", type=int, default=1000)
+    ap.add_argument("--reps", type=int, default=3, help="repetitions of each insert load (the median is reported)")
     ap.add_argument("--small", type=int, default=200, help="small inserts per concurrency level")
     ap.add_argument("--only-idle", action="store_true", help="only the idle-CPU measurement")
     ap.add_argument("--only-inserts", action="store_true", help="only the 100k-row insert throughput")
@@ -189,39 +196,58 @@ def main():
                 ("single_replicated_rf1", [single], replicated(DDL, "ins1", " SETTINGS replication_factor = 1"), "ins1"),
             ]
             n = rows_per_block * len(blocks)
-            ins = {}
-            for k, (label, where, ddl, tname) in enumerate(phases):
-                print(f"cluster: 100k-row inserts, {label} ...", flush=True)
-                for nd in where:
-                    nd.sh.post(ddl)
-                base = f"ins_base{k}"
-                single.sh.post(DDL.replace("TABLE hits", f"TABLE {base}"))
-                t_eng = t_base = 0.0
-                for i, b in enumerate(blocks):
-                    t_eng += timed(lambda: where[i % len(where)].sh.post(f"INSERT INTO {tname} FORMAT Parquet", b))
-                    t_base += timed(lambda: single.sh.post(f"INSERT INTO {base} FORMAT Parquet", b))
-                ins[label] = {"rows_per_s": n / t_eng, "MB_per_s": mb_in / t_eng,
-                              "single_rows_per_s": n / t_base, "ratio": t_base / t_eng}
-                counts = [int(nd.sh.post(f"SELECT count() FROM {tname}")) for nd in where]
-                assert all(c == n for c in counts), f"replicas of {tname} disagree after the load: {counts}"
-                ins[label]["merges_after_s"] = settle(nodes + [single])
+            # Each load is repeated `--reps` times, the configurations taking
+            # turns, and the repetition with the median ratio is reported with
+            # every ratio beside it: one 10-second load on this shared
+            # machine swings by 0.2x from run to run.
+            runs = {label: [] for label, *_ in phases}
+            for rep in range(a.reps):
+                for k, (label, where, ddl, tname) in enumerate(phases):
+                    print(f"cluster: 100k-row inserts, {label}, repetition {rep + 1} ...", flush=True)
+                    t = f"{tname}_r{rep}"
+                    for nd in where:
+                        nd.sh.post(ddl.replace(f"TABLE {tname}", f"TABLE {t}"))
+                    base = f"ins_base{k}_r{rep}"
+                    single.sh.post(DDL.replace("TABLE hits", f"TABLE {base}"))
+                    t_eng = t_base = 0.0
+                    for i, b in enumerate(blocks):
+                        t_eng += timed(lambda: where[i % len(where)].sh.post(f"INSERT INTO {t} FORMAT Parquet", b))
+                        t_base += timed(lambda: single.sh.post(f"INSERT INTO {base} FORMAT Parquet", b))
+                    r = {"rows_per_s": n / t_eng, "MB_per_s": mb_in / t_eng,
+                         "single_rows_per_s": n / t_base, "ratio": t_base / t_eng}
+                    # Each node shows the inserts it took; the others' may still be
+                    # applying on a replica that was not in their majority.
+                    deadline = time.time() + 10
+                    while True:
+                        counts = [int(nd.sh.post(f"SELECT count() FROM {t}")) for nd in where]
+                        if all(c == n for c in counts) or time.time() > deadline:
+                            break
+                        time.sleep(0.05)
+                    assert all(c == n for c in counts), f"replicas of {t} disagree 10 s after the load: {counts}"
+                    r["merges_after_s"] = settle(nodes + [single])
+                    runs[label].append(r)
+            ins = {label: median_run(rs) for label, rs in runs.items()}
             report["inserts"] = ins
             # The same loads with 4 concurrent clients: throughput when the
             # machine, not one client's round trips, is the limit. Each load
             # alone, merges settled before and after it.
-            conc = {}
-            for k, (label, where, ddl, tname) in enumerate(phases[:2]):
-                print(f"cluster: 100k-row inserts, 4 clients, {label} ...", flush=True)
-                base = f"ins_cbase{k}"
-                single.sh.post(DDL.replace("TABLE hits", f"TABLE {base}"))
-                t_base = load_concurrent([single.http], base, blocks, 4)
-                base_after = settle(nodes + [single])
-                for nd in where:
-                    nd.sh.post(ddl.replace(f"TABLE {tname}", f"TABLE {tname}_c"))
-                t_eng = load_concurrent([nd.http for nd in where], f"{tname}_c", blocks, 4)
-                conc[label] = {"rows_per_s": n / t_eng, "MB_per_s": mb_in / t_eng,
-                               "single_rows_per_s": n / t_base, "ratio": t_base / t_eng,
-                               "merges_after_s": settle(nodes + [single]), "single_merges_after_s": base_after}
+            cruns = {label: [] for label, *_ in phases[:2]}
+            for rep in range(a.reps):
+                for k, (label, where, ddl, tname) in enumerate(phases[:2]):
+                    print(f"cluster: 100k-row inserts, 4 clients, {label}, repetition {rep + 1} ...", flush=True)
+                    base = f"ins_cbase{k}_r{rep}"
+                    single.sh.post(DDL.replace("TABLE hits", f"TABLE {base}"))
+                    t_base = load_concurrent([single.http], base, blocks, 4)
+                    base_after = settle(nodes + [single])
+                    t = f"{tname}_c{rep}"
+                    for nd in where:
+                        nd.sh.post(ddl.replace(f"TABLE {tname}", f"TABLE {t}"))
+                    t_eng = load_concurrent([nd.http for nd in where], t, blocks, 4)
+                    cruns[label].append({"rows_per_s": n / t_eng, "MB_per_s": mb_in / t_eng,
+                                         "single_rows_per_s": n / t_base, "ratio": t_base / t_eng,
+                                         "merges_after_s": settle(nodes + [single]),
+                                         "single_merges_after_s": base_after})
+            conc = {label: median_run(rs) for label, rs in cruns.items()}
             report["inserts_4_clients"] = conc
             rss = report.setdefault("peak_rss_mb", {})
             rss["inserts (rf3 nodes)"] = [nd.peak_rss_mb() for nd in nodes]
@@ -321,23 +347,27 @@ def main():
         L += [f"## Inserts of {a.blocks} Parquet blocks of 100k hits rows", "",
               "Each configuration in its own phase, interleaved per block with a fresh single-node "
               "MergeTree table on the single-node server; merges settle between phases.", "",
-              "The last column is how long merges still ran once the phase's inserts were done "
-              "(merge threads yield the CPU to inserts; the backlog they leave shows here).", "",
+              f"Each load ran {a.reps} times, the configurations taking turns: the row is the run with "
+              "the median ratio, and every run's ratio is listed. \"Merges after\" is how long merges "
+              "still ran once the load was done (merge threads yield the CPU to inserts; the backlog "
+              "they leave shows here).", "",
               "| configuration | rows/s | MB/s (Parquet in) | single-node MergeTree rows/s (same phase) | ratio "
-              "| merges after (s) |",
-              "|---|---|---|---|---|---|"]
+              "| every run | merges after (s) |",
+              "|---|---|---|---|---|---|---|"]
         for k, v in ins.items():
             L.append(f"| {k} | {v['rows_per_s']:,.0f} | {v['MB_per_s']:.1f} | {v['single_rows_per_s']:,.0f} "
-                     f"| **{v['ratio']:.2f}x** | {v.get('merges_after_s', 0):.1f} |")
+                     f"| **{v['ratio']:.2f}x** | {', '.join(map(str, v.get('ratios', [])))} "
+                     f"| {v.get('merges_after_s', 0):.1f} |")
         conc = report.get("inserts_4_clients", {})
         if conc:
             L += ["", "The same blocks from 4 concurrent clients (each load alone, merges settled around it):", "",
                   "| configuration | rows/s | MB/s (Parquet in) | single-node MergeTree rows/s (4 clients) | ratio "
-                  "| merges after (s), this / single |",
-                  "|---|---|---|---|---|---|"]
+                  "| every run | merges after (s), this / single |",
+                  "|---|---|---|---|---|---|---|"]
             for k, v in conc.items():
                 L.append(f"| {k} | {v['rows_per_s']:,.0f} | {v['MB_per_s']:.1f} | {v['single_rows_per_s']:,.0f} "
-                         f"| **{v['ratio']:.2f}x** | {v.get('merges_after_s', 0):.1f} / "
+                         f"| **{v['ratio']:.2f}x** | {', '.join(map(str, v.get('ratios', [])))} "
+                         f"| {v.get('merges_after_s', 0):.1f} / "
                          f"{v.get('single_merges_after_s', 0):.1f} |")
     if report.get("small_inserts"):
         L += ["", f"## Small inserts (1-100 rows, {a.small} per level, spread over the 3 nodes; client: `shardhouse benchmark`)", "",

@@ -117,6 +117,9 @@ pub(crate) struct NodeInner {
     pub(crate) group_commit: crate::group_commit::Queues,
 }
 
+/// How long the node that took an insert waits to apply it itself.
+const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(1);
+
 /// How an insert waits (`insert_quorum`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Quorum {
@@ -298,15 +301,33 @@ impl ReplicationNode {
             return Err(ReplicationError::TooFewLiveReplicas { alive: spec.members.len(), needed });
         }
         self.ensure_group(spec).await?;
-        if quorum == Quorum::Majority && crate::group_commit::fits(&batch) {
+        let out = if quorum == Quorum::Majority && crate::group_commit::fits(&batch) {
             let item = crate::group_commit::Pending::new(block_id, partition_value, batch);
-            return crate::group_commit::submit(&self.inner, spec, item).await;
-        }
-        let out = self.inner.insert_blocks(spec, partition_value, batch, vec![block_id], quorum, needed).await?;
+            crate::group_commit::submit(&self.inner, spec, item).await?
+        } else {
+            self.inner.insert_blocks(spec, partition_value, batch, vec![block_id], quorum, needed).await?
+        };
         if quorum != Quorum::Majority {
             self.wait_applied(spec, out.index, needed, quorum_timeout).await?;
         }
+        self.wait_applied_here(spec.group, out.index).await;
         Ok(out)
+    }
+
+    /// Read-your-writes on the node that took the insert, as a ClickHouse
+    /// replica shows the parts it wrote: the leader acknowledges once it has
+    /// applied the entry, and a follower that forwarded the proposal waits
+    /// for its own apply too. Bounded: a follower cut off right after the
+    /// commit still acknowledges (the rows are committed), it only lags.
+    async fn wait_applied_here(&self, group: GroupId, index: u64) {
+        let Some(g) = self.inner.group(group) else { return };
+        if g.replica.applied().0.is_some_and(|l| l.index >= index) {
+            return;
+        }
+        let wait = g.raft.wait(Some(READ_YOUR_WRITES_WAIT));
+        if let Err(e) = wait.applied_index_at_least(Some(index), "insert applied here").await {
+            tracing::debug!(group, index, error = %e, "insert acknowledged before this replica applied it");
+        }
     }
 
     /// `mutations_sync = 2` / `alter_sync = 2`: waits until every member that
