@@ -118,6 +118,11 @@ def settle(nodes, limit=180):
     return time.time() - t0
 
 
+def drop(nodes, table):
+    for nd in nodes:
+        nd.sh.post(f"DROP TABLE {table}")
+
+
 def median_run(runs):
     """The run with the median ratio, listing every run's ratio."""
     mid = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]
@@ -226,6 +231,10 @@ def main():
                     assert all(c == n for c in counts), f"replicas of {t} disagree 10 s after the load: {counts}"
                     r["merges_after_s"] = settle(nodes + [single])
                     runs[label].append(r)
+                    # Dropped once measured: later phases (restart, catch-up, idle
+                    # CPU) see as many tables as with one repetition.
+                    drop(where, t)
+                    drop([single], base)
             ins = {label: median_run(rs) for label, rs in runs.items()}
             report["inserts"] = ins
             # The same loads with 4 concurrent clients: throughput when the
@@ -247,6 +256,8 @@ def main():
                                          "single_rows_per_s": n / t_base, "ratio": t_base / t_eng,
                                          "merges_after_s": settle(nodes + [single]),
                                          "single_merges_after_s": base_after})
+                    drop(where, t)
+                    drop([single], base)
             conc = {label: median_run(rs) for label, rs in cruns.items()}
             report["inserts_4_clients"] = conc
             rss = report.setdefault("peak_rss_mb", {})

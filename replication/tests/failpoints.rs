@@ -89,11 +89,17 @@ async fn crash_points_in_stage_apply_merge_and_fetch() {
     fail::remove("apply:before");
     acked.insert(11);
     // The node that crashed may be a follower whose Raft stops just after
-    // the leader acknowledged the insert: wait for it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // the leader acknowledged the insert; its Raft only notices the dead
+    // state machine when it next has entries to apply, so more inserts
+    // follow until it does (under load it had not within 10 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut next = 100;
     while CRASHED.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
         if restart_crashed(&mut c).await.is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            insert_retrying(&mut c, 1 + (next as u64 % 3), next).await;
+            acked.insert(next);
+            next += 1;
         }
     }
     assert!(CRASHED.load(Ordering::SeqCst) >= 1, "the apply crash point never fired");
