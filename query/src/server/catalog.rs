@@ -289,3 +289,46 @@ impl Drop for Server {
         self.stop.store(true, Ordering::SeqCst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nice values of this process's threads named `merges-*` (Linux: the
+    /// 19th field of /proc/self/task/<tid>/stat).
+    fn merge_thread_nices() -> Vec<i32> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with("merges-") {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // Fields after the parenthesised name: state is field 3, nice field 19.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+            if let Some(n) = rest.split_whitespace().nth(16).and_then(|v| v.parse().ok()) {
+                out.push(n);
+            }
+        }
+        out
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_servers_merge_threads_run_at_the_configured_nice_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = storage::background::current_thread_nice();
+        let _server = Server::open(dir.path()).unwrap();
+        // Raising the value always works; below the process's own it needs CAP_SYS_NICE.
+        let want = base.max(storage::background::DEFAULT_MERGE_NICE);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let nices = merge_thread_nices();
+            if !nices.is_empty() && nices.iter().all(|n| *n == want) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "merge threads at nice {nices:?}, want {want}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
