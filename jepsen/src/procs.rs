@@ -43,14 +43,24 @@ impl Node {
         }
         let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
         Err(format!(
-            "node {} did not come up in 60 s ({}); its log ends:\n{}",
+            "node {} did not come up in 60 s ({}); its warnings and errors:\n{}\nits log ends:\n{}",
             self.id,
             match exited {
                 Some(status) => format!("the process exited: {status}"),
                 None => "the process is running".into(),
             },
+            self.log_problems(40),
             self.log_tail(20)
         ))
+    }
+
+    /// The last `n` WARN and ERROR lines of the node's log, openraft's
+    /// own left out (what the tail, full of election chatter, hides).
+    pub fn log_problems(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> =
+            text.lines().filter(|l| (l.contains("WARN") || l.contains("ERROR")) && !l.contains("openraft")).collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// The last `n` lines of the node's log.

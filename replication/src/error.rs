@@ -28,6 +28,8 @@ pub enum ReplicationError {
     NoLeader { group: u64, reason: String },
     #[error("Node {node} is unreachable: {reason}")]
     Unreachable { node: NodeId, reason: String },
+    #[error("Node {node} has no part {part} nor one covering it")]
+    PartNotFound { node: NodeId, part: String },
     #[error("Group {0} does not exist on this node")]
     NoSuchGroup(u64),
     #[error("Table {0} does not exist on this node")]
@@ -53,6 +55,7 @@ impl ReplicationError {
             E::UnknownStatus(s) => E::UnknownStatus(s.clone()),
             E::NoLeader { group, reason } => E::NoLeader { group: *group, reason: reason.clone() },
             E::Unreachable { node, reason } => E::Unreachable { node: *node, reason: reason.clone() },
+            E::PartNotFound { node, part } => E::PartNotFound { node: *node, part: part.clone() },
             E::NoSuchGroup(g) => E::NoSuchGroup(*g),
             E::NoSuchTable(t) => E::NoSuchTable(t.clone()),
             E::Raft(s) => E::Raft(s.clone()),

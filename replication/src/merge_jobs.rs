@@ -87,11 +87,20 @@ impl MergeJobs {
         if urgent && !r.is_empty() {
             self.urgent.store(true, Ordering::SeqCst);
         }
+        let t0 = std::time::Instant::now();
+        let mut warned = Duration::ZERO;
         while !r.is_empty() {
             r = match self.done.wait_timeout(r, Duration::from_millis(100)) {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
+            // The log of the group waits meanwhile: a merge that never ends
+            // must be visible, not a silently stuck queue.
+            if t0.elapsed() >= warned + Duration::from_secs(10) && !r.is_empty() {
+                warned = t0.elapsed();
+                let merges: Vec<String> = r.iter().map(|(n, _)| n.to_string()).collect();
+                tracing::warn!(secs = warned.as_secs(), ?merges, "a command still waits for running merges");
+            }
         }
         self.urgent.store(false, Ordering::SeqCst);
     }

@@ -88,6 +88,13 @@ pub struct Group {
     pub(crate) quiesced: std::sync::atomic::AtomicBool,
     /// Failed fetch and apply attempts, each retried with backoff.
     pub retries: Arc<std::sync::atomic::AtomicU64>,
+    /// Held from choosing a merge's sources until its entry applied here,
+    /// which registers it as running: two selections on one node never
+    /// pick the same parts.
+    merge_lock: tokio::sync::Mutex<()>,
+    /// No merge is chosen before this index applied here: a proposal that
+    /// failed may still commit, and its sources look free until it applies.
+    merge_fence: std::sync::atomic::AtomicU64,
 }
 
 impl Group {
@@ -153,6 +160,16 @@ impl std::fmt::Debug for ReplicationNode {
     }
 }
 
+/// How often a node still opening one group at startup says so.
+const OPEN_SLOW: Duration = Duration::from_secs(10);
+
+/// After a merge proposal failed (it may still commit): no new selection
+/// until everything in the log now has applied here.
+fn fence_merges(g: &Group) {
+    let last = g.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    g.merge_fence.fetch_max(last, std::sync::atomic::Ordering::SeqCst);
+}
+
 pub(crate) fn majority(n: usize) -> usize {
     n / 2 + 1
 }
@@ -207,7 +224,28 @@ impl ReplicationNode {
             let _g = inner.creating.lock().await;
             for (_, spec) in inner.db.groups_with(MetaTag::Spec).map_err(raft_err)? {
                 let spec: GroupSpec = crate::log_store::decode(&spec).map_err(ReplicationError::Corrupted)?;
-                inner.open_group(spec, false).await?;
+                let group = spec.group;
+                let t0 = std::time::Instant::now();
+                let open = inner.open_group(spec, false);
+                tokio::pin!(open);
+                // Opening re-applies committed entries (openraft does, in
+                // `Raft::new`), which may wait for merges or part fetches: a
+                // node that does not come up must say which group holds it.
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + OPEN_SLOW, OPEN_SLOW);
+                loop {
+                    tokio::select! {
+                        r = &mut open => {
+                            r?;
+                            break;
+                        }
+                        _ = tick.tick() => {
+                            tracing::warn!(group, secs = t0.elapsed().as_secs(), "still opening a group (re-applying its committed entries)");
+                        }
+                    }
+                }
+                if t0.elapsed() >= Duration::from_secs(1) {
+                    tracing::info!(group, ms = t0.elapsed().as_millis() as u64, "group reopened");
+                }
             }
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -406,6 +444,23 @@ impl ReplicationNode {
         if g.is_quiesced() || g.raft.metrics().borrow().current_leader != Some(self.inner.id) {
             return Ok(false);
         }
+        let _selecting = g.merge_lock.lock().await;
+        {
+            // Sources must not be parts a merge already in the log takes: a
+            // merge over them finds them gone on every replica (see
+            // `Replica::skip`). Merges applied here are running (not
+            // candidates); a new leader has applied every earlier term's
+            // entry once it applied one of its own term (its first entry).
+            let m = g.raft.metrics();
+            let m = m.borrow();
+            let applied = m.last_applied;
+            let fence = g.merge_fence.load(std::sync::atomic::Ordering::SeqCst);
+            if applied.map(|l| l.leader_id.term) != Some(m.current_term)
+                || applied.map(|l| l.index).unwrap_or(0) < fence
+            {
+                return Ok(false);
+            }
+        }
         let s = &g.replica.table.def.settings;
         let settings = storage::merge::selector::SelectorSettings {
             max_parts_to_merge_at_once: s.max_parts_to_merge_at_once,
@@ -417,7 +472,8 @@ impl ReplicationNode {
         };
         let sources = names.iter().map(|n| n.to_string()).collect();
         let merger = self.single_replica_merger(g);
-        self.merge(g.spec.group, Command::Merge { sources, mode: Default::default(), merger }).await?;
+        let merge = Command::Merge { sources, mode: Default::default(), merger };
+        self.merge(g.spec.group, merge).await.inspect_err(|_| fence_merges(g))?;
         Ok(true)
     }
 
@@ -434,6 +490,10 @@ impl ReplicationNode {
     /// `OPTIMIZE`, returning the log index of each merge it proposed.
     pub async fn optimize_indexes(&self, group: GroupId, final_: bool, mode: storage::ReduceMode) -> Result<Vec<u64>> {
         let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
+        let _selecting = g.merge_lock.lock().await;
+        // Every merge already in the log applied here first (running, so
+        // not candidates): see `assign_merge`.
+        self.read_barrier(group, Duration::from_secs(30)).await?;
         let cands = g.replica.merge_candidates();
         let picks = storage::merge::selector::select_optimize(
             &cands,
@@ -445,7 +505,8 @@ impl ReplicationNode {
         let merger = self.single_replica_merger(&g);
         for names in picks {
             let sources = names.iter().map(|n| n.to_string()).collect();
-            out.push(self.merge(group, Command::Merge { sources, mode, merger }).await?.index);
+            let merge = Command::Merge { sources, mode, merger };
+            out.push(self.merge(group, merge).await.inspect_err(|_| fence_merges(&g))?.index);
         }
         Ok(out)
     }
@@ -673,8 +734,16 @@ impl NodeInner {
                 }
             }
         }
-        let g =
-            Arc::new(Group { spec: spec.clone(), raft, replica, last_error, quiesced: Default::default(), retries });
+        let g = Arc::new(Group {
+            spec: spec.clone(),
+            raft,
+            replica,
+            last_error,
+            quiesced: Default::default(),
+            retries,
+            merge_lock: Default::default(),
+            merge_fence: Default::default(),
+        });
         self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(spec.group, g.clone());
         Ok(g)
     }

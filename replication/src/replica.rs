@@ -128,6 +128,10 @@ pub struct Missing {
     pub staged_id: Option<String>,
     /// Nodes to ask, in order.
     pub from: Vec<NodeId>,
+    /// A merge result: when no member has it (nor anything covering it)
+    /// round after round, nobody will make it — its sources were merged
+    /// into something else — and the merge is skipped instead.
+    pub may_not_exist: bool,
 }
 
 /// Outcome of one attempt to apply a command.
@@ -429,6 +433,23 @@ impl Replica {
         Ok(step)
     }
 
+    /// Records a merge at `log_id` as applied without doing it: its sources
+    /// are gone here and no member has its result `part` — an earlier merge
+    /// in the log took them (a leader proposed over parts it did not know
+    /// were merging). Every replica comes to the same conclusion, and the
+    /// rows are all still there in the parts that took them.
+    pub fn skip(&self, log_id: LogId<NodeId>, part: &str) -> Result<()> {
+        let _g = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        tracing::warn!(
+            group = self.group,
+            index = log_id.index,
+            part,
+            "merge skipped: its sources were merged by an earlier entry and no replica has its result"
+        );
+        self.state().persisted.applied = Some(log_id);
+        Ok(())
+    }
+
     fn apply_insert(&self, index: i64, b: InsertBlock<'_>, fetched: Option<&Path>) -> Result<Step> {
         let staged = self.staging_dir().join(b.staged_id);
         let name = PartName::new_insert(b.partition_id, index);
@@ -463,6 +484,7 @@ impl Replica {
                                 part: name,
                                 staged_id: Some(b.staged_id.to_string()),
                                 from: b.holders.iter().copied().filter(|n| *n != self.node).collect(),
+                                may_not_exist: false,
                             }));
                         }
                     },
@@ -534,7 +556,11 @@ impl Replica {
             if !any_left {
                 return Ok(Step::Done(Response::Done));
             }
-            return Ok(Step::Need(Missing { part: result, staged_id: None, from: vec![] }));
+            // Another replica may hold the sources (this one holds their rows
+            // in parts fetched in another shape) and make the result; or an
+            // earlier merge in the log took the sources everywhere, and no
+            // replica ever will.
+            return Ok(Step::Need(Missing { part: result, staged_id: None, from: vec![], may_not_exist: true }));
         }
         let merger =
             merger.filter(|m| *m != self.node && self.settings.execute_merges_on_single_replica_time_threshold > 0);
@@ -603,7 +629,7 @@ impl Replica {
             s.persisted.mismatches.drain(..excess);
             s.parts.quarantine(&name, "checksums differ from the leader's merge result").map_err(st)?;
         }
-        Ok(Step::Need(Missing { part: name, staged_id: None, from: vec![source] }))
+        Ok(Step::Need(Missing { part: name, staged_id: None, from: vec![source], may_not_exist: false }))
     }
 
     /// Merge results that differed from the leader's, newest last.
@@ -747,6 +773,11 @@ impl Replica {
             }
         }
         Ok(())
+    }
+
+    /// Whether `want` names the result of a merge running here.
+    pub fn is_merging(&self, want: &str) -> bool {
+        want.parse::<PartName>().is_ok_and(|name| self.merges.running().iter().any(|(r, _)| *r == name))
     }
 
     /// Finds what a peer asks for: a staged block by id, or the active part

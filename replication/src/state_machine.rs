@@ -27,6 +27,10 @@ pub trait PartFetcher: Send + Sync + 'static {
     async fn fetch(&self, group: GroupId, from: NodeId, want: &str, dest: &Path) -> Result<()>;
 }
 
+/// Rounds of every member answering that it has no such part after which a
+/// merge result is taken not to exist (about 10 s with the backoff).
+const GIVE_UP_ROUNDS: u32 = 10;
+
 /// The latest snapshot: its meta and the manifest bytes.
 type Current = Arc<Mutex<Option<(SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>)>>>;
 
@@ -63,8 +67,11 @@ impl GroupStateMachine {
     }
 
     /// Fetches what a command needs, from each candidate in turn, retrying
-    /// with backoff until one succeeds: a command cannot be skipped.
-    async fn fetch(&self, missing: &Missing) -> PathBuf {
+    /// with backoff until one succeeds: a command cannot be skipped. The
+    /// one exception is a merge result no member has (see
+    /// [`Missing::may_not_exist`]): `None` once every member said so for
+    /// [`GIVE_UP_ROUNDS`] rounds in a row.
+    async fn fetch(&self, missing: &Missing) -> Option<PathBuf> {
         let mut from = missing.from.clone();
         for m in &self.members {
             if *m != self.replica.node && !from.contains(m) {
@@ -72,7 +79,11 @@ impl GroupStateMachine {
             }
         }
         let mut backoff = Duration::from_millis(20);
+        let mut round = 0u64;
+        let mut nowhere = 0u32;
         loop {
+            round += 1;
+            let mut all_said_no = !from.is_empty();
             for node in &from {
                 let wants = missing.staged_id.iter().cloned().chain([missing.part.to_string()]);
                 for want in wants {
@@ -83,19 +94,33 @@ impl GroupStateMachine {
                     match self.fetcher.fetch(self.replica.group, *node, &want, &dest).await {
                         Ok(()) => {
                             self.set_error(None);
-                            return dest;
+                            return Some(dest);
                         }
                         Err(e) => {
                             if matches!(e, ReplicationError::Corrupted(_) | ReplicationError::Storage(_)) {
                                 // What was kept does not check out: start over.
                                 let _ = std::fs::remove_dir_all(&dest);
                             }
+                            all_said_no &= matches!(e, ReplicationError::PartNotFound { .. });
                             let msg = format!("fetching {want} from node {node}: {e}");
-                            tracing::debug!(group = self.replica.group, "{msg}");
+                            // A fetch that keeps failing holds up the group's
+                            // log (at startup: the node): say so where an
+                            // operator looks, without flooding the log.
+                            if round == 5 || round.is_multiple_of(30) {
+                                tracing::warn!(group = self.replica.group, round, "{msg}; retrying");
+                            } else {
+                                tracing::debug!(group = self.replica.group, "{msg}");
+                            }
                             self.set_error(Some(msg));
                         }
                     }
                 }
+            }
+            nowhere = if all_said_no { nowhere + 1 } else { 0 };
+            if missing.may_not_exist && nowhere >= GIVE_UP_ROUNDS {
+                let _ = std::fs::remove_dir_all(self.replica.parts_dir().join(format!("tmp_fetch_{}", missing.part)));
+                self.set_error(None);
+                return None;
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -126,7 +151,17 @@ impl GroupStateMachine {
             }
             match step {
                 Ok(Step::Done(resp)) => return Ok(resp),
-                Ok(Step::Need(missing)) => fetched = Some(self.fetch(&missing).await),
+                Ok(Step::Need(missing)) => match self.fetch(&missing).await {
+                    Some(dir) => fetched = Some(dir),
+                    None => {
+                        let r = self.replica.clone();
+                        let part = missing.part.to_string();
+                        tokio::task::spawn_blocking(move || r.skip(log_id, &part))
+                            .await
+                            .map_err(|e| ReplicationError::Raft(format!("apply task: {e}")))??;
+                        return Ok(Response::Done);
+                    }
+                },
                 Err(e) => {
                     // A command that fails to apply (a disk error) is retried,
                     // never skipped: skipping would fork this replica's state.
@@ -213,8 +248,8 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let missing = self.replica.missing_for(&manifest).map_err(sm_err)?;
         let mut dirs = Vec::new();
         for part in missing {
-            let m = Missing { part, staged_id: None, from: vec![manifest.source] };
-            dirs.push(self.fetch(&m).await);
+            let m = Missing { part, staged_id: None, from: vec![manifest.source], may_not_exist: false };
+            dirs.extend(self.fetch(&m).await);
         }
         let r = self.replica.clone();
         tokio::task::spawn_blocking(move || r.install(&manifest, &dirs)).await.map_err(sm_err)?.map_err(sm_err)?;

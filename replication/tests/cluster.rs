@@ -648,3 +648,54 @@ fn old_state_with_the_dedup_window_inline_is_read_and_rewritten_as_rows() {
         serde_json::from_slice(&db.get_meta(3, MetaTag::Applied).unwrap().unwrap()[1..]).unwrap();
     assert_eq!(state["dedup"]["entries"].as_array().map(Vec::len), Some(0), "no longer inline");
 }
+
+/// Found by the jepsen harness: a leader proposed a merge over parts that a
+/// merge earlier in the log was already merging (its earlier proposal had
+/// timed out, or it had just been elected and not applied the log yet).
+/// Every replica applied the first merge, found the second one's sources
+/// gone, and waited for its result — which no replica could ever make: the
+/// group's log stuck on every replica. Such a merge is now skipped once no
+/// member has its result, and later entries apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn regression_a_merge_over_parts_already_merged_does_not_stick_the_log() {
+    let c = Cluster::start(3, 5000).await;
+    let mut acked = BTreeSet::new();
+    for i in 0..3 {
+        c.insert(1, &batch(i, 20), &format!("b{i}")).await.unwrap();
+        acked.insert(i);
+    }
+    c.converge().await;
+    let l = c.wait_leader().await;
+    let mut names: Vec<String> = c.parts(l).into_keys().collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let merge = |sources: &[String]| replication::Command::Merge {
+        sources: sources.to_vec(),
+        mode: Default::default(),
+        merger: None,
+    };
+    c.nodes[&l].propose(GROUP, merge(&names[..2])).await.unwrap();
+    // Committed; its apply takes a while (no member has its result), so
+    // the proposer may be told the outcome is unknown.
+    let second = c.nodes[&l].propose(GROUP, merge(&names)).await;
+    assert!(matches!(second, Ok(_) | Err(ReplicationError::UnknownStatus(_))), "{second:?}");
+    // An insert behind it in the log applies (retried: same block id).
+    let mut inserted = false;
+    for _ in 0..30 {
+        if c.insert(2, &batch(3, 20), "b3").await.is_ok() {
+            inserted = true;
+            break;
+        }
+    }
+    assert!(inserted, "the log stuck on a merge whose sources an earlier merge took");
+    acked.insert(3);
+    c.converge().await;
+    for id in 1..=3 {
+        let parts: Vec<String> = c.parts(id).into_keys().collect();
+        assert_eq!(parts.len(), 3, "node {id}: the first merge's result, the third block and b3: {parts:?}");
+    }
+    for id in 1..=3 {
+        assert_eq!(c.keys(id), expected_keys(&acked, 20), "node {id}");
+    }
+    c.shutdown().await;
+}

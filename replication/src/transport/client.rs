@@ -276,6 +276,11 @@ impl PartFetcher for TransportFetcher {
             FetchPartRequest { group, table: String::new(), part: want.to_string(), resume_label, resume_offsets };
         let stream = match tokio::time::timeout(Duration::from_secs(10), c.fetch_part(req)).await {
             Ok(Ok(r)) => r.into_inner(),
+            // The peer has neither the part nor one covering it (nor the
+            // group): unlike a peer that cannot be asked, a definite answer.
+            Ok(Err(s)) if s.code() == tonic::Code::NotFound => {
+                return Err(ReplicationError::PartNotFound { node: from, part: want.to_string() });
+            }
             Ok(Err(s)) => return Err(Peers::status_err(from, s)),
             Err(_) => return Err(ReplicationError::Unreachable { node: from, reason: "fetch timed out".into() }),
         };

@@ -169,10 +169,14 @@ impl RaftTransport for Service {
     async fn fetch_part(&self, req: Request<FetchPartRequest>) -> Result<Response<Self::FetchPartStream>, Status> {
         let r = req.into_inner();
         let g = self.group(r.group)?;
-        let dir = g
-            .replica
-            .find_for_fetch(&r.part)
-            .ok_or_else(|| Status::not_found(format!("no part {} in group {}", r.part, r.group)))?;
+        let dir = match g.replica.find_for_fetch(&r.part) {
+            Some(d) => d,
+            // Not a "no": the part will be there once the merge ends.
+            None if g.replica.is_merging(&r.part) => {
+                return Err(Status::failed_precondition(format!("part {} is being merged", r.part)));
+            }
+            None => return Err(Status::not_found(format!("no part {} in group {}", r.part, r.group))),
+        };
         let label = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         let skip = if r.resume_label == label { r.resume_offsets } else { Default::default() };
         Ok(Response::new(Box::pin(super::parts::stream_part(r.group, label, dir, skip))))
