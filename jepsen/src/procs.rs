@@ -104,13 +104,27 @@ pub struct ProcCluster {
 /// ephemeral range (32768-60999): a port taken from that range can be
 /// handed to some outgoing connection while its node is down, and the
 /// restarted node then cannot bind it.
+///
+/// The port is also claimed with a lock file held until the process exits:
+/// two harness processes on one machine must never share a node port (a
+/// node killed in one frees its port, the other could take it, and the
+/// first cluster's nodes would then talk to the second's — seen as Raft
+/// messages from terms no node of the cluster ever had).
 pub fn free_port() -> Result<u16, String> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    static CLAIMED: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let locks = std::env::temp_dir().join("shardhouse-test-ports");
+    std::fs::create_dir_all(&locks).map_err(|e| format!("{}: {e}", locks.display()))?;
     let seed = std::process::id().wrapping_mul(7919);
     for _ in 0..2000 {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let port = 20000 + (seed.wrapping_add(n.wrapping_mul(131)) % 12000) as u16;
+        let Ok(claim) = std::fs::File::create(locks.join(port.to_string())) else { continue };
+        if claim.try_lock().is_err() {
+            continue; // another harness process holds it
+        }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            CLAIMED.lock().unwrap_or_else(|p| p.into_inner()).push(claim);
             return Ok(port);
         }
     }
