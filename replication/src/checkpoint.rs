@@ -68,7 +68,7 @@ impl Replica {
                 continue;
             }
             let dir = self.parts_dir().join(&u.part);
-            match sync_part(&dir) {
+            match sync_part(&dir, &[]) {
                 Ok(()) => {}
                 // Removed meanwhile, or renamed for deletion.
                 Err(_) if !dir.exists() => {}

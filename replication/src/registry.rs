@@ -806,13 +806,8 @@ impl NodeInner {
                 async move { (m, peers.push_part(m, g, &staged).await) }
             });
             let (dir, staging) = (staged.part_dir.clone(), group.replica.staging_dir());
-            let local = tokio::task::spawn_blocking(move || {
-                storage::part::writer::sync_part(&dir)?;
-                // The staging directory's own entry, made by `stage_block`.
-                std::fs::File::open(&staging)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| storage::StorageError::Io { path: staging.clone(), source: e })
-            });
+            // With the staging directory's own entry, made by `stage_block`.
+            let local = tokio::task::spawn_blocking(move || storage::part::writer::sync_part(&dir, &[&staging]));
             let (pushed, synced) = futures::future::join(futures::future::join_all(pushes), local).await;
             if let Err(e) = synced.map_err(raft_err).and_then(|r| r.map_err(ReplicationError::from)) {
                 let _ = std::fs::remove_dir_all(group.replica.staging_dir().join(&staged.staged_id));

@@ -181,6 +181,9 @@ where
     // What each file turned out to be, checked against the part's metadata
     // at the end instead of reading every file back.
     let mut received = std::collections::BTreeMap::new();
+    // Fsynced at the end, off the runtime's workers (which carry every
+    // group's Raft traffic).
+    let mut to_sync = Vec::new();
     while let Some(chunk) = stream.next().await {
         let c = chunk.map_err(|e| bad(format!("part stream broke: {e}")))?;
         group = c.group;
@@ -229,7 +232,7 @@ where
             if got != c.crc32 {
                 return Err(bad(format!("file {file}: crc32 {got:08x}, sender said {:08x}", c.crc32)));
             }
-            f.sync_all().map_err(|e| ReplicationError::io(&dir.join(&*file), e))?;
+            to_sync.push(dir.join(&*file));
             received.insert(file.clone(), storage::part::checksum::FileChecksum { size: *written, crc32: got });
             finished_files += 1;
             open = None;
@@ -264,9 +267,11 @@ where
             Some(got) => return Err(bad(format!("file {file}: {got:?}, the part's metadata says {want:?}"))),
         }
     }
-    for d in [Some(part_dir.as_path()), part_dir.parent()].into_iter().flatten() {
-        std::fs::File::open(d).and_then(|f| f.sync_all()).map_err(|e| ReplicationError::io(d, e))?;
-    }
+    to_sync.push(part_dir.clone());
+    to_sync.extend(part_dir.parent().map(Path::to_path_buf));
+    tokio::task::spawn_blocking(move || storage::part::writer::sync_paths(&to_sync))
+        .await
+        .map_err(|e| ReplicationError::Raft(format!("fsync task: {e}")))??;
     Ok((group, part_dir))
 }
 

@@ -147,17 +147,27 @@ impl RaftTransport for Service {
         std::fs::create_dir_all(&tmp).map_err(|e| Status::internal(e.to_string()))?;
         let all = futures::StreamExt::chain(futures::stream::iter([Ok(first)]), stream);
         let received = super::parts::receive_part(Box::pin(all), &tmp).await;
-        let result = received.and_then(|(_, part_dir)| {
-            let size: u64 = std::fs::read_dir(&part_dir)
-                .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
-                .unwrap_or(0);
-            let target = staging.join(&staged_id);
-            std::fs::rename(tmp.join(&staged_id), &target)
-                .and_then(|_| std::fs::File::open(&staging)?.sync_all())
-                .map_err(|e| crate::ReplicationError::io(&target, e))?;
-            Ok(size)
-        });
-        let _ = std::fs::remove_dir_all(&tmp);
+        // Blocking file work goes off the runtime's workers, which carry
+        // every group's Raft traffic.
+        let result = match received {
+            Ok((_, part_dir)) => tokio::task::spawn_blocking(move || {
+                let size: u64 = std::fs::read_dir(&part_dir)
+                    .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+                    .unwrap_or(0);
+                let target = staging.join(&staged_id);
+                let moved = std::fs::rename(tmp.join(&staged_id), &target)
+                    .and_then(|_| std::fs::File::open(&staging)?.sync_all())
+                    .map_err(|e| crate::ReplicationError::io(&target, e));
+                let _ = std::fs::remove_dir_all(&tmp);
+                moved.map(|_| size)
+            })
+            .await
+            .unwrap_or_else(|e| Err(crate::ReplicationError::Raft(format!("push task: {e}")))),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(e)
+            }
+        };
         match result {
             Ok(bytes) => Ok(Response::new(PushReply { bytes })),
             Err(e) => Err(Status::data_loss(e.to_string())),
