@@ -1,10 +1,12 @@
 //! Merges run in the background on every replica: applying a `Merge` entry
 //! starts the merge and returns, so inserts behind it in the log are not
-//! held up by it. The sources stay active until the result swaps in. Any
-//! later command that touches existing parts (a mutation, a drop, a merge
-//! of the same parts, a checksum check, a snapshot) first waits for the
-//! running merges, so every replica reaches the same part set in the same
-//! log order. Running merges are part of the persisted state and restart
+//! held up by it. The sources stay active until the result swaps in. A
+//! later command that touches existing parts first waits for the running
+//! merges it touches — a mutation or a drop for all of them, a merge for
+//! those taking its sources, a checksum check for the one making its part —
+//! so every replica reaches the same part set in the same log order, and the
+//! log never waits on an unrelated merge (merges run at a lower CPU
+//! priority). Running merges are part of the persisted state and restart
 //! with the replica.
 //!
 //! With `execute_merges_on_single_replica_time_threshold` set, only the
@@ -64,11 +66,6 @@ impl MergeJobs {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|(_, s)| s.contains(part))
     }
 
-    /// Whether any of `parts` is a source of a running merge.
-    pub fn overlaps(&self, parts: &[PartName]) -> bool {
-        parts.iter().any(|p| self.is_source(p))
-    }
-
     /// Running merges: result and sources.
     pub fn running(&self) -> Vec<(PartName, Vec<PartName>)> {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -77,6 +74,33 @@ impl MergeJobs {
     /// Whether a command is waiting for every merge to finish.
     pub fn is_urgent(&self) -> bool {
         self.urgent.load(Ordering::SeqCst)
+    }
+
+    /// Blocks while a running merge makes one of `results` or takes one of
+    /// `sources` (never urgent: the merges waited for run here or come from
+    /// a peer).
+    pub fn wait_for(&self, results: &[PartName], sources: &[PartName]) {
+        let busy = |r: &Vec<(PartName, Vec<PartName>)>| {
+            r.iter().any(|(n, s)| results.contains(n) || s.iter().any(|x| sources.contains(x)))
+        };
+        let mut r = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let t0 = std::time::Instant::now();
+        let mut warned = Duration::ZERO;
+        while busy(&r) {
+            r = match self.done.wait_timeout(r, Duration::from_millis(100)) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+            if t0.elapsed() >= warned + Duration::from_secs(10) && busy(&r) {
+                warned = t0.elapsed();
+                tracing::warn!(
+                    secs = warned.as_secs(),
+                    ?results,
+                    ?sources,
+                    "a command still waits for a running merge"
+                );
+            }
+        }
     }
 
     /// Blocks until no merge is running. `urgent`: replicas waiting for a

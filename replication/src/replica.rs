@@ -381,19 +381,26 @@ impl Replica {
     pub fn apply(self: &Arc<Self>, log_id: LogId<NodeId>, cmd: &Command, fetched: Option<&Path>) -> Result<Step> {
         let _g = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         let index = log_id.index as i64;
-        let touches_parts = match cmd {
-            Command::Insert { .. } | Command::Offload { .. } | Command::KillMutation { .. } => false,
+        // Commands that change parts wait for the running merges they touch,
+        // so every replica reaches the same part set in the same log order.
+        // Only those: merges run at a lower CPU priority, and the log (and
+        // every insert behind it) must not wait on unrelated ones.
+        match cmd {
+            Command::Insert { .. } | Command::Offload { .. } | Command::KillMutation { .. } => {}
+            // A merge of parts a running merge takes. (One of a running
+            // merge's result fetches its own result instead, see `apply_merge`.)
             Command::Merge { sources, .. } => {
                 let names: Vec<PartName> = sources.iter().filter_map(|s| s.parse().ok()).collect();
-                self.merges.overlaps(&names)
+                self.merges.wait_for(&[], &names);
             }
-            _ => true,
-        };
-        if touches_parts {
-            // A merge over a result, or the check of one, comes after the
-            // merging replica finished it: fetching it will not take long.
-            let urgent = !matches!(cmd, Command::Merge { .. } | Command::CheckPart { .. });
-            self.merges.wait_all(urgent);
+            // Our copy of the checked part, if we merge it, must be done.
+            Command::CheckPart { part, .. } => {
+                let name: Vec<PartName> = part.parse().ok().into_iter().collect();
+                self.merges.wait_for(&name, &[]);
+            }
+            // Mutations and drops touch every part: urgent, a replica waiting
+            // for a peer's merge result merges itself instead.
+            Command::Mutate { .. } | Command::DropPartition { .. } => self.merges.wait_all(true),
         }
         let step = match cmd {
             Command::Insert { block_id, staged_id, partition_id, files, holders, ts, inline, batched, .. } => {
