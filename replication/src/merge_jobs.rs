@@ -80,52 +80,44 @@ impl MergeJobs {
     /// `sources` (never urgent: the merges waited for run here or come from
     /// a peer).
     pub fn wait_for(&self, results: &[PartName], sources: &[PartName]) {
-        let busy = |r: &Vec<(PartName, Vec<PartName>)>| {
-            r.iter().any(|(n, s)| results.contains(n) || s.iter().any(|x| sources.contains(x)))
-        };
-        let mut r = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let t0 = std::time::Instant::now();
-        let mut warned = Duration::ZERO;
-        while busy(&r) {
-            r = match self.done.wait_timeout(r, Duration::from_millis(100)) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-            if t0.elapsed() >= warned + Duration::from_secs(10) && busy(&r) {
-                warned = t0.elapsed();
-                tracing::warn!(
-                    secs = warned.as_secs(),
-                    ?results,
-                    ?sources,
-                    "a command still waits for a running merge"
-                );
-            }
-        }
+        let r = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        drop(self.wait_while(r, |(n, s)| results.contains(n) || s.iter().any(|x| sources.contains(x))));
     }
 
     /// Blocks until no merge is running. `urgent`: replicas waiting for a
     /// peer's merge result merge themselves instead (the peer may be gone);
     /// otherwise they keep waiting for it up to their threshold.
     pub fn wait_all(&self, urgent: bool) {
-        let mut r = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let r = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if urgent && !r.is_empty() {
             self.urgent.store(true, Ordering::SeqCst);
         }
+        let r = self.wait_while(r, |_| true);
+        self.urgent.store(false, Ordering::SeqCst);
+        drop(r);
+    }
+
+    /// Waits while some running merge matches `busy`. The group's log waits
+    /// meanwhile: a merge that never ends must show in the log, not be a
+    /// silently stuck queue.
+    fn wait_while<'a>(
+        &self,
+        mut r: std::sync::MutexGuard<'a, Vec<(PartName, Vec<PartName>)>>,
+        busy: impl Fn(&(PartName, Vec<PartName>)) -> bool,
+    ) -> std::sync::MutexGuard<'a, Vec<(PartName, Vec<PartName>)>> {
         let t0 = std::time::Instant::now();
         let mut warned = Duration::ZERO;
-        while !r.is_empty() {
+        while r.iter().any(&busy) {
             r = match self.done.wait_timeout(r, Duration::from_millis(100)) {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
-            // The log of the group waits meanwhile: a merge that never ends
-            // must be visible, not a silently stuck queue.
-            if t0.elapsed() >= warned + Duration::from_secs(10) && !r.is_empty() {
+            if t0.elapsed() >= warned + Duration::from_secs(10) && r.iter().any(&busy) {
                 warned = t0.elapsed();
-                let merges: Vec<String> = r.iter().map(|(n, _)| n.to_string()).collect();
+                let merges: Vec<String> = r.iter().filter(|m| busy(m)).map(|(n, _)| n.to_string()).collect();
                 tracing::warn!(secs = warned.as_secs(), ?merges, "a command still waits for running merges");
             }
         }
-        self.urgent.store(false, Ordering::SeqCst);
+        r
     }
 }

@@ -78,6 +78,10 @@ impl GroupStateMachine {
                 from.push(*m);
             }
         }
+        // One directory per part across attempts: a transfer that broke off
+        // resumes where it stopped (the sender skips the bytes kept, if it
+        // sends the same part).
+        let dest = self.replica.parts_dir().join(format!("tmp_fetch_{}", missing.part));
         let mut backoff = Duration::from_millis(20);
         let mut round = 0u64;
         let mut nowhere = 0u32;
@@ -87,14 +91,10 @@ impl GroupStateMachine {
             for node in &from {
                 let wants = missing.staged_id.iter().cloned().chain([missing.part.to_string()]);
                 for want in wants {
-                    // One directory per part across attempts: a transfer that
-                    // broke off resumes where it stopped (the sender skips
-                    // the bytes kept, if it sends the same part).
-                    let dest = self.replica.parts_dir().join(format!("tmp_fetch_{}", missing.part));
                     match self.fetcher.fetch(self.replica.group, *node, &want, &dest).await {
                         Ok(()) => {
                             self.set_error(None);
-                            return Some(dest);
+                            return Some(dest.clone());
                         }
                         Err(e) => {
                             if matches!(e, ReplicationError::Corrupted(_) | ReplicationError::Storage(_)) {
@@ -118,7 +118,7 @@ impl GroupStateMachine {
             }
             nowhere = if all_said_no { nowhere + 1 } else { 0 };
             if missing.may_not_exist && nowhere >= GIVE_UP_ROUNDS {
-                let _ = std::fs::remove_dir_all(self.replica.parts_dir().join(format!("tmp_fetch_{}", missing.part)));
+                let _ = std::fs::remove_dir_all(&dest);
                 self.set_error(None);
                 return None;
             }
@@ -154,11 +154,7 @@ impl GroupStateMachine {
                 Ok(Step::Need(missing)) => match self.fetch(&missing).await {
                     Some(dir) => fetched = Some(dir),
                     None => {
-                        let r = self.replica.clone();
-                        let part = missing.part.to_string();
-                        tokio::task::spawn_blocking(move || r.skip(log_id, &part))
-                            .await
-                            .map_err(|e| ReplicationError::Raft(format!("apply task: {e}")))??;
+                        self.replica.skip(log_id, &missing.part.to_string());
                         return Ok(Response::Done);
                     }
                 },
