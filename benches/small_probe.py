@@ -24,7 +24,11 @@ try:
     for j in range(n):
         r = rng.randint(1, 100)
         qs.append("INSERT INTO s VALUES " + ", ".join(f"({j * 1000 + x}, 'v{x}')" for x in range(r)))
-    hosts = sum((["--host", f"127.0.0.1:{nd.http}"] for nd in nodes), [])
+    targets = nodes
+    if os.environ.get("LEADER_ONLY"):
+        leader = int(nodes[0].sh.post("SELECT leader FROM system.raft_groups").split()[0])
+        targets = [nd for nd in nodes if nd.node_id == leader]
+    hosts = sum((["--host", f"127.0.0.1:{nd.http}"] for nd in targets), [])
     c0 = [nd.cpu_seconds() for nd in nodes]
     out = subprocess.run([binary, "benchmark", "--concurrency", str(clients), "--json", *hosts],
                          input="\n".join(qs).encode(), capture_output=True, check=False)

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod command;
 pub mod dedup;
 pub mod error;
+mod forward;
 mod group_commit;
 mod hibernate;
 pub mod log_store;

@@ -118,10 +118,12 @@ pub(crate) struct NodeInner {
     creating: tokio::sync::Mutex<()>,
     tables: Arc<dyn TableResolver>,
     raft_config: Arc<openraft::Config>,
-    propose_timeout: Duration,
+    pub(crate) propose_timeout: Duration,
     stopped: std::sync::atomic::AtomicBool,
     /// Small inserts waiting to share an entry, per group.
     pub(crate) group_commit: crate::group_commit::Queues,
+    /// Small blocks this node handed to another node's group commit.
+    pub(crate) forwarded: std::sync::atomic::AtomicU64,
 }
 
 /// How long the node that took an insert waits to apply it itself.
@@ -216,6 +218,7 @@ impl ReplicationNode {
             propose_timeout: cfg.propose_timeout,
             stopped: Default::default(),
             group_commit: Default::default(),
+            forwarded: Default::default(),
         });
         // Reopen every group before serving: a peer's request must never
         // find a group missing and recreate it while it is being reopened
@@ -255,6 +258,12 @@ impl ReplicationNode {
     }
 
     /// This node's id.
+    /// Small blocks this node handed to their group leader's group commit
+    /// since it started.
+    pub fn forwarded_blocks(&self) -> u64 {
+        self.inner.forwarded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn id(&self) -> NodeId {
         self.inner.id
     }
@@ -319,8 +328,8 @@ impl ReplicationNode {
     /// The replicated insert of one block of one partition: stage here, push
     /// to the other members, propose once a majority holds it durably, and
     /// wait as `quorum` says. Small blocks with the default quorum go through
-    /// group commit: concurrent ones to the same group share one entry and
-    /// one part.
+    /// group commit — the leader's, when another node leads: concurrent ones
+    /// to the same group share one entry and one part.
     pub async fn insert(
         &self,
         spec: &GroupSpec,
@@ -339,16 +348,23 @@ impl ReplicationNode {
             return Err(ReplicationError::TooFewLiveReplicas { alive: spec.members.len(), needed });
         }
         self.ensure_group(spec).await?;
+        let t0 = std::time::Instant::now();
         let out = if quorum == Quorum::Majority && crate::group_commit::fits(&batch) {
-            let item = crate::group_commit::Pending::new(block_id, partition_value, batch);
-            crate::group_commit::submit(&self.inner, spec, item).await?
+            crate::forward::submit(&self.inner, spec, block_id, partition_value, batch).await?
         } else {
             self.inner.insert_blocks(spec, partition_value, batch, vec![block_id], quorum, needed).await?
         };
         if quorum != Quorum::Majority {
             self.wait_applied(spec, out.index, needed, quorum_timeout).await?;
         }
+        let committed = t0.elapsed();
         self.wait_applied_here(spec.group, out.index).await;
+        tracing::debug!(
+            group = spec.group,
+            submit_ms = committed.as_secs_f64() * 1e3,
+            here_ms = (t0.elapsed() - committed).as_secs_f64() * 1e3,
+            "insert waits"
+        );
         Ok(out)
     }
 

@@ -342,6 +342,37 @@ async fn concurrent_small_inserts_share_entries_and_deduplicate_per_block() {
     Arc::try_unwrap(c).ok().expect("no task holds the cluster").shutdown().await;
 }
 
+/// A small block a follower takes joins the leader's group commit (one
+/// stream of entries per group, not one per node): acknowledged, it is
+/// visible on that follower, a retry through another node is a duplicate,
+/// and with the leader just killed the follower commits it itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_blocks_through_followers_join_the_leaders_group_commit() {
+    let mut c = Cluster::start(3, 5000).await;
+    c.insert(1, &batch(0, 5), "b0").await.unwrap();
+    let l = c.wait_leader().await;
+    let f: Vec<u64> = (1..=3).filter(|n| *n != l).collect();
+    let before = c.nodes[&f[0]].forwarded_blocks();
+    let out = c.insert(f[0], &batch(1, 5), "b1").await.unwrap();
+    assert!(matches!(out.response, Response::Inserted { .. }), "{out:?}");
+    assert_eq!(c.nodes[&f[0]].forwarded_blocks(), before + 1, "the follower handed its block to the leader");
+    assert_eq!(c.keys(f[0]), expected_keys(&[0, 1].into_iter().collect(), 5), "visible where it was inserted");
+    let dup = c.insert(f[1], &batch(1, 5), "b1").await.unwrap();
+    assert_eq!(dup.response, Response::Deduplicated { block_id: "b1".into() });
+    assert_eq!(c.nodes[&f[1]].forwarded_blocks(), 1, "the retry went through the leader too");
+    // The followers still take the dead leader for theirs: the forward
+    // fails, and the block goes through the follower's own group commit.
+    c.kill(l).await;
+    let out = c.insert(f[0], &batch(2, 5), "b2").await.unwrap();
+    assert!(matches!(out.response, Response::Inserted { .. }), "{out:?}");
+    assert_eq!(c.nodes[&f[0]].forwarded_blocks(), before + 1);
+    c.converge().await;
+    for id in &f {
+        assert_eq!(c.keys(*id), expected_keys(&[0, 1, 2].into_iter().collect(), 5), "node {id}");
+    }
+    c.shutdown().await;
+}
+
 fn single_replica(threshold: u64) -> replication::replica::ReplicaSettings {
     replication::replica::ReplicaSettings {
         execute_merges_on_single_replica_time_threshold: threshold,

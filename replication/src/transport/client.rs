@@ -17,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::NetControl;
 use super::pb::raft_transport_client::RaftTransportClient;
-use super::pb::{FetchPartRequest, GroupRequest};
+use super::pb::{BlockRequest, FetchPartRequest, GroupRequest};
 use crate::command::Command;
 use crate::error::{ReplicationError, Result};
 use crate::registry::{GroupSpec, InsertOutcome};
@@ -229,6 +229,30 @@ impl Peers {
     ) -> Result<Vec<u64>> {
         let payload = serde_json::to_vec(versions).map_err(|e| ReplicationError::Corrupted(e.to_string()))?;
         json(&self.unary(to, Rpc::PartsToDo, group, payload, timeout).await?)
+    }
+
+    /// Hands a small block to `to`'s group commit (`to` should lead its
+    /// group); the outer error is a call that got no answer.
+    pub(crate) async fn insert_block(
+        &self,
+        to: NodeId,
+        req: BlockRequest,
+        timeout: Duration,
+    ) -> Result<crate::forward::WireOutcome> {
+        let mut c = self.client(to)?;
+        let mut req = tonic::Request::new(req);
+        req.set_timeout(timeout);
+        match tokio::time::timeout(timeout, c.insert_block(req)).await {
+            Ok(Ok(r)) => {
+                self.observe(to, None);
+                json(&r.into_inner().payload)
+            }
+            Ok(Err(s)) => {
+                self.observe(to, Some(&s));
+                Err(Self::status_err(to, s))
+            }
+            Err(_) => Err(ReplicationError::Unreachable { node: to, reason: format!("timed out after {timeout:?}") }),
+        }
     }
 
     /// Whether `to` answers within `timeout`.

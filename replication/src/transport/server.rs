@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::client::MAX_MESSAGE;
 use super::pb::raft_transport_server::{RaftTransport, RaftTransportServer};
-use super::pb::{FetchPartRequest, GroupReply, GroupRequest, PartChunk, PushReply};
+use super::pb::{BlockRequest, FetchPartRequest, GroupReply, GroupRequest, PartChunk, PushReply};
 use crate::registry::{Group, GroupSpec, NodeInner};
 
 struct Service {
@@ -97,6 +97,14 @@ impl RaftTransport for Service {
         // Only the local Raft: forwarding again could bounce between nodes.
         let out = g.raft.client_write(cmd).await.map(|w| (w.data, w.log_id.index)).map_err(|e| e.to_string());
         reply(&out)
+    }
+
+    async fn insert_block(&self, req: Request<BlockRequest>) -> Result<Response<GroupReply>, Status> {
+        let r = req.into_inner();
+        let g = self.group(r.group)?;
+        // Not forwarded again: the proposal of the entry carrying it is.
+        let out = crate::forward::serve(&self.node, &g.spec, r).await;
+        reply(&out.map_err(|e| Status::invalid_argument(e.to_string()))?)
     }
 
     async fn create_group(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
