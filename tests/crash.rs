@@ -125,6 +125,7 @@ fn kill_9_during_inserts_and_optimize_loses_no_acknowledged_row() {
         // Inserts stream in; the kill lands at a moment that moves each round.
         let port = p.port;
         let first = next;
+        let (started, first_ack) = std::sync::mpsc::channel();
         let writer = std::thread::spawn(move || {
             let mut acked = Vec::new();
             let mut b = first;
@@ -133,9 +134,14 @@ fn kill_9_during_inserts_and_optimize_loses_no_acknowledged_row() {
                     Ok((200, _)) => acked.push(b),
                     _ => return (acked, b + 1),
                 }
+                let _ = started.send(());
                 b += 1;
             }
         });
+        // Counted from the first acknowledgement: on a loaded machine (the
+        // whole suite at once) a debug server's first insert alone took
+        // longer than the pause, and nothing was acknowledged to check.
+        let _ = first_ack.recv_timeout(Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(700 + 450 * round));
         p.kill9();
         let (a, n) = writer.join().unwrap();
