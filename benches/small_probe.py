@@ -34,7 +34,7 @@ try:
                          input="\n".join(qs).encode(), capture_output=True, check=False)
     c1 = [nd.cpu_seconds() for nd in nodes]
     r = json.loads(out.stdout)
-    print({k: r[k] for k in ("p50_ms", "p99_ms", "qps", "errors")})
+    print({k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "qps", "errors")})
     print("server CPU ms per insert:", round(sum(b - a for a, b in zip(c0, c1)) / n * 1000, 2), [round(b - a, 2) for a, b in zip(c0, c1)])
     print("parts:", [nd.sh.post("SELECT count() FROM system.parts WHERE table = 's' AND active") for nd in nodes])
 finally:

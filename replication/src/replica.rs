@@ -162,9 +162,9 @@ pub struct Replica {
     /// When the staging area was last swept (sweeping a thousand idle
     /// groups' directories every few hundred milliseconds costs real CPU).
     staging_swept: Mutex<Option<std::time::Instant>>,
-    /// Dedup rows in RocksDB end below this sequence number (`None`: unknown,
+    /// The sequence numbers of the dedup rows in RocksDB (`None`: unknown,
     /// the next write rewrites them all). Held through a whole persist.
-    dedup_rows: Mutex<Option<u64>>,
+    dedup_rows: Mutex<Option<std::ops::Range<u64>>>,
     /// Serializes writing in-memory parts out (checkpoints, fetches).
     pub(crate) store_lock: Mutex<()>,
     /// Fetches merge results from the replica that merged them.
@@ -228,7 +228,8 @@ impl Replica {
                     .map_err(ReplicationError::Corrupted)?;
                 persisted.dedup = DedupWindow::from_rows(*first, entries);
             }
-            Some(persisted.dedup.seq_range().end)
+            let end = persisted.dedup.seq_range().end;
+            Some(rows.first().map_or(end, |(first, _)| *first)..end)
         } else {
             persisted.dedup.reindex();
             None
@@ -349,7 +350,7 @@ impl Replica {
     pub fn persist(&self) -> Result<()> {
         let corrupt = |e: serde_json::Error| ReplicationError::Corrupted(e.to_string());
         let mut written = self.dedup_rows.lock().unwrap_or_else(|e| e.into_inner());
-        let (bytes, keep_from, rows, end) = {
+        let (bytes, delete, rows, kept) = {
             let mut s = self.state();
             // Parts merged away since need no checkpoint (merge results are
             // synced); dropping them here keeps the state this encodes small
@@ -357,22 +358,25 @@ impl Replica {
             let State { parts, persisted, .. } = &mut *s;
             persisted.unsynced.retain(|u| u.part.parse::<PartName>().is_ok_and(|n| parts.get(&n).is_some()));
             let range = s.persisted.dedup.seq_range();
-            let incremental = written.filter(|w| range.start <= *w && *w <= range.end);
+            let incremental =
+                written.clone().filter(|w| w.start <= range.start && range.start <= w.end && w.end <= range.end);
             let rows = s
                 .persisted
                 .dedup
-                .entries_from(incremental.unwrap_or(range.start))
+                .entries_from(incremental.as_ref().map_or(range.start, |w| w.end))
                 .map(|(q, e)| crate::log_store::encode(e).map(|v| (q, v)))
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(corrupt)?;
             let entries = s.persisted.dedup.take_entries();
             let bytes = crate::log_store::encode(&s.persisted);
             s.persisted.dedup.restore(entries);
-            // A full rewrite first deletes every old row.
-            (bytes.map_err(corrupt)?, if incremental.is_some() { range.start } else { u64::MAX }, rows, range.end)
+            // Only the rows that left the window are deleted; a full
+            // rewrite first deletes every old row.
+            let delete = incremental.map_or(0..u64::MAX, |w| w.start..range.start);
+            (bytes.map_err(corrupt)?, delete, rows, range)
         };
-        self.db.put_state(self.group, &bytes, keep_from, &rows).map_err(raft_err)?;
-        *written = Some(end);
+        self.db.put_state(self.group, &bytes, delete, &rows).map_err(raft_err)?;
+        *written = Some(kept);
         Ok(())
     }
 
