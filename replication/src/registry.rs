@@ -257,13 +257,13 @@ impl ReplicationNode {
         Ok(ReplicationNode { inner, addr, server: Mutex::new(Some((tx, server))), hibernate: Mutex::new(hibernate) })
     }
 
-    /// This node's id.
     /// Small blocks this node handed to their group leader's group commit
     /// since it started.
     pub fn forwarded_blocks(&self) -> u64 {
         self.inner.forwarded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// This node's id.
     pub fn id(&self) -> NodeId {
         self.inner.id
     }
