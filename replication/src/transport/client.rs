@@ -168,17 +168,29 @@ impl Peers {
                 Rpc::PartsToDo => c.parts_to_do(req).await,
             }
         };
-        match tokio::time::timeout(timeout, fut).await {
+        match self.answer(to, timeout, fut).await {
+            Ok(r) => Ok(r.payload),
+            Err(ReplicationError::NoSuchGroup(_)) => Err(ReplicationError::NoSuchGroup(group)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The reply of a call to `to` given `timeout`, recording whether `to`
+    /// could be reached (see [`Peers::observe`]).
+    async fn answer<T>(
+        &self,
+        to: NodeId,
+        timeout: Duration,
+        call: impl std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(timeout, call).await {
             Ok(Ok(r)) => {
                 self.observe(to, None);
-                Ok(r.into_inner().payload)
+                Ok(r.into_inner())
             }
             Ok(Err(s)) => {
                 self.observe(to, Some(&s));
-                match Self::status_err(to, s) {
-                    ReplicationError::NoSuchGroup(_) => Err(ReplicationError::NoSuchGroup(group)),
-                    e => Err(e),
-                }
+                Err(Self::status_err(to, s))
             }
             Err(_) => Err(ReplicationError::Unreachable { node: to, reason: format!("timed out after {timeout:?}") }),
         }
@@ -242,17 +254,7 @@ impl Peers {
         let mut c = self.client(to)?;
         let mut req = tonic::Request::new(req);
         req.set_timeout(timeout);
-        match tokio::time::timeout(timeout, c.insert_block(req)).await {
-            Ok(Ok(r)) => {
-                self.observe(to, None);
-                json(&r.into_inner().payload)
-            }
-            Ok(Err(s)) => {
-                self.observe(to, Some(&s));
-                Err(Self::status_err(to, s))
-            }
-            Err(_) => Err(ReplicationError::Unreachable { node: to, reason: format!("timed out after {timeout:?}") }),
-        }
+        json(&self.answer(to, timeout, c.insert_block(req)).await?.payload)
     }
 
     /// Whether `to` answers within `timeout`.
