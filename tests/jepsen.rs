@@ -130,3 +130,32 @@ fn system_mutations_aggregates_progress_across_replicas() {
     }
     panic!("the mutation never became done on every replica: {last}");
 }
+
+/// Read-your-writes on the node that took an insert: a follower
+/// acknowledges a small insert once the leader applied it, and a plain
+/// SELECT on that follower right after waits until it applied it too.
+/// Three clients, one per node, each reading back its own rows after every
+/// insert.
+#[test]
+fn a_select_on_the_node_that_took_an_insert_sees_it() {
+    let (_dir, c) = cluster_with("r");
+    std::thread::scope(|s| {
+        for (n, port) in c.ports().into_iter().enumerate() {
+            s.spawn(move || {
+                let base = n as u64 * 1_000_000;
+                for i in 0..40u64 {
+                    let rows: String = (0..5).map(|j| format!("{}\n", base + i * 10 + j)).collect();
+                    let (code, body) = post(port, "", "INSERT INTO r FORMAT TSV", rows.as_bytes(), T).unwrap();
+                    assert_eq!(code, 200, "{body}");
+                    let sql = format!("SELECT count() FROM r WHERE k >= {base} AND k < {}", base + 1_000_000);
+                    let (code, body) = post(port, "", &sql, b"", T).unwrap();
+                    assert_eq!(
+                        (code, body.trim()),
+                        (200, ((i + 1) * 5).to_string().as_str()),
+                        "port {port}, insert {i}"
+                    );
+                }
+            });
+        }
+    });
+}

@@ -171,12 +171,15 @@ impl GroupStateMachine {
 }
 
 /// A test failpoint: `apply:stall` configured as `return(<node id>)` makes
-/// that node apply 2 s late (a slow replica that still answers pings).
+/// that node apply 2 s late (a slow replica that still answers pings);
+/// `return(<node id>:<ms>)` that many milliseconds late.
 fn stall_point(node: NodeId) {
     let _ = node; // used only with failpoints compiled in
     fail::fail_point!("apply:stall", |arg: Option<String>| {
-        if arg.and_then(|a| a.parse::<NodeId>().ok()) == Some(node) {
-            std::thread::sleep(Duration::from_secs(2));
+        let arg = arg.unwrap_or_default();
+        let (who, ms) = arg.split_once(':').unwrap_or((arg.as_str(), "2000"));
+        if who.parse::<NodeId>().ok() == Some(node) {
+            std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(2000)));
         }
     });
 }

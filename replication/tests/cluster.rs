@@ -77,7 +77,9 @@ async fn small_blocks_ride_in_the_log_and_large_ones_are_staged_on_a_majority() 
 /// Found by the cluster benchmark: an insert taken by a follower was
 /// acknowledged once the leader applied it, and a SELECT on that follower
 /// right after did not see the rows yet. The node that took an insert now
-/// shows it when the insert returns, large (staged) or small (in the entry).
+/// shows it to every read that starts after the insert returned, large
+/// (staged) or small (in the entry): reads wait for the inserts this node
+/// acknowledged (`Group::read_your_writes`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn regression_an_insert_is_visible_on_the_node_that_took_it_when_acknowledged() {
     let c = Cluster::start(3, 5000).await;
@@ -90,7 +92,7 @@ async fn regression_an_insert_is_visible_on_the_node_that_took_it_when_acknowled
         let rows = if i % 2 == 0 { 60_000 } else { 50 };
         c.insert(via, &batch(i, rows), &format!("b{i}")).await.unwrap();
         acked.insert(i);
-        let seen: BTreeSet<i64> = c.keys(via).into_iter().map(|k| k / 1_000_000).collect();
+        let seen: BTreeSet<i64> = c.read_keys(via).await.into_iter().map(|k| k / 1_000_000).collect();
         assert_eq!(seen, acked, "node {via} (a follower) right after its insert of block {i} returned");
     }
     c.shutdown().await;
@@ -357,7 +359,11 @@ async fn small_blocks_through_followers_join_the_leaders_group_commit() {
     let out = c.insert(f[0], &batch(1, 5), "b1").await.unwrap();
     assert!(matches!(out.response, Response::Inserted { .. }), "{out:?}");
     assert_eq!(c.nodes[&f[0]].forwarded_blocks(), before[0] + 1, "the follower handed its block to the leader");
-    assert_eq!(c.keys(f[0]), expected_keys(&[0, 1].into_iter().collect(), 5), "visible where it was inserted");
+    assert_eq!(
+        c.read_keys(f[0]).await,
+        expected_keys(&[0, 1].into_iter().collect(), 5),
+        "visible where it was inserted"
+    );
     let dup = c.insert(f[1], &batch(1, 5), "b1").await.unwrap();
     assert_eq!(dup.response, Response::Deduplicated { block_id: "b1".into() });
     assert_eq!(c.nodes[&f[1]].forwarded_blocks(), before[1] + 1, "the retry went through the leader too");

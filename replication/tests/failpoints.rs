@@ -194,3 +194,27 @@ async fn quorum_timeout_is_unknown_status_and_a_retry_is_deduplicated() {
     c.shutdown().await;
     scenario.teardown();
 }
+
+/// A follower acknowledges a forwarded insert once the leader applied it,
+/// without waiting for its own apply; a read on that follower then waits
+/// for it (read-your-writes on the node that took the insert).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_acknowledges_before_applying_and_its_reads_wait_for_the_insert() {
+    let scenario = fail::FailScenario::setup();
+    let c = Cluster::start(3, 5000).await;
+    c.insert(1, &batch(0, 20), "b0").await.unwrap();
+    c.converge().await;
+    let l = c.wait_leader().await;
+    let slow = c.addrs.keys().copied().find(|k| *k != l).unwrap();
+    let g = c.nodes[&slow].group(GROUP).unwrap();
+    assert!(!g.read_fence_pending());
+    fail::cfg("apply:stall", &format!("return({slow}:500)")).unwrap();
+    let out = c.insert(slow, &batch(1, 20), "b1").await.unwrap();
+    assert!(matches!(out.response, Response::Inserted { .. }), "{out:?}");
+    assert!(g.read_fence_pending(), "the follower waited for its own apply before acknowledging");
+    assert_eq!(c.read_keys(slow).await, expected_keys(&[0, 1].into_iter().collect(), 20), "a read after the ack");
+    assert!(!g.read_fence_pending());
+    fail::remove("apply:stall");
+    c.shutdown().await;
+    scenario.teardown();
+}

@@ -461,6 +461,7 @@ impl Server {
             Statement::KillMutation { .. } => Ok(QueryOutput::default()),
             Statement::CheckTable { table: (d, name), .. } => {
                 let t = self.table(&d.unwrap_or_else(|| db.to_string()), &name)?;
+                t.read_your_writes().await;
                 let bad = blocking(move || {
                     Ok(t.snapshot().iter().filter_map(|p| p.verify().err()).map(|e| e.to_string()).collect::<Vec<_>>())
                 })

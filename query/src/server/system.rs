@@ -354,7 +354,14 @@ impl SchemaProvider for SystemSchema {
             Some(server) if super::system_replication::TABLES.contains(&name) => {
                 super::system_replication::table(&server, name).await
             }
-            Some(server) => build(&server, name),
+            Some(server) => {
+                if matches!(name, "parts" | "tables") {
+                    for (_, _, t) in all_tables(&server) {
+                        t.read_your_writes().await;
+                    }
+                }
+                build(&server, name)
+            }
             None => Ok(None),
         }
     }

@@ -111,6 +111,12 @@ pub trait TableEngine: Send + Sync + std::fmt::Debug {
     fn read_barrier(&self) -> futures::future::BoxFuture<'_, Result<(), QueryError>> {
         Box::pin(async { Ok(()) })
     }
+    /// Waits until this node's copy holds every insert this node
+    /// acknowledged (read-your-writes on one node); every read of the
+    /// table's parts calls it first. A local table always does.
+    fn read_your_writes(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Marks a query that must read through a read barrier, as a DataFusion

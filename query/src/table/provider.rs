@@ -111,6 +111,7 @@ impl TableProvider for EngineProvider {
         if state.config().get_extension::<super::SequentialConsistency>().is_some() {
             self.engine.read_barrier().await.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         }
+        self.engine.read_your_writes().await;
         let table = self.engine.storage().clone();
         let schema = table.schema().clone();
         let projected = match projection {

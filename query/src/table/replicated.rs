@@ -2,7 +2,8 @@
 //! partition of the table is a Raft group, created when the partition first
 //! receives data, on every node of the cluster or on `replication_factor`
 //! of them. Inserts, merges, mutations and drops go through the group's log;
-//! reads see this node's applied state.
+//! reads see this node's applied state, including every insert this node
+//! acknowledged (read-your-writes, as on a ClickHouse replica).
 //!
 //! As in ClickHouse without `ON CLUSTER`, the table is created on each node
 //! with the same statement; a node that lacks the table refuses to host its
@@ -330,6 +331,16 @@ impl TableEngine for ReplicatedTable {
                 })?;
             }
             Ok(())
+        })
+    }
+
+    fn read_your_writes(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            for g in self.groups() {
+                if g.read_fence_pending() {
+                    g.read_your_writes().await;
+                }
+            }
         })
     }
 

@@ -149,6 +149,12 @@ impl Cluster {
     }
 
     /// Keys on a node's replica, in part order.
+    /// The keys node `id` shows a reader: after its read-your-writes wait.
+    pub async fn read_keys(&self, id: u64) -> Vec<i64> {
+        self.nodes[&id].group(GROUP).expect("group hosted").read_your_writes().await;
+        self.keys(id)
+    }
+
     pub fn keys(&self, id: u64) -> Vec<i64> {
         let g = self.nodes[&id].group(GROUP).expect("group hosted");
         let mut out = Vec::new();
