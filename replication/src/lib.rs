@@ -17,6 +17,7 @@ mod forward;
 mod group_commit;
 mod hibernate;
 pub mod log_store;
+mod merge_assign;
 mod merge_exec;
 pub mod merge_jobs;
 pub mod registry;

@@ -91,10 +91,11 @@ pub struct Group {
     /// Held from choosing a merge's sources until its entry applied here,
     /// which registers it as running: two selections on one node never
     /// pick the same parts.
-    merge_lock: tokio::sync::Mutex<()>,
-    /// No merge is chosen before this index applied here: a proposal that
-    /// failed may still commit, and its sources look free until it applies.
-    merge_fence: std::sync::atomic::AtomicU64,
+    pub(crate) merge_lock: tokio::sync::Mutex<()>,
+    /// No merge is chosen before this (term, index) applied here: a
+    /// proposal that failed may still commit, and its sources look free
+    /// until it applies. Only within its term, see [`merge_fenced`].
+    pub(crate) merge_fence: Mutex<(u64, u64)>,
     /// The highest log index of an insert this node acknowledged before it
     /// applied it (0: none pending): reads here wait for it, see
     /// [`Group::read_your_writes`].
@@ -210,18 +211,11 @@ impl std::fmt::Debug for ReplicationNode {
 /// How often a node still opening one group at startup says so.
 const OPEN_SLOW: Duration = Duration::from_secs(10);
 
-/// After a merge proposal failed (it may still commit): no new selection
-/// until everything in the log now has applied here.
-fn fence_merges(g: &Group) {
-    let last = g.raft.metrics().borrow().last_log_index.unwrap_or(0);
-    g.merge_fence.fetch_max(last, std::sync::atomic::Ordering::SeqCst);
-}
-
 pub(crate) fn majority(n: usize) -> usize {
     n / 2 + 1
 }
 
-fn raft_err(e: impl std::fmt::Display) -> ReplicationError {
+pub(crate) fn raft_err(e: impl std::fmt::Display) -> ReplicationError {
     ReplicationError::Raft(e.to_string())
 }
 
@@ -465,116 +459,6 @@ impl ReplicationNode {
         }
     }
 
-    /// One round of merge assignment: on each group this node leads, run the
-    /// merge selector and propose what it picks. Returns how many merges were
-    /// proposed.
-    pub async fn assign_merges(&self) -> Result<usize> {
-        let mut n = 0;
-        for g in self.groups() {
-            n += usize::from(self.assign_merge(&g).await?);
-        }
-        Ok(n)
-    }
-
-    /// Merge assignment for one group: when this node leads it and the
-    /// group is awake, proposes the merge the selector picks. A quiesced
-    /// group had no writes since its last selection found nothing (a pick
-    /// would have woken it), so it is skipped; leadership is read from
-    /// metrics, not asked of the group, so an idle group stays asleep.
-    pub async fn assign_merge(&self, g: &Group) -> Result<bool> {
-        if g.is_quiesced() || g.raft.metrics().borrow().current_leader != Some(self.inner.id) {
-            return Ok(false);
-        }
-        let _selecting = g.merge_lock.lock().await;
-        {
-            // Sources must not be parts a merge already in the log takes: a
-            // merge over them finds them gone on every replica (see
-            // `Replica::skip`). Merges applied here are running (not
-            // candidates); a new leader has applied every earlier term's
-            // entry once it applied one of its own term (its first entry).
-            let m = g.raft.metrics();
-            let m = m.borrow();
-            let applied = m.last_applied;
-            let fence = g.merge_fence.load(std::sync::atomic::Ordering::SeqCst);
-            if applied.map(|l| l.leader_id.term) != Some(m.current_term)
-                || applied.map(|l| l.index).unwrap_or(0) < fence
-            {
-                return Ok(false);
-            }
-        }
-        let s = &g.replica.table.def.settings;
-        let settings = storage::merge::selector::SelectorSettings {
-            max_parts_to_merge_at_once: s.max_parts_to_merge_at_once,
-            max_total_bytes: s.max_bytes_to_merge_at_max_space_in_pool,
-            ..Default::default()
-        };
-        let Some(names) = storage::merge::selector::select_merge(&g.replica.merge_candidates(), &settings) else {
-            return Ok(false);
-        };
-        let sources = names.iter().map(|n| n.to_string()).collect();
-        let merger = self.single_replica_merger(g);
-        let merge = Command::Merge { sources, mode: Default::default(), merger };
-        self.merge(g.spec.group, merge).await.inspect_err(|_| fence_merges(g))?;
-        Ok(true)
-    }
-
-    /// This node, when the group's table merges on a single replica.
-    fn single_replica_merger(&self, g: &Group) -> Option<NodeId> {
-        (g.replica.settings.execute_merges_on_single_replica_time_threshold > 0).then_some(self.inner.id)
-    }
-
-    /// `OPTIMIZE`: proposes the merges the optimize selector picks in a group.
-    pub async fn optimize(&self, group: GroupId, final_: bool, mode: storage::ReduceMode) -> Result<usize> {
-        Ok(self.optimize_indexes(group, final_, mode).await?.len())
-    }
-
-    /// `OPTIMIZE`, returning the log index of each merge it proposed.
-    pub async fn optimize_indexes(&self, group: GroupId, final_: bool, mode: storage::ReduceMode) -> Result<Vec<u64>> {
-        let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
-        let _selecting = g.merge_lock.lock().await;
-        // Every merge already in the log applied here first (running, so
-        // not candidates): see `assign_merge`.
-        self.read_barrier(group, Duration::from_secs(30)).await?;
-        let cands = g.replica.merge_candidates();
-        let picks = storage::merge::selector::select_optimize(
-            &cands,
-            None,
-            final_,
-            g.replica.table.def.settings.max_parts_to_merge_at_once,
-        );
-        let mut out = Vec::new();
-        let merger = self.single_replica_merger(&g);
-        for names in picks {
-            let sources = names.iter().map(|n| n.to_string()).collect();
-            let merge = Command::Merge { sources, mode, merger };
-            out.push(self.merge(group, merge).await.inspect_err(|_| fence_merges(&g))?.index);
-        }
-        Ok(out)
-    }
-
-    /// Proposes a merge; once this replica's result is in place (merges run
-    /// in the background), proposes its checksums, which every replica
-    /// compares with its own result (merges must be byte-identical). The
-    /// returned index is the check's: a replica that applied it has merged.
-    pub async fn merge(&self, group: GroupId, merge: Command) -> Result<InsertOutcome> {
-        let out = self.inner.propose(group, merge).await?;
-        let Response::Merged { part, .. } = &out.response else { return Ok(out) };
-        let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
-        let name: storage::PartName = part.parse()?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
-        let files = loop {
-            let covering = g.replica.snapshot().into_iter().find(|p| p.name.contains(&name));
-            match covering {
-                Some(p) if p.name == name => break p.meta.files.clone(),
-                Some(_) => return Ok(out),
-                None if tokio::time::Instant::now() >= deadline => return Ok(out),
-                None => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
-        let check = Command::CheckPart { part: part.clone(), files, source: self.inner.id };
-        self.inner.propose(group, check).await
-    }
-
     /// Adds `node` to a group as a voter (learner first, then promoted).
     pub async fn add_member(&self, group: GroupId, node: NodeId) -> Result<()> {
         let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
@@ -783,7 +667,7 @@ impl NodeInner {
             quiesced: Default::default(),
             retries,
             merge_lock: Default::default(),
-            merge_fence: Default::default(),
+            merge_fence: Mutex::new((0, 0)),
             ack_fence: Default::default(),
         });
         self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(spec.group, g.clone());
