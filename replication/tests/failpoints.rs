@@ -214,7 +214,17 @@ async fn a_follower_acknowledges_before_applying_and_its_reads_wait_for_the_inse
     assert!(g.read_fence_pending(), "the follower waited for its own apply before acknowledging");
     assert_eq!(c.read_keys(slow).await, expected_keys(&[0, 1].into_iter().collect(), 20), "a read after the ack");
     assert!(!g.read_fence_pending());
+    // A replica that stays behind longer than the wait (1 s) serves what it
+    // has and drops the fence: one read waits, not every read after it.
+    fail::cfg("apply:stall", &format!("return({slow}:3000)")).unwrap();
+    let out = c.insert(slow, &batch(2, 20), "b2").await.unwrap();
+    assert!(matches!(out.response, Response::Inserted { .. }), "{out:?}");
+    assert!(g.read_fence_pending());
+    g.read_your_writes().await;
+    assert!(!g.read_fence_pending(), "the fence outlived its wait: every read would wait again");
     fail::remove("apply:stall");
+    c.converge().await;
+    assert_eq!(c.read_keys(slow).await, expected_keys(&[0, 1, 2].into_iter().collect(), 20));
     c.shutdown().await;
     scenario.teardown();
 }
