@@ -47,6 +47,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Every node of the cluster and its gRPC address (this node included).
     pub peers: BTreeMap<NodeId, String>,
+    /// The cluster's name: nodes refuse requests stamped with another
+    /// (see [`crate::transport::valid_cluster_name`]).
+    pub cluster: String,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: (u64, u64),
     /// Build a snapshot (and allow purging the log) after this many entries.
@@ -67,6 +70,7 @@ impl NodeConfig {
             dir: dir.to_path_buf(),
             listen,
             peers: BTreeMap::new(),
+            cluster: crate::transport::DEFAULT_CLUSTER.into(),
             heartbeat_ms: 100,
             election_timeout_ms: (400, 800),
             snapshot_logs: 5000,
@@ -231,7 +235,7 @@ impl ReplicationNode {
         let mut peers = cfg.peers.clone();
         peers.insert(cfg.id, addr.to_string());
         let raft_config = openraft::Config {
-            cluster_name: "shardhouse".into(),
+            cluster_name: cfg.cluster.clone(),
             heartbeat_interval: cfg.heartbeat_ms,
             election_timeout_min: cfg.election_timeout_ms.0,
             election_timeout_max: cfg.election_timeout_ms.1,
@@ -249,7 +253,7 @@ impl ReplicationNode {
             id: cfg.id,
             dir: cfg.dir.clone(),
             db,
-            peers: Arc::new(Peers::new(cfg.id, peers, cfg.net.clone())),
+            peers: Arc::new(Peers::new(cfg.id, &cfg.cluster, peers, cfg.net.clone())),
             groups: RwLock::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             tables,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use replication::{ReplicationError, Response};
+use replication::{GroupSpec, ReplicationError, ReplicationNode, Response};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_apply_inserts_identically_and_deduplicate() {
@@ -736,4 +736,53 @@ async fn regression_a_merge_over_parts_already_merged_does_not_stick_the_log() {
         assert_eq!(c.keys(id), expected_keys(&acked, 20), "node {id}");
     }
     c.shutdown().await;
+}
+
+async fn lone_node(
+    root: &std::path::Path,
+    id: u64,
+    cluster: &str,
+    peers: &[(u64, std::net::SocketAddr)],
+) -> ReplicationNode {
+    let addr = peers.iter().find(|(i, _)| *i == id).unwrap().1;
+    let mut cfg = replication::NodeConfig::new(id, &root.join(format!("n{id}")), addr);
+    cfg.peers = peers.iter().map(|(i, a)| (*i, a.to_string())).collect();
+    cfg.cluster = cluster.into();
+    cfg.heartbeat_ms = 50;
+    cfg.election_timeout_ms = (200, 400);
+    ReplicationNode::start(cfg, Tables::with_test_table()).await.unwrap()
+}
+
+/// Every request names its cluster and the node it is for: a node of
+/// another cluster, or a node reached under another node's address, refuses
+/// it — it must not host or vote in a group as somebody else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_for_another_cluster_or_another_node_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a1, a2) = (free_port(), free_port());
+    let spec = |members: Vec<u64>| GroupSpec {
+        group: GROUP,
+        table: "db.t".into(),
+        partition_id: "all".into(),
+        members,
+        settings: Default::default(),
+    };
+    // Two clusters, each pointed at the other's node.
+    let n1 = lone_node(&dir.path().join("a"), 1, "east", &[(1, a1), (2, a2)]).await;
+    let n2 = lone_node(&dir.path().join("b"), 2, "west", &[(1, a1), (2, a2)]).await;
+    let err = n1.ensure_group(&spec(vec![1, 2])).await.err().expect("a node of another cluster hosted our group");
+    assert!(err.to_string().contains("cluster 'east' reached node 2 of cluster 'west'"), "{err}");
+    assert!(n2.group(GROUP).is_none());
+    n1.shutdown().await;
+    n2.shutdown().await;
+    // One cluster, but node 1 lists node 2's address for node 3.
+    let n1 = lone_node(&dir.path().join("c"), 1, "east", &[(1, a1), (2, a2), (3, a2)]).await;
+    let n2 = lone_node(&dir.path().join("d"), 2, "east", &[(1, a1), (2, a2)]).await;
+    let err = n1.ensure_group(&spec(vec![1, 3])).await.err().expect("node 2 hosted a group as node 3");
+    assert!(err.to_string().contains("request for node 3 reached node 2"), "{err}");
+    assert!(n2.group(GROUP).is_none());
+    // The same names and addresses work.
+    assert!(n1.ensure_group(&spec(vec![1, 2])).await.is_ok());
+    n1.shutdown().await;
+    n2.shutdown().await;
 }

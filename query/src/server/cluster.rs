@@ -3,6 +3,8 @@
 //!
 //! ```toml
 //! [cluster]
+//! name = "prod"                      # every node of one cluster the same; nodes refuse
+//!                                    # requests of another name ("shardhouse" if absent)
 //! node_id = 1
 //! raft_listen = "127.0.0.1:9234"     # this node's gRPC (Raft and part transfer) address
 //! [[cluster.nodes]]
@@ -48,6 +50,10 @@ pub struct ClusterNode {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterSection {
+    /// The cluster's name, stamped on every inter-node request: a node
+    /// refuses requests of another cluster, and requests addressed to
+    /// another node id (a peer listed under a wrong address).
+    pub name: String,
     pub node_id: u64,
     /// Where this node's gRPC service listens; defaults to its `raft` entry
     /// in `nodes`, or an ephemeral loopback port for a one-node cluster.
@@ -65,6 +71,7 @@ pub struct ClusterSection {
 impl Default for ClusterSection {
     fn default() -> Self {
         ClusterSection {
+            name: replication::transport::DEFAULT_CLUSTER.into(),
             node_id: 1,
             raft_listen: None,
             nodes: Vec::new(),
@@ -82,6 +89,12 @@ impl Default for ClusterSection {
 impl ClusterSection {
     /// Checks the section makes sense.
     pub fn validate(&self) -> Result<(), String> {
+        if !replication::transport::valid_cluster_name(&self.name) {
+            return Err(format!(
+                "cluster.name '{}' must be 1 to 128 printable ASCII characters without spaces",
+                self.name
+            ));
+        }
         if !self.nodes.is_empty() && !self.nodes.iter().any(|n| n.id == self.node_id) {
             return Err(format!("cluster.node_id {} is not among cluster.nodes", self.node_id));
         }
@@ -182,6 +195,7 @@ impl Replication {
                 };
                 let mut nc = NodeConfig::new(self.cfg.node_id, &self.dir, listen);
                 nc.peers = self.cfg.nodes.iter().map(|n| (n.id, n.raft.clone())).collect::<BTreeMap<_, _>>();
+                nc.cluster = self.cfg.name.clone();
                 nc.heartbeat_ms = self.cfg.heartbeat_ms;
                 nc.election_timeout_ms = (self.cfg.election_timeout_ms, self.cfg.election_timeout_ms * 2);
                 nc.snapshot_logs = self.cfg.snapshot_logs;

@@ -149,4 +149,12 @@ mod tests {
         let c = Config::parse("[server]\nos_threads_nice_value_merge_mutate = 0").unwrap();
         assert_eq!(c.server.os_threads_nice_value_merge_mutate, 0);
     }
+
+    #[test]
+    fn cluster_name_defaults_and_must_be_a_header_value() {
+        assert_eq!(Config::parse("").unwrap().cluster.name, "shardhouse");
+        assert_eq!(Config::parse("[cluster]\nname = \"prod-eu\"").unwrap().cluster.name, "prod-eu");
+        let e = Config::parse("[cluster]\nname = \"two words\"").unwrap_err();
+        assert!(e.message.contains("cluster.name 'two words'"), "{}", e.message);
+    }
 }

@@ -13,9 +13,11 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use super::NetControl;
+use super::identity::Stamp;
 use super::pb::raft_transport_client::RaftTransportClient;
 use super::pb::{BlockRequest, FetchPartRequest, GroupRequest};
 use crate::command::Command;
@@ -32,6 +34,8 @@ pub(crate) const MAX_MESSAGE: usize = 64 << 20;
 #[derive(Debug)]
 pub struct Peers {
     me: NodeId,
+    /// The cluster's name, sent with every request (see `identity`).
+    pub(crate) cluster: String,
     addrs: RwLock<BTreeMap<NodeId, String>>,
     channels: Mutex<HashMap<NodeId, (String, Channel)>>,
     net: Arc<NetControl>,
@@ -71,9 +75,10 @@ enum Rpc {
 struct Msg(String);
 
 impl Peers {
-    pub(crate) fn new(me: NodeId, addrs: BTreeMap<NodeId, String>, net: Arc<NetControl>) -> Self {
+    pub(crate) fn new(me: NodeId, cluster: &str, addrs: BTreeMap<NodeId, String>, net: Arc<NetControl>) -> Self {
         Peers {
             me,
+            cluster: cluster.to_string(),
             addrs: RwLock::new(addrs),
             channels: Mutex::new(HashMap::new()),
             net,
@@ -90,7 +95,7 @@ impl Peers {
         self.addrs.write().unwrap_or_else(|p| p.into_inner()).insert(node, addr);
     }
 
-    fn client(&self, to: NodeId) -> Result<RaftTransportClient<Channel>> {
+    fn client(&self, to: NodeId) -> Result<RaftTransportClient<InterceptedService<Channel, Stamp>>> {
         if self.net.is_blocked(self.me, to) || self.net.is_blocked(to, self.me) {
             return Err(ReplicationError::Unreachable { node: to, reason: "link cut".into() });
         }
@@ -116,7 +121,7 @@ impl Peers {
                 c
             }
         };
-        Ok(RaftTransportClient::new(channel)
+        Ok(RaftTransportClient::with_interceptor(channel, Stamp::new(&self.cluster, to))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE))
     }
@@ -431,7 +436,7 @@ mod tests {
     async fn a_peer_that_refused_is_known_down_until_its_backoff_ends() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addrs = [(2, format!("127.0.0.1:{port}"))].into_iter().collect();
-        let peers = Peers::new(1, addrs, Default::default());
+        let peers = Peers::new(1, crate::transport::DEFAULT_CLUSTER, addrs, Default::default());
         let reason = |r: Result<Vec<u8>>| match r {
             Err(ReplicationError::Unreachable { reason, .. }) => reason,
             other => panic!("{other:?}"),

@@ -3,6 +3,7 @@
 //! groups, and part bytes streamed in chunks with per-file CRC32s.
 
 mod client;
+mod identity;
 mod parts;
 mod server;
 
@@ -10,6 +11,7 @@ use std::collections::HashSet;
 use std::sync::RwLock;
 
 pub use client::{GroupNetwork, Peers, TransportFetcher};
+pub use identity::{DEFAULT_CLUSTER, valid_cluster_name};
 pub(crate) use server::serve;
 
 use crate::NodeId;

@@ -22,9 +22,11 @@ pub(crate) fn serve(
     listener: tokio::net::TcpListener,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<()> {
+    let check = super::identity::Check::new(&node.peers.cluster, node.id);
     let svc = RaftTransportServer::new(Service { node })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
+    let svc = tonic::service::interceptor::InterceptedService::new(svc, check);
     let incoming = incoming(listener);
     tokio::spawn(async move {
         let r = tonic::transport::Server::builder()

@@ -16,6 +16,13 @@ use storage::{Engine, MergeTreeSettings, Table, TableDef};
 
 pub struct Tables(HashMap<String, Arc<Table>>);
 
+impl Tables {
+    /// `db.t` as [`table`] defines it.
+    pub fn with_test_table() -> Arc<Tables> {
+        Arc::new(Tables([("db.t".to_string(), table())].into_iter().collect()))
+    }
+}
+
 impl TableResolver for Tables {
     fn table(&self, name: &str) -> Option<Arc<Table>> {
         self.0.get(name).cloned()
@@ -78,7 +85,7 @@ impl Cluster {
             addrs,
             nodes: BTreeMap::new(),
             net: Arc::new(NetControl::default()),
-            tables: Arc::new(Tables([("db.t".to_string(), table())].into_iter().collect())),
+            tables: Tables::with_test_table(),
             snapshot_logs,
             idle_after: None,
             settings,
