@@ -98,7 +98,7 @@ pub struct Group {
     pub(crate) merge_lock: tokio::sync::Mutex<()>,
     /// No merge is chosen before this (term, index) applied here: a
     /// proposal that failed may still commit, and its sources look free
-    /// until it applies. Only within its term, see [`merge_fenced`].
+    /// until it applies. Only within its term, see `merge_assign::merge_fenced`.
     pub(crate) merge_fence: Mutex<(u64, u64)>,
     /// The highest log index of an insert this node acknowledged before it
     /// applied it (0: none pending): reads here wait for it, see
