@@ -160,17 +160,23 @@ async fn crash_points_in_stage_apply_merge_and_fetch() {
     scenario.teardown();
 }
 
+/// Three nodes holding block 0 everywhere: the cluster, its leader, and a follower.
+async fn cluster_with_block_0() -> (Cluster, u64, u64) {
+    let c = Cluster::start(3, 5000).await;
+    c.insert(1, &batch(0, 20), "b0").await.unwrap();
+    c.converge().await;
+    let l = c.wait_leader().await;
+    let follower = c.addrs.keys().copied().find(|k| *k != l).unwrap();
+    (c, l, follower)
+}
+
 /// insert_quorum = 'all' with a replica that answers pings but applies late:
 /// the insert commits but the wait for every replica times out — ClickHouse's
 /// UNKNOWN_STATUS_OF_INSERT (319) — and a retry of the same block is safe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quorum_timeout_is_unknown_status_and_a_retry_is_deduplicated() {
     let scenario = fail::FailScenario::setup();
-    let c = Cluster::start(3, 5000).await;
-    c.insert(1, &batch(0, 20), "b0").await.unwrap();
-    c.converge().await;
-    let l = c.wait_leader().await;
-    let slow = c.addrs.keys().copied().find(|k| *k != l).unwrap();
+    let (c, l, slow) = cluster_with_block_0().await;
     fail::cfg("apply:stall", &format!("return({slow})")).unwrap();
     let spec = c.spec();
     let quorum_insert = |b: i64, timeout_ms: u64| {
@@ -201,11 +207,7 @@ async fn quorum_timeout_is_unknown_status_and_a_retry_is_deduplicated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_acknowledges_before_applying_and_its_reads_wait_for_the_insert() {
     let scenario = fail::FailScenario::setup();
-    let c = Cluster::start(3, 5000).await;
-    c.insert(1, &batch(0, 20), "b0").await.unwrap();
-    c.converge().await;
-    let l = c.wait_leader().await;
-    let slow = c.addrs.keys().copied().find(|k| *k != l).unwrap();
+    let (c, _, slow) = cluster_with_block_0().await;
     let g = c.nodes[&slow].group(GROUP).unwrap();
     assert!(!g.read_fence_pending());
     fail::cfg("apply:stall", &format!("return({slow}:500)")).unwrap();
