@@ -36,6 +36,7 @@ pub struct Peers {
     me: NodeId,
     /// The cluster's name, sent with every request (see `identity`).
     pub(crate) cluster: String,
+    cluster_header: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
     addrs: RwLock<BTreeMap<NodeId, String>>,
     channels: Mutex<HashMap<NodeId, (String, Channel)>>,
     net: Arc<NetControl>,
@@ -79,6 +80,7 @@ impl Peers {
         Peers {
             me,
             cluster: cluster.to_string(),
+            cluster_header: super::identity::cluster_header(cluster),
             addrs: RwLock::new(addrs),
             channels: Mutex::new(HashMap::new()),
             net,
@@ -121,7 +123,7 @@ impl Peers {
                 c
             }
         };
-        Ok(RaftTransportClient::with_interceptor(channel, Stamp::new(&self.cluster, to))
+        Ok(RaftTransportClient::with_interceptor(channel, Stamp::new(&self.cluster_header, to))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE))
     }

@@ -34,12 +34,16 @@ pub(crate) struct Stamp {
     to: MetadataValue<Ascii>,
 }
 
+/// `cluster` as a header value, made once per node (every RPC carries it).
+pub(crate) fn cluster_header(cluster: &str) -> MetadataValue<Ascii> {
+    // Checked at configuration (`valid_cluster_name`); an unusable name
+    // falls back to one no server accepts, never to a panic.
+    cluster.parse().unwrap_or_else(|_| MetadataValue::from_static("invalid"))
+}
+
 impl Stamp {
-    pub(crate) fn new(cluster: &str, to: NodeId) -> Stamp {
-        // Checked at configuration (`valid_cluster_name`); an unusable name
-        // falls back to one no server accepts, never to a panic.
-        let cluster = cluster.parse().unwrap_or_else(|_| MetadataValue::from_static("invalid"));
-        Stamp { cluster, to: MetadataValue::from(to) }
+    pub(crate) fn new(cluster: &MetadataValue<Ascii>, to: NodeId) -> Stamp {
+        Stamp { cluster: cluster.clone(), to: MetadataValue::from(to) }
     }
 }
 
@@ -110,7 +114,7 @@ mod tests {
     use super::*;
 
     fn stamped(cluster: &str, to: NodeId) -> Request<()> {
-        Stamp::new(cluster, to).call(Request::new(())).unwrap()
+        Stamp::new(&cluster_header(cluster), to).call(Request::new(())).unwrap()
     }
 
     #[test]
