@@ -337,9 +337,7 @@ impl TableEngine for ReplicatedTable {
     fn read_your_writes(&self) -> futures::future::BoxFuture<'_, ()> {
         Box::pin(async move {
             for g in self.groups() {
-                if g.read_fence_pending() {
-                    g.read_your_writes().await;
-                }
+                g.read_your_writes().await;
             }
         })
     }
