@@ -66,21 +66,46 @@ fn a_node_cut_off_from_the_others_cannot_acknowledge_or_read_stale() {
     panic!("after healing the replicas do not hold exactly rows 1 and 3: {last}");
 }
 
-/// Writers, a sequentially consistent reader, and a seeded schedule of
-/// kills, isolations and whole-cluster restarts; then every replica is
-/// checked against what the clients were told.
-#[test]
-fn jepsen_inserts_under_kills_and_partitions_lose_nothing_acknowledged() {
+/// Runs the jepsen workload and fails with its anomalies, keeping the
+/// nodes' data and logs for the post-mortem.
+fn jepsen_run(seconds: u64, seed: u64, faults: jepsen::Faults, optimize_ms: (u64, u64)) {
     let dir = tempfile::tempdir().unwrap();
-    let opts = jepsen::Options { bin: bin(), dir: dir.path().to_path_buf(), seconds: 20, seed: 42, writers: 3 };
+    let opts = jepsen::Options {
+        bin: bin(),
+        dir: dir.path().to_path_buf(),
+        seconds,
+        seed,
+        writers: 6,
+        faults,
+        optimize_ms,
+    };
     match jepsen::run(&opts) {
         Ok(summary) => eprintln!("jepsen: {summary}"),
         Err(report) => {
-            // Keep the nodes' data and logs for the post-mortem.
             let kept = dir.keep();
             panic!("jepsen found anomalies (data and logs kept in {}):\n{report}", kept.display())
         }
     }
+}
+
+/// Writers, a sequentially consistent reader, OPTIMIZE FINAL and a
+/// deleting mutation under a seeded schedule of kills, whole-cluster
+/// restarts, pauses and partitions (cut and black-holed); then every
+/// replica is checked block by block against what the clients were told.
+#[test]
+fn jepsen_inserts_under_kills_and_partitions_lose_nothing_acknowledged() {
+    jepsen_run(30, 42, jepsen::Faults::all(), (3000, 7000));
+}
+
+/// Issue 16's schedule: pauses and black-holed partitions, no process
+/// killed, with a DELETE mutation and OPTIMIZE FINAL every 0.3-1 s (more
+/// often than the report's 3-7 s: in debug builds that is what made the
+/// loss show within a minute — 50 of 1,557 acknowledged blocks gone on
+/// every replica, 15 stale sequentially consistent reads, seed 30).
+#[test]
+fn jepsen_optimize_and_a_mutation_under_pauses_and_partitions_lose_nothing_acknowledged() {
+    let faults = jepsen::Faults { kills: false, ..jepsen::Faults::all() };
+    jepsen_run(60, 30, faults, (300, 1000));
 }
 
 /// system.mutations counts every replica: with one replica cut off, a

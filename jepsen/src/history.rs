@@ -5,7 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The writer id of the blocks written before the load, which the run's
+/// mutation deletes.
+pub const PRELOAD_WRITER: u64 = 99;
+/// How many blocks of [`PRELOAD_WRITER`] are written.
+pub const PRELOAD_BLOCKS: u64 = 20;
 
 /// How an insert ended, as its client knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +34,13 @@ pub struct History {
     /// acknowledged before they started.
     pub stale_reads: Mutex<Vec<String>>,
     pub faults: Mutex<Vec<String>>,
+    /// Faults injected (the preload and the mutation are recorded in
+    /// `faults` too, but not counted here).
+    pub faults_injected: AtomicU64,
+    pub optimized: AtomicU64,
+    pub optimize_failed: AtomicU64,
+    /// The deleting mutation was acknowledged: no preloaded row may remain.
+    pub mutation_acked: AtomicBool,
 }
 
 impl History {
@@ -54,6 +67,12 @@ impl History {
                 bad.push(format!("unreadable row {line:?}"));
                 continue;
             };
+            if w == PRELOAD_WRITER {
+                if self.mutation_acked.load(Ordering::SeqCst) {
+                    bad.push(format!("block w{w} s{s} survived the acknowledged DELETE WHERE w = {w} ({count} rows)"));
+                }
+                continue;
+            }
             seen.insert((w, s));
             match inserts.get(&(w, s)) {
                 None => bad.push(format!("insert w{w} s{s} is present but was never attempted")),
@@ -71,15 +90,44 @@ impl History {
         bad
     }
 
+    /// A run that did too little to have tested anything is a failed run.
+    pub fn too_little_progress(&self, faults: &crate::Faults) -> Vec<String> {
+        let acked = {
+            let inserts = self.inserts.lock().unwrap_or_else(|p| p.into_inner());
+            inserts.values().filter(|(_, o)| *o == Outcome::Acked).count()
+        };
+        let mut out = Vec::new();
+        if acked < 10 {
+            out.push(format!("too little progress: {acked} acknowledged inserts"));
+        }
+        if self.reads.load(Ordering::SeqCst) == 0 {
+            out.push("too little progress: no sequentially consistent read succeeded".into());
+        }
+        if (faults.kills || faults.pauses || faults.partitions) && self.faults_injected.load(Ordering::SeqCst) == 0 {
+            out.push("too little progress: no fault was injected".into());
+        }
+        if faults.optimize && self.optimized.load(Ordering::SeqCst) == 0 {
+            out.push("too little progress: no OPTIMIZE … FINAL succeeded".into());
+        }
+        if faults.mutation && !self.mutation_acked.load(Ordering::SeqCst) {
+            out.push("the mutation was never acknowledged".into());
+        }
+        out
+    }
+
     pub fn summary(&self) -> String {
         let inserts = self.inserts.lock().unwrap_or_else(|p| p.into_inner());
         let acked = inserts.values().filter(|(_, o)| *o == Outcome::Acked).count();
         format!(
-            "{} inserts ({acked} acknowledged, {} unknown), {} sequentially consistent reads ({} stale), faults: {}",
+            "{} inserts ({acked} acknowledged, {} unknown), {} sequentially consistent reads ({} stale), \
+             {} OPTIMIZE FINAL ok ({} failed), mutation {}, faults: {}",
             inserts.len(),
             inserts.len() - acked,
             self.reads.load(Ordering::SeqCst),
             self.stale_reads.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            self.optimized.load(Ordering::SeqCst),
+            self.optimize_failed.load(Ordering::SeqCst),
+            if self.mutation_acked.load(Ordering::SeqCst) { "acknowledged" } else { "not acknowledged" },
             self.faults.lock().unwrap_or_else(|p| p.into_inner()).join(", ")
         )
     }
@@ -104,5 +152,16 @@ mod tests {
         assert!(bad.iter().any(|b| b.contains("w1 s1: 8 rows (4 distinct)")));
         assert!(bad.iter().any(|b| b.contains("w1 s2: 2 rows")));
         assert!(bad.iter().any(|b| b.contains("w7 s7 is present but was never attempted")));
+    }
+
+    #[test]
+    fn preloaded_blocks_must_be_gone_once_the_mutation_was_acknowledged() {
+        let h = History::default();
+        h.record(0, 1, 3, Outcome::Acked);
+        assert!(h.check("0\t1\t3\t3\n99\t1\t5\t5\n").is_empty());
+        h.mutation_acked.store(true, Ordering::SeqCst);
+        let bad = h.check("0\t1\t3\t3\n99\t1\t5\t5\n");
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].contains("survived the acknowledged DELETE"));
     }
 }

@@ -1,4 +1,5 @@
-//! `jepsen --bin target/debug/shardhouse [--seconds 60] [--seed 1] [--writers 4] [--dir D]`:
+//! `jepsen --bin target/debug/shardhouse [--seconds 60] [--seed 1] [--writers 4] [--dir D]
+//! [--faults kills,pauses,partitions,optimize,mutation|all] [--optimize-ms 3000-7000]`:
 //! runs the fault workload against real server processes; exit 1 on an anomaly.
 
 fn main() {
@@ -8,6 +9,8 @@ fn main() {
         seconds: 60,
         seed: 1,
         writers: 4,
+        faults: jepsen::Faults::all(),
+        optimize_ms: (3000, 7000),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -20,6 +23,12 @@ fn main() {
             "--seconds" => opts.seconds = num(),
             "--seed" => opts.seed = num(),
             "--writers" => opts.writers = num(),
+            "--faults" => opts.faults = jepsen::Faults::parse(&value).unwrap_or_else(|e| usage(&e)),
+            "--optimize-ms" => {
+                let (lo, hi) = value.split_once('-').unwrap_or((&value, &value));
+                let ms = |x: &str| x.parse::<u64>().unwrap_or_else(|_| usage(flag));
+                opts.optimize_ms = (ms(lo), ms(hi).max(ms(lo) + 1));
+            }
             _ => usage(flag),
         }
     }
@@ -37,7 +46,7 @@ fn main() {
 
 fn usage(flag: &str) -> ! {
     eprintln!(
-        "jepsen: bad argument {flag}\nusage: jepsen --bin PATH [--seconds N] [--seed N] [--writers N] [--dir DIR]"
+        "jepsen: bad argument {flag}\nusage: jepsen --bin PATH [--seconds N] [--seed N] [--writers N] [--dir DIR] [--faults LIST] [--optimize-ms LO-HI]"
     );
     std::process::exit(2);
 }

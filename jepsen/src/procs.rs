@@ -19,6 +19,7 @@ pub struct Node {
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    paused: bool,
 }
 
 impl Node {
@@ -70,8 +71,30 @@ impl Node {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// SIGSTOP: the process keeps its sockets and state but does nothing,
+    /// as a node stuck in a long GC pause, swapping, or a frozen VM.
+    pub fn pause(&mut self) {
+        if self.signal("-STOP") {
+            self.paused = true;
+        }
+    }
+
+    /// SIGCONT after [`Node::pause`].
+    pub fn resume(&mut self) {
+        if self.paused {
+            self.signal("-CONT");
+            self.paused = false;
+        }
+    }
+
+    fn signal(&self, sig: &str) -> bool {
+        let Some(c) = &self.child else { return false };
+        Command::new("kill").arg(sig).arg(c.id().to_string()).status().is_ok_and(|s| s.success())
+    }
+
     /// SIGKILL, as a crash.
     pub fn kill9(&mut self) {
+        self.paused = false;
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -174,6 +197,7 @@ impl ProcCluster {
                 config,
                 log: dir.join("server.log"),
                 child: None,
+                paused: false,
             };
             node.start()?;
             nodes.push(node);
@@ -190,10 +214,21 @@ impl ProcCluster {
         }
     }
 
+    /// Makes every link between `side` and the other nodes a black hole,
+    /// both ways: packets are dropped, calls time out.
+    pub fn blackhole(&self, side: &[u64]) {
+        for ((a, b), p) in &self.links {
+            if side.contains(a) != side.contains(b) {
+                p.set_blackholed(true);
+            }
+        }
+    }
+
     /// Restores every link.
     pub fn heal(&self) {
         for p in self.links.values() {
             p.set_blocked(false);
+            p.set_blackholed(false);
         }
     }
 
