@@ -38,6 +38,11 @@ pub enum ReplicationError {
     Raft(String),
     #[error("Node is shutting down")]
     ShuttingDown,
+    /// A replica's parts no longer hold what its log committed: the group
+    /// stopped on this node rather than serve wrong rows (ClickHouse's
+    /// LOGICAL_ERROR).
+    #[error("Replica invariant violated: {0}")]
+    InvariantViolated(String),
 }
 
 /// Results of this crate.
@@ -60,6 +65,7 @@ impl ReplicationError {
             E::NoSuchTable(t) => E::NoSuchTable(t.clone()),
             E::Raft(s) => E::Raft(s.clone()),
             E::ShuttingDown => E::ShuttingDown,
+            E::InvariantViolated(s) => E::InvariantViolated(s.clone()),
             E::Io { path, source } => {
                 E::Io { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
             }

@@ -136,6 +136,8 @@ impl ReplicationNode {
             match covering {
                 Some(p) if p.name == name => break p.meta.files.clone(),
                 Some(_) => return Ok(out),
+                // Neither in place nor running: its swap was refused.
+                None if !g.replica.is_merging(part) => return Ok(out),
                 None if tokio::time::Instant::now() >= deadline => return Ok(out),
                 None => tokio::time::sleep(Duration::from_millis(20)).await,
             }

@@ -82,8 +82,14 @@ impl Replica {
         {
             let mut s = self.state();
             if names.iter().all(|n| s.parts.get(n).is_some()) {
-                if let Err(e) = s.parts.replace(names, Arc::new(merged)) {
+                let merged = Arc::new(merged);
+                if let Err(e) = s.parts.replace(names, merged.clone()) {
                     tracing::error!(group = self.group, error = %e, "merge result not swapped in");
+                    // Left on disk, the result would cover its sources at
+                    // the next start, and whatever else its range holds.
+                    if let Err(e) = part_set::remove_part_files(&merged) {
+                        tracing::warn!(group = self.group, error = %e, "cannot remove an unused merge result");
+                    }
                 }
             } else if let Err(e) = part_set::remove_part_files(&merged) {
                 tracing::warn!(group = self.group, error = %e, "cannot remove an unused merge result");

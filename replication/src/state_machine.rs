@@ -158,6 +158,19 @@ impl GroupStateMachine {
                         return Ok(Response::Done);
                     }
                 },
+                Err(ReplicationError::InvariantViolated(msg)) => {
+                    // The parts no longer hold what the log committed: stop
+                    // the group here rather than serve wrong rows or build
+                    // on them (openraft stops on a state machine error).
+                    tracing::error!(
+                        group = self.replica.group,
+                        index = log_id.index,
+                        "{msg}; the group stops on this replica"
+                    );
+                    self.set_error(Some(format!("Replica invariant violated: {msg}")));
+                    self.replica.broken.set(msg.clone()).ok();
+                    return Err(ReplicationError::InvariantViolated(msg));
+                }
                 Err(e) => {
                     // A command that fails to apply (a disk error) is retried,
                     // never skipped: skipping would fork this replica's state.

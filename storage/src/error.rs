@@ -36,6 +36,8 @@ pub enum StorageError {
     PartNotActive(String),
     #[error("Part {part} does not cover {source_part}")]
     DoesNotCover { part: String, source_part: String },
+    #[error("Part {part} would cover active part {other}, which is not one of its sources: its rows would be lost")]
+    CoversOtherPart { part: String, other: String },
     #[error(
         "Too many parts ({parts}) in partition {partition}. Merges are processing significantly slower than inserts"
     )]
@@ -91,7 +93,9 @@ impl StorageError {
             StorageError::BadPartName(_) => (233, "BAD_DATA_PART_NAME"),
             StorageError::CorruptedPart { .. } => (40, "CHECKSUM_DOESNT_MATCH"),
             StorageError::IntersectingParts { .. } => (49, "LOGICAL_ERROR"),
-            StorageError::PartNotActive(_) | StorageError::DoesNotCover { .. } => (49, "LOGICAL_ERROR"),
+            StorageError::PartNotActive(_)
+            | StorageError::DoesNotCover { .. }
+            | StorageError::CoversOtherPart { .. } => (49, "LOGICAL_ERROR"),
             StorageError::TooManyParts { .. } => (252, "TOO_MANY_PARTS"),
             StorageError::BadExpression { .. } => (36, "BAD_ARGUMENTS"),
             StorageError::UpdateKeyColumn(_) => (420, "CANNOT_UPDATE_COLUMN"),

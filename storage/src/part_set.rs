@@ -16,6 +16,9 @@ use crate::part::writer::TMP_PREFIX;
 
 /// Name of the directory holding parts taken out of service.
 pub const DETACHED_DIR: &str = "detached";
+/// A file in a part directory saying the part left the active set without
+/// a part covering it (see [`PartSet::remove`]): recovery deletes it.
+pub const OUTDATED_MARKER: &str = "outdated";
 const DELETE_PREFIX: &str = "delete_tmp_";
 
 /// Active parts plus the outdated ones waiting out their grace period.
@@ -84,7 +87,14 @@ impl PartSet {
     }
 
     /// Atomically swaps `sources` for `result` (a merge or a mutation): every
-    /// source must be active and covered by the result, or nothing changes.
+    /// source must be active and covered by the result, and no other active
+    /// part may lie in the result's block range, or nothing changes.
+    ///
+    /// The invariant this keeps: a part holds the rows of exactly the parts
+    /// it replaced. A result's name claims every block of its range, so one
+    /// that swapped out a part that was not its source would hide that
+    /// part's rows for good (issue 16: a merge chosen around a part that a
+    /// running merge took, swapped in after that merge finished).
     pub fn replace(&mut self, sources: &[PartName], result: Arc<Part>) -> Result<()> {
         for s in sources {
             if !self.active.contains_key(s) {
@@ -94,6 +104,9 @@ impl PartSet {
                 return Err(StorageError::DoesNotCover { part: result.name.to_string(), source_part: s.to_string() });
             }
         }
+        if let Some(other) = self.active.keys().find(|a| a.intersects(&result.name) && !sources.contains(a)) {
+            return Err(StorageError::CoversOtherPart { part: result.name.to_string(), other: other.to_string() });
+        }
         let removed = self.add(result)?;
         debug_assert!(sources.iter().all(|s| removed.iter().any(|r| &r.name == s)));
         Ok(())
@@ -101,8 +114,20 @@ impl PartSet {
 
     /// Takes one part out of the active set, making it outdated (a replica
     /// installing a snapshot that does not have it).
+    ///
+    /// No active part covers it, so recovery could not tell it is outdated
+    /// from its name: found on disk after a crash, it would be taken back,
+    /// and a part of the new set that intersects it detached — with its
+    /// rows, some of which may be nowhere else (in-memory parts a merge
+    /// absorbed). A marker in its directory tells recovery to delete it.
     pub fn remove(&mut self, name: &PartName) -> Option<Arc<Part>> {
         let p = self.active.remove(name)?;
+        if !p.is_in_memory() {
+            let marker = p.dir.join(OUTDATED_MARKER);
+            if let Err(e) = fs::File::create(&marker).and_then(|f| f.sync_all()) {
+                tracing::warn!(part = %name, error = %e, "cannot mark a removed part outdated");
+            }
+        }
         self.outdated.push((p.clone(), Instant::now()));
         Some(p)
     }
@@ -210,6 +235,11 @@ pub fn recover(dir: &Path) -> Result<(PartSet, RecoveryReport)> {
         if file_name.parse::<PartName>().is_err() {
             detach(dir, &path, &file_name, "unexpected", "not a part name")?;
             report.detached.push((file_name, "not a part name".into()));
+            continue;
+        }
+        if path.join(OUTDATED_MARKER).exists() {
+            fs::remove_dir_all(&path).map_err(|e| StorageError::io(&path, e))?;
+            report.removed_outdated.push(file_name);
             continue;
         }
         match Part::load(&path) {

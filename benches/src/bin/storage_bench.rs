@@ -174,8 +174,10 @@ fn main() {
     let baseline = rss();
     reset_peak_rss();
     let start = Instant::now();
-    let cands: Vec<Candidate> =
-        set.active().map(|p| Candidate { name: p.name.clone(), bytes: p.meta.bytes_on_disk, barrier: 0 }).collect();
+    let cands: Vec<Candidate> = set
+        .active()
+        .map(|p| Candidate { name: p.name.clone(), bytes: p.meta.bytes_on_disk, barrier: 0, busy: false })
+        .collect();
     for names in select_optimize(&cands, None, true, usize::MAX) {
         let sources: Vec<_> = names.iter().filter_map(|n| set.get(n).cloned()).collect();
         let merged = merge_parts(&t, &dir, &sources, ReduceMode::default()).expect("merge");

@@ -266,7 +266,9 @@ impl LocalTable {
         }
         for (_, names) in by_partition {
             let Some(cover) = PartName::merged(&names) else { continue };
-            let w = storage::part::writer::PartWriter::create(&self.table, &self.dir, cover, "drop").map_err(st)?;
+            let w = storage::part::writer::PartWriter::create(&self.table, &self.dir, cover, "drop")
+                .map_err(st)?
+                .with_blocks(Some(0));
             let empty = w.finish(vec![], None).map_err(st)?;
             self.state().parts.replace(&names, Arc::new(empty)).map_err(st)?;
         }
@@ -283,7 +285,7 @@ impl LocalTable {
                 // parts on the same side of every mutation.
                 let dv = p.name.data_version();
                 let barrier = s.mutations.iter().map(|m| m.version).find(|v| *v > dv).unwrap_or(i64::MAX);
-                Candidate { name: p.name.clone(), bytes: p.meta.bytes_on_disk, barrier }
+                Candidate { name: p.name.clone(), bytes: p.meta.bytes_on_disk, barrier, busy: false }
             })
             .collect()
     }

@@ -117,6 +117,11 @@ pub trait TableEngine: Send + Sync + std::fmt::Debug {
     fn read_your_writes(&self) -> futures::future::BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+    /// Refuses a read of parts known to be wrong: a replica that found its
+    /// parts no longer hold what its log committed stops serving them.
+    fn check_readable(&self) -> Result<(), QueryError> {
+        Ok(())
+    }
 }
 
 /// Marks a query that must read through a read barrier, as a DataFusion

@@ -112,6 +112,7 @@ impl TableProvider for EngineProvider {
             self.engine.read_barrier().await.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         }
         self.engine.read_your_writes().await;
+        self.engine.check_readable().map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let table = self.engine.storage().clone();
         let schema = table.schema().clone();
         let projected = match projection {

@@ -334,6 +334,17 @@ impl TableEngine for ReplicatedTable {
         })
     }
 
+    fn check_readable(&self) -> Result<(), QueryError> {
+        match self.groups().iter().find_map(|g| g.replica.broken.get().cloned()) {
+            None => Ok(()),
+            Some(msg) => Err(QueryError {
+                code: 49,
+                name: "LOGICAL_ERROR",
+                message: format!("This replica stopped serving the table: invariant violated: {msg}"),
+            }),
+        }
+    }
+
     fn read_your_writes(&self) -> futures::future::BoxFuture<'_, ()> {
         Box::pin(async move {
             for g in self.groups() {

@@ -28,7 +28,8 @@ pub fn merge_parts(table: &Arc<Table>, parent: &Path, sources: &[Arc<Part>], mod
     let keep_runs = engine::needs_runs(table, mode);
     let chunk_rows = table.def.settings.merge_batch_rows;
     let merger = kway::KWayMerge::new(table.clone(), &sources, None, chunk_rows, keep_runs)?;
-    let mut w = PartWriter::create(table, parent, result, "merge")?;
+    let blocks = sources.iter().map(|p| p.meta.blocks).sum::<Option<u64>>();
+    let mut w = PartWriter::create(table, parent, result, "merge")?.with_blocks(blocks);
     for chunk in merger {
         let out = engine::reduce(table, chunk?, mode)?;
         w.write(&out)?;

@@ -16,9 +16,32 @@ pub struct Candidate {
     pub bytes: u64,
     /// Parts merge together only when their barriers are equal — the caller
     /// sets it to the first mutation each part still needs, so a merge never
-    /// mixes parts on different sides of a pending mutation. A part already
-    /// being merged or mutated is not a candidate at all.
+    /// mixes parts on different sides of a pending mutation.
     pub barrier: i64,
+    /// The part is being merged or mutated: it is not merged again, and no
+    /// merge spans it. A merge's result is named by the block range of its
+    /// sources, so a merge of the parts on both sides of a busy part would
+    /// claim that part's blocks without holding its rows — and swapping it
+    /// in would make them disappear. Busy parts are passed, not left out.
+    pub busy: bool,
+}
+
+/// The maximal runs of adjacent, non-busy parts of one partition with one
+/// barrier, in name order: what a merge may take a range of.
+fn runs<'a>(sorted: &[&'a Candidate]) -> Vec<Vec<&'a Candidate>> {
+    let mut out: Vec<Vec<&Candidate>> = Vec::new();
+    let mut cur: Vec<&Candidate> = Vec::new();
+    for c in sorted {
+        let breaks = cur.last().is_some_and(|l| l.name.partition_id != c.name.partition_id || l.barrier != c.barrier);
+        if c.busy || breaks {
+            out.extend((!cur.is_empty()).then(|| std::mem::take(&mut cur)));
+        }
+        if !c.busy {
+            cur.push(c);
+        }
+    }
+    out.extend((!cur.is_empty()).then_some(cur));
+    out
 }
 
 /// `SimpleMergeSelector` settings: ClickHouse's defaults but for the fixed
@@ -123,10 +146,13 @@ pub fn select_merge(parts: &[Candidate], s: &SelectorSettings) -> Option<Vec<Par
         let partition = &sorted[start..end];
         let sizes: Vec<u64> = partition.iter().map(|c| c.bytes).collect();
         for i in 0..partition.len() {
+            if partition[i].busy {
+                continue;
+            }
             let prev_at_left = if i == 0 { 0 } else { sizes[i - 1] };
             let (mut sum, mut max) = (0u64, 0u64);
             for j in i..partition.len().min(i + s.max_parts_to_merge_at_once) {
-                if partition[j].barrier != partition[i].barrier {
+                if partition[j].busy || partition[j].barrier != partition[i].barrier {
                     break;
                 }
                 sum += partition[j].bytes;
@@ -152,8 +178,10 @@ pub fn select_merge(parts: &[Candidate], s: &SelectorSettings) -> Option<Vec<Par
 }
 
 /// OPTIMIZE: the parts to merge in each partition (or only `partition`). With
-/// `final_` a partition with a single part is merged too (re-applying the
-/// engine's rules); without it, a partition needs two parts or more.
+/// `final_` every run of adjacent parts that may merge (see [`Candidate`]:
+/// busy parts and mutation barriers split a partition) is merged, a single
+/// part too (re-applying the engine's rules); without it, the first run of
+/// two parts or more in each partition.
 pub fn select_optimize(
     parts: &[Candidate],
     partition: Option<&str>,
@@ -169,12 +197,11 @@ pub fn select_optimize(
     let mut out = Vec::new();
     for (_, mut v) in by_partition {
         v.sort_by(|a, b| a.name.cmp(&b.name));
-        if v.len() >= 2 || (final_ && v.len() == 1) {
-            if final_ {
-                out.push(v.iter().map(|c| c.name.clone()).collect());
-            } else {
-                out.push(v.iter().take(max_parts.max(2)).map(|c| c.name.clone()).collect());
-            }
+        let names = |r: &[&Candidate]| r.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        if final_ {
+            out.extend(runs(&v).iter().map(|r| names(r)));
+        } else if let Some(r) = runs(&v).into_iter().find(|r| r.len() >= 2) {
+            out.push(names(&r[..r.len().min(max_parts.max(2))]));
         }
     }
     out
@@ -189,7 +216,12 @@ mod tests {
         sizes
             .iter()
             .enumerate()
-            .map(|(i, &b)| Candidate { name: PartName::new_insert("all", i as i64 + 1), bytes: b, barrier: 0 })
+            .map(|(i, &b)| Candidate {
+                name: PartName::new_insert("all", i as i64 + 1),
+                bytes: b,
+                barrier: 0,
+                busy: false,
+            })
             .collect()
     }
 
@@ -263,7 +295,58 @@ mod tests {
         assert!(ours * 3.0 < theirs && ours < 15.0, "write amplification {ours:.1}, {theirs:.1} with 5 MiB");
     }
 
+    /// Issue 16: OPTIMIZE FINAL on a partition whose middle parts were being
+    /// merged picked the parts on both sides; the merge result named their
+    /// block range, covered the running merge's parts and made their rows
+    /// disappear when it swapped in.
+    #[test]
+    fn regression_optimize_final_does_not_span_a_part_being_merged() {
+        let mut c = cands(&[100; 5]);
+        c[2].busy = true;
+        let picks = select_optimize(&c, None, true, 100);
+        let names: Vec<Vec<i64>> = picks.iter().map(|p| p.iter().map(|n| n.min_block).collect()).collect();
+        assert_eq!(names, vec![vec![1, 2], vec![4, 5]]);
+        let picks = select_optimize(&c, None, false, 100);
+        assert_eq!(picks.len(), 1);
+        assert_eq!(picks[0].iter().map(|n| n.min_block).collect::<Vec<_>>(), vec![1, 2]);
+        c[1].busy = true;
+        c[3].busy = true;
+        assert_eq!(select_optimize(&c, None, false, 100), Vec::<Vec<PartName>>::new());
+        assert!(select_merge(&c, &SelectorSettings::default()).is_none());
+    }
+
     proptest! {
+        /// No pick's block range contains a part that is not one of its
+        /// sources: merging it would drop that part's rows.
+        #[test]
+        fn a_pick_covers_only_its_own_sources(
+            parts in proptest::collection::vec((1u64..1_000_000, any::<bool>(), 0i64..2), 1..60),
+            final_ in any::<bool>(),
+        ) {
+            let c: Vec<Candidate> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, &(bytes, busy, barrier))| Candidate {
+                    name: PartName::new_insert("all", i as i64 + 1),
+                    bytes,
+                    barrier,
+                    busy,
+                })
+                .collect();
+            let mut picks = select_optimize(&c, None, final_, 100);
+            picks.extend(select_merge(&c, &SelectorSettings { base: 1.0, ..Default::default() }));
+            for p in picks {
+                let result = PartName::merged(&p).unwrap();
+                for x in &c {
+                    let inside = result.min_block <= x.name.min_block && x.name.max_block <= result.max_block;
+                    prop_assert_eq!(inside, p.contains(&x.name), "{:?} vs {:?}", result, x.name);
+                    prop_assert!(!(inside && x.busy));
+                }
+                let b0 = c.iter().find(|x| x.name == p[0]).map(|x| x.barrier);
+                prop_assert!(p.iter().all(|n| c.iter().any(|x| &x.name == n && Some(x.barrier) == b0 && !x.busy)));
+            }
+        }
+
         #[test]
         fn selection_is_a_contiguous_range_within_limits(sizes in proptest::collection::vec(1u64..1_000_000_000, 0..300)) {
             let s = SelectorSettings::default();

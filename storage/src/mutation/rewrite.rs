@@ -167,7 +167,7 @@ pub fn mutate_part(
     }
 
     // Pass 2: rewrite every column.
-    let mut w = PartWriter::create(table, parent, new_name, "mutate")?;
+    let mut w = PartWriter::create(table, parent, new_name, "mutate")?.with_blocks(part.meta.blocks);
     for b in reader::open(part, None, None, batch_rows)? {
         let b = b.map_err(|e| StorageError::CorruptedPart { part: part.name.to_string(), reason: e.to_string() })?;
         let (out, _) = apply(&cmds, b)?;

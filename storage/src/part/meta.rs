@@ -53,6 +53,15 @@ pub struct PartMeta {
     pub columns: Vec<ColumnMeta>,
     pub files: BTreeMap<String, FileChecksum>,
     pub modification_time_ms: i64,
+    /// How many inserted blocks' rows the part holds: 1 for an inserted
+    /// part, the sum of its sources for a merge, its source's for a
+    /// mutation, 0 for the empty part a drop leaves. A replica checks its
+    /// parts' blocks against the blocks committed to it (see the
+    /// replication crate's invariant), which catches a part whose name
+    /// claims blocks whose rows it lacks. `None` in parts written before
+    /// the count existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<u64>,
 }
 
 impl PartMeta {
@@ -132,6 +141,7 @@ mod tests {
             }],
             files: [("data.parquet".to_string(), FileChecksum { size: 10, crc32: 7 })].into_iter().collect(),
             modification_time_ms: 0,
+            blocks: None,
         }
     }
 

@@ -56,6 +56,7 @@ pub struct PartWriter<'t> {
     stats: Vec<(usize, MinAccumulator, MaxAccumulator)>,
     rows: u64,
     durability: Durability,
+    blocks: Option<u64>,
 }
 
 /// Parquet settings for part data: LZ4 (or zstd), page statistics and a page index,
@@ -175,7 +176,6 @@ impl<'t> PartWriter<'t> {
         Ok(PartWriter {
             table,
             parent: PathBuf::new(),
-            name,
             tmp_dir: PathBuf::new(),
             file: Some(sink),
             writer: None,
@@ -183,7 +183,17 @@ impl<'t> PartWriter<'t> {
             stats,
             rows: 0,
             durability: Durability::Synced,
+            // A level-0 part of one block is one inserted block; every
+            // other writer (merge, mutation, drop) says what it holds.
+            blocks: (name.level == 0 && name.min_block == name.max_block).then_some(1),
+            name,
         })
+    }
+
+    /// Records how many inserted blocks the part holds (see [`PartMeta::blocks`]).
+    pub fn with_blocks(mut self, blocks: Option<u64>) -> Self {
+        self.blocks = blocks;
+        self
     }
 
     /// Chooses whether `finish` fsyncs (see [`Durability`]).
@@ -347,6 +357,7 @@ impl<'t> PartWriter<'t> {
             columns,
             files,
             modification_time_ms: chrono::Utc::now().timestamp_millis(),
+            blocks: self.blocks,
         })
     }
 }

@@ -52,7 +52,12 @@ fn merge_is_sorted_complete_and_deterministic() {
 
 #[test]
 fn optimize_semantics() {
-    let c = |pid: &str, b: i64| Candidate { name: storage::PartName::new_insert(pid, b), bytes: 10, barrier: 0 };
+    let c = |pid: &str, b: i64| Candidate {
+        name: storage::PartName::new_insert(pid, b),
+        bytes: 10,
+        barrier: 0,
+        busy: false,
+    };
     let parts = vec![c("a", 1), c("a", 2), c("b", 3)];
     assert_eq!(select_optimize(&parts, None, false, 100).len(), 1, "b has one part: nothing to do without FINAL");
     assert_eq!(select_optimize(&parts, None, true, 100).len(), 2, "FINAL merges a single part too");
@@ -170,4 +175,33 @@ fn regression_merge_without_sort_key() {
     let b = read(&m);
     // No key: rows keep insertion order, part by part.
     assert_eq!(i64s(&b, "k"), vec![3, 1, 2]);
+}
+
+/// Issue 16: a merge of the parts on both sides of a part a running merge
+/// took, swapped in after that merge finished, covered its result and made
+/// its rows disappear. The swap is refused now, whatever the order.
+#[test]
+fn regression_a_merge_result_never_swaps_out_a_part_that_is_not_its_source() {
+    let t = kv_table(Engine::MergeTree, vec![]);
+    let d = tmp();
+    let parts: Vec<_> = (1..=4).map(|b| insert(&t, d.path(), b, &kv_batch(&t, &[b], &[b]))).collect();
+    let mut set = storage::part_set::PartSet::new();
+    for p in &parts {
+        set.add(p.clone()).unwrap();
+    }
+    let merge = |ps: &[&std::sync::Arc<storage::Part>]| {
+        let v: Vec<_> = ps.iter().map(|p| (*p).clone()).collect();
+        storage::merge::merge_parts(&t, d.path(), &v, Default::default()).unwrap()
+    };
+    // Blocks 2 and 3 merged; then a merge chosen around them (1 and 4).
+    let inner = merge(&[&parts[1], &parts[2]]);
+    assert_eq!(inner.meta.blocks, Some(2));
+    let outer = merge(&[&parts[0], &parts[3]]);
+    assert_eq!(outer.name.to_string(), "all_1_4_1");
+    set.replace(&[parts[1].name.clone(), parts[2].name.clone()], std::sync::Arc::new(inner)).unwrap();
+    let err = set.replace(&[parts[0].name.clone(), parts[3].name.clone()], std::sync::Arc::new(outer)).unwrap_err();
+    assert!(matches!(err, StorageError::CoversOtherPart { .. }), "{err}");
+    let rows: u64 = set.active().map(|p| p.meta.rows).sum();
+    assert_eq!(rows, 4, "every block's row is still active");
+    assert_eq!(set.active().map(|p| p.meta.blocks.unwrap()).sum::<u64>(), 4);
 }

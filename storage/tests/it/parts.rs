@@ -208,6 +208,39 @@ fn part_set_covering_swap_and_recovery() {
     assert_eq!(expired.len(), 2);
 }
 
+/// Issue 16 (kill runs: "parts detached … intersects active part … neither
+/// covers the other"): a replica that installed a snapshot of another shape
+/// kept its old part on disk for the grace period, uncovered; after a crash
+/// recovery took it back and detached the snapshot's part it intersects,
+/// with rows found nowhere else. A part removed without a cover is marked,
+/// and recovery deletes it.
+#[test]
+fn regression_a_part_removed_without_a_cover_does_not_come_back_after_a_crash() {
+    let t = kv_table(Engine::MergeTree, vec![]);
+    let d = tmp();
+    let ps: Vec<_> = (1..=3).map(|b| insert(&t, d.path(), b, &kv_batch(&t, &[b], &[b]))).collect();
+    let merge = |a: usize, b: usize| {
+        Arc::new(storage::merge::merge_parts(&t, d.path(), &ps[a..=b], Default::default()).unwrap())
+    };
+    // This replica merged blocks 1-2; the snapshot it installs holds 1 and 2-3.
+    let ours = merge(0, 1);
+    let theirs = merge(1, 2);
+    let mut set = PartSet::new();
+    set.add(ours.clone()).unwrap();
+    set.add(ps[0].clone()).unwrap_err();
+    set.remove(&ours.name).unwrap();
+    set.add(ps[0].clone()).unwrap();
+    set.add(theirs.clone()).unwrap();
+    for p in &ps[1..] {
+        storage::part_set::remove_part_files(p).unwrap();
+    }
+    drop((ours, theirs));
+    let (recovered, report) = part_set::recover(d.path()).unwrap();
+    let names: Vec<String> = recovered.snapshot().iter().map(|p| p.name.to_string()).collect();
+    assert_eq!(names, vec!["all_1_1_0", "all_2_3_1"], "{report:?}");
+    assert!(report.detached.is_empty(), "{report:?}");
+}
+
 /// Writes the meta.json fixture of format version 1 when asked to (kept in git
 /// so later versions prove they still read it).
 #[test]
