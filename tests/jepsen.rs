@@ -70,15 +70,8 @@ fn a_node_cut_off_from_the_others_cannot_acknowledge_or_read_stale() {
 /// nodes' data and logs for the post-mortem.
 fn jepsen_run(seconds: u64, seed: u64, faults: jepsen::Faults, optimize_ms: (u64, u64)) {
     let dir = tempfile::tempdir().unwrap();
-    let opts = jepsen::Options {
-        bin: bin(),
-        dir: dir.path().to_path_buf(),
-        seconds,
-        seed,
-        writers: 6,
-        faults,
-        optimize_ms,
-    };
+    let opts =
+        jepsen::Options { bin: bin(), dir: dir.path().to_path_buf(), seconds, seed, writers: 6, faults, optimize_ms };
     match jepsen::run(&opts) {
         Ok(summary) => eprintln!("jepsen: {summary}"),
         Err(report) => {
