@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot paths (criterion): part write, k-way merge,
 //! primary-key range lookup, block hash, and the Raft append path (propose →
-//! RocksDB append with group commit → apply) of a one-node group.
+//! RocksDB append with group commit → apply) of a one-node group, and the
+//! replica's block-count invariant that every apply runs.
 //!
 //! `cargo bench -p benches --bench micro` (add `-- --quick` for a short run).
 
@@ -132,6 +133,23 @@ fn raft_append(c: &mut Criterion) {
                 }
             })
         })
+    });
+    // The replica's invariant (issue 16) runs after every applied entry: it
+    // sums the inserted blocks of the group's active parts. Measured with
+    // 300 active parts (ClickHouse's default parts_to_throw_insert), alone
+    // and inside the apply of an entry.
+    rt.block_on(async {
+        for i in 0..300 {
+            let quorum = replication::registry::Quorum::Majority;
+            let b = block(10);
+            node.insert(&spec, vec![], b, format!("b{i}"), quorum, Duration::from_secs(10)).await.expect("insert");
+        }
+    });
+    let replica = node.group(1).expect("group").replica.clone();
+    assert_eq!(replica.snapshot().len(), 300, "one part per insert");
+    g.bench_function("check_blocks_300_parts", |bench| bench.iter(|| replica.check_blocks().expect("invariant")));
+    g.bench_function("propose_commit_apply_one_entry_300_parts", |bench| {
+        bench.iter(|| rt.block_on(node.propose(1, replication::Command::KillMutation { version: 0 })).expect("propose"))
     });
     g.finish();
     rt.block_on(node.shutdown());
