@@ -62,9 +62,18 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         merger: Option<NodeId>,
     },
-    /// A mutation whose version is this entry's index.
+    /// A mutation whose version is this entry's index. Applying it only
+    /// records it: the group's leader then assigns its parts one at a time
+    /// ([`Command::MutatePart`]), and every replica rewrites them in the
+    /// background.
     Mutate { commands: Vec<MutationCommand>, text: String, ts: i64 },
-    /// Stop a mutation: parts not yet rewritten keep their data.
+    /// Rewrite `part` in the background with every live mutation up to
+    /// `version` it still needs, into `<part>_<version>` (ClickHouse's
+    /// MUTATE_PART). Replicas swap the result in as they do a merge's, and
+    /// the proposer follows with its checksums ([`Command::CheckPart`]).
+    MutatePart { part: String, version: i64 },
+    /// Stop a mutation: parts not yet assigned keep their data; a part whose
+    /// rewrite keeps failing on this mutation is given up.
     KillMutation { version: i64 },
     /// Drop every part of a partition (covered by an empty part, as ClickHouse's DROP_RANGE).
     DropPartition { partition_id: String },

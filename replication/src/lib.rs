@@ -20,6 +20,7 @@ pub mod log_store;
 mod merge_assign;
 mod merge_exec;
 pub mod merge_jobs;
+pub mod mutation_exec;
 pub mod registry;
 pub mod replica;
 pub mod runtime;

@@ -8,7 +8,7 @@ use openraft::LogId;
 
 use crate::command::{Command, Response};
 use crate::error::{ReplicationError, Result};
-use crate::registry::{Group, InsertOutcome, ReplicationNode};
+use crate::registry::{Group, InsertOutcome, NodeInner, ReplicationNode};
 use crate::{GroupId, NodeId};
 
 /// After a merge proposal failed (it may still commit): no new selection
@@ -54,7 +54,9 @@ impl ReplicationNode {
     /// would have woken it), so it is skipped; leadership is read from
     /// metrics, not asked of the group, so an idle group stays asleep.
     pub async fn assign_merge(&self, g: &Group) -> Result<bool> {
-        if g.is_quiesced() || g.raft.metrics().borrow().current_leader != Some(self.inner.id) {
+        if (g.is_quiesced() && !g.replica.has_mutation_work())
+            || g.raft.metrics().borrow().current_leader != Some(self.inner.id)
+        {
             return Ok(false);
         }
         let _selecting = g.merge_lock.lock().await;
@@ -77,14 +79,37 @@ impl ReplicationNode {
             max_total_bytes: s.max_bytes_to_merge_at_max_space_in_pool,
             ..Default::default()
         };
-        let Some(names) = storage::merge::selector::select_merge(&g.replica.merge_candidates(), &settings) else {
-            return Ok(false);
-        };
-        let sources = names.iter().map(|n| n.to_string()).collect();
-        let merger = self.single_replica_merger(g);
-        let merge = Command::Merge { sources, mode: Default::default(), merger };
-        self.merge(g.spec.group, merge).await.inspect_err(|_| fence_merges(g))?;
-        Ok(true)
+        let mut assigned = false;
+        if let Some(names) = storage::merge::selector::select_merge(&g.replica.merge_candidates(), &settings) {
+            let sources = names.iter().map(|n| n.to_string()).collect();
+            let merger = self.single_replica_merger(g);
+            let merge = Command::Merge { sources, mode: Default::default(), merger };
+            self.propose_and_check(g.spec.group, merge).await.inspect_err(|_| fence_merges(g))?;
+            assigned = true;
+        }
+        // Chosen after the merge applied here: its sources are busy now.
+        if let Some((part, version)) = g.replica.next_part_to_mutate() {
+            let mutate = Command::MutatePart { part, version };
+            self.propose_and_check(g.spec.group, mutate).await.inspect_err(|_| fence_merges(g))?;
+            assigned = true;
+        }
+        Ok(assigned)
+    }
+
+    /// Proposes a merge or part mutation and returns once it applied here;
+    /// its checksums are proposed in the background once the result is in
+    /// place, so assignment never waits for a long merge or rewrite (merges
+    /// of other parts and the next part's rewrite would wait behind it).
+    async fn propose_and_check(&self, group: GroupId, cmd: Command) -> Result<()> {
+        let out = self.inner.propose(group, cmd).await?;
+        let Response::Merged { part, .. } = out.response else { return Ok(()) };
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = check_result(&inner, group, &part).await {
+                tracing::debug!(group, part, error = %e, "merge result check not proposed");
+            }
+        });
+        Ok(())
     }
 
     /// This node, when the group's table merges on a single replica.
@@ -128,23 +153,30 @@ impl ReplicationNode {
     pub async fn merge(&self, group: GroupId, merge: Command) -> Result<InsertOutcome> {
         let out = self.inner.propose(group, merge).await?;
         let Response::Merged { part, .. } = &out.response else { return Ok(out) };
-        let g = self.inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
-        let name: storage::PartName = part.parse()?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
-        let files = loop {
-            let covering = g.replica.snapshot().into_iter().find(|p| p.name.contains(&name));
-            match covering {
-                Some(p) if p.name == name => break p.meta.files.clone(),
-                Some(_) => return Ok(out),
-                // Neither in place nor running: its swap was refused.
-                None if !g.replica.is_merging(part) => return Ok(out),
-                None if tokio::time::Instant::now() >= deadline => return Ok(out),
-                None => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
-        let check = Command::CheckPart { part: part.clone(), files, source: self.inner.id };
-        self.inner.propose(group, check).await
+        Ok(check_result(&self.inner, group, part).await?.unwrap_or(out))
     }
+}
+
+/// Waits until this replica's result `part` of a merge or part mutation is
+/// in place and proposes its checksums; `None` when the result never came
+/// (refused, given up, or already merged further).
+async fn check_result(inner: &NodeInner, group: GroupId, part: &str) -> Result<Option<InsertOutcome>> {
+    let g = inner.group(group).ok_or(ReplicationError::NoSuchGroup(group))?;
+    let name: storage::PartName = part.parse()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    let files = loop {
+        let covering = g.replica.snapshot().into_iter().find(|p| p.name.contains(&name));
+        match covering {
+            Some(p) if p.name == name => break p.meta.files.clone(),
+            Some(_) => return Ok(None),
+            // Neither in place nor running: its swap was refused.
+            None if !g.replica.is_merging(part) => return Ok(None),
+            None if tokio::time::Instant::now() >= deadline => return Ok(None),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let check = Command::CheckPart { part: part.to_string(), files, source: inner.id };
+    inner.propose(group, check).await.map(Some)
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ impl Replica {
     /// Puts a merge result in place of its sources when they are all still
     /// active (else a snapshot or a covering part replaced them: the result
     /// is dropped), and forgets the pending merge.
-    fn swap_in_merge(&self, names: &[PartName], merged: Part) {
+    pub(crate) fn swap_in_merge(&self, names: &[PartName], merged: Part) {
         {
             let mut s = self.state();
             if names.iter().all(|n| s.parts.get(n).is_some()) {
@@ -105,7 +105,8 @@ impl Replica {
     /// Waits for `from`'s result of a merge, polling it with backoff, and
     /// swaps it in; merges here instead once the threshold has passed, when
     /// a command waits for this merge, or when `from` has already merged the
-    /// result further (its covering part cannot replace our sources).
+    /// result further (its covering part cannot replace our sources), or
+    /// when a live mutation still has to rewrite the sources.
     async fn fetch_merge(
         self: Arc<Self>,
         from: NodeId,
@@ -125,7 +126,8 @@ impl Replica {
                 self.merges.finish(&result);
                 return;
             }
-            if self.merges.is_urgent() || start.elapsed() >= threshold {
+            // A mutation waiting for these parts would wait for the peer too.
+            if self.merges.is_urgent() || start.elapsed() >= threshold || self.mutation_needs(&names) {
                 break;
             }
             attempt += 1;

@@ -32,6 +32,11 @@ pub struct PendingMerge {
     /// The node whose result this replica fetches (single-replica merges).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merger: Option<crate::NodeId>,
+    /// A part mutation (one source): the versions of the mutations it
+    /// applies, fixed when its entry applied (a later kill does not change
+    /// what an assigned rewrite does, so every replica makes the same part).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mutations: Vec<i64>,
 }
 
 /// The merges running on this replica.
@@ -82,6 +87,13 @@ impl MergeJobs {
     pub fn wait_for(&self, results: &[PartName], sources: &[PartName]) {
         let r = self.running.lock().unwrap_or_else(|p| p.into_inner());
         drop(self.wait_while(r, |(n, s)| results.contains(n) || s.iter().any(|x| sources.contains(x))));
+    }
+
+    /// Blocks while a part rewrite (a running job with one source) makes
+    /// one of `results`.
+    pub fn wait_for_mutations(&self, results: &[PartName]) {
+        let r = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        drop(self.wait_while(r, |(n, s)| s.len() == 1 && results.contains(n)));
     }
 
     /// Blocks until no merge is running. `urgent`: replicas waiting for a

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use openraft::{LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 use storage::merge::selector::Candidate;
-use storage::mutation::{Mutation, MutationCommand, mutate_part};
+use storage::mutation::MutationCommand;
 use storage::part::adopt::{adopt_in_memory, adopt_part};
 use storage::part::checksum::FileChecksum;
 use storage::part_set::{self, PartSet};
@@ -184,6 +184,8 @@ pub struct Replica {
     /// Set when the replica found its invariant broken: the group stopped
     /// here, and reads refuse to serve its parts.
     pub broken: std::sync::OnceLock<String>,
+    /// The latest failure of a part rewrite, by mutation version.
+    pub(crate) failures: Mutex<std::collections::BTreeMap<i64, crate::mutation_exec::MutationFailure>>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -267,6 +269,7 @@ impl Replica {
             fetcher: Default::default(),
             stopped: Default::default(),
             broken: Default::default(),
+            failures: Default::default(),
         };
         replica.recover_unsynced()?;
         Ok(replica)
@@ -281,7 +284,11 @@ impl Replica {
                 let s = self.state();
                 names.iter().filter_map(|n| s.parts.get(n).cloned()).collect()
             };
-            if parts.len() == names.len() {
+            if parts.len() == names.len() && !p.mutations.is_empty() {
+                let (Some(source), Some(last)) = (parts.into_iter().next(), p.mutations.iter().max()) else { continue };
+                let result = source.name.mutated(*last);
+                self.start_mutation(source, result, p.mutations.clone());
+            } else if parts.len() == names.len() {
                 self.start_merge(names, parts, p.mode, p.merger);
             } else {
                 // Recovery already found the result (it covers the sources).
@@ -412,18 +419,28 @@ impl Replica {
             Command::Insert { .. } | Command::Offload { .. } | Command::KillMutation { .. } => {}
             // A merge of parts a running merge takes. (One of a running
             // merge's result fetches its own result instead, see `apply_merge`.)
+            // And the rewrite of a part it takes, if that still runs here
+            // (every replica then merges the same mutated part).
             Command::Merge { sources, .. } => {
                 let names: Vec<PartName> = sources.iter().filter_map(|s| s.parse().ok()).collect();
                 self.merges.wait_for(&[], &names);
+                self.merges.wait_for_mutations(&names);
+            }
+            Command::MutatePart { part, .. } => {
+                let name: Vec<PartName> = part.parse().ok().into_iter().collect();
+                self.merges.wait_for(&[], &name);
             }
             // Our copy of the checked part, if we merge it, must be done.
             Command::CheckPart { part, .. } => {
                 let name: Vec<PartName> = part.parse().ok().into_iter().collect();
                 self.merges.wait_for(&name, &[]);
             }
-            // Mutations and drops touch every part: urgent, a replica waiting
-            // for a peer's merge result merges itself instead.
-            Command::Mutate { .. } | Command::DropPartition { .. } => self.merges.wait_all(true),
+            // Recording a mutation touches no part.
+            Command::Mutate { .. } => {}
+            // Drops touch every part: urgent, a replica waiting for a peer's
+            // merge result merges itself instead, and a rewrite failing on
+            // its data gives up (the drop covers its part anyway).
+            Command::DropPartition { .. } => self.merges.wait_all(true),
         }
         let step = match cmd {
             Command::Insert { block_id, staged_id, partition_id, files, holders, ts, inline, batched, .. } => {
@@ -431,29 +448,10 @@ impl Replica {
                 self.apply_insert(index, block, fetched)?
             }
             Command::Merge { sources, mode, merger } => self.apply_merge(index, sources, *mode, *merger, fetched)?,
-            Command::Mutate { commands, text, ts } => {
-                let mut s = self.state();
-                if !s.persisted.mutations.iter().any(|m| m.version == index) {
-                    s.persisted.mutations.push(MutationRecord {
-                        version: index,
-                        commands: commands.clone(),
-                        text: text.clone(),
-                        create_time: *ts,
-                        killed: false,
-                    });
-                }
-                drop(s);
-                self.run_mutations()?;
-                Step::Done(Response::Mutation { version: index })
-            }
-            Command::KillMutation { version } => {
-                let mut s = self.state();
-                for m in s.persisted.mutations.iter_mut().filter(|m| m.version == *version) {
-                    m.killed = true;
-                }
-                Step::Done(Response::Done)
-            }
-            Command::DropPartition { partition_id } => self.apply_drop(partition_id)?,
+            Command::Mutate { commands, text, ts } => self.apply_mutate(index, commands, text, *ts),
+            Command::MutatePart { part, version } => self.apply_mutate_part(part, *version, fetched)?,
+            Command::KillMutation { version } => self.apply_kill(*version),
+            Command::DropPartition { partition_id } => self.apply_drop(index, partition_id)?,
             Command::Offload { .. } => Step::Done(Response::Done),
             Command::CheckPart { part, files, source } => self.apply_check(part, files, *source, fetched)?,
         };
@@ -497,7 +495,7 @@ impl Replica {
 
     /// Notes a part adopted from a peer that may hold blocks this replica
     /// applies only later (see [`State::catch_up_to`]).
-    fn adopted_from_peer(&self, name: &PartName) {
+    pub(crate) fn adopted_from_peer(&self, name: &PartName) {
         let mut s = self.state();
         s.catch_up_to = s.catch_up_to.max(name.max_block);
     }
@@ -604,7 +602,7 @@ impl Replica {
     }
 
     /// Adds a part, tolerating one that an active part already covers.
-    fn add_part(&self, part: Part) -> Result<()> {
+    pub(crate) fn add_part(&self, part: Part) -> Result<()> {
         let mut s = self.state();
         if s.parts.covering(&part.name).is_some() {
             return Ok(());
@@ -674,13 +672,13 @@ impl Replica {
         }
         let merger =
             merger.filter(|m| *m != self.node && self.settings.execute_merges_on_single_replica_time_threshold > 0);
-        let pending = crate::merge_jobs::PendingMerge { sources: sources.to_vec(), mode, merger };
+        let pending = crate::merge_jobs::PendingMerge { sources: sources.to_vec(), mode, merger, mutations: vec![] };
         self.state().persisted.pending_merges.push(pending);
         self.start_merge(names, parts, mode, merger);
         Ok(Step::Done(Response::Merged { part: result.to_string(), files: Default::default() }))
     }
 
-    fn merged(&self, result: &PartName) -> Response {
+    pub(crate) fn merged(&self, result: &PartName) -> Response {
         let files = self.state().parts.get(result).map(|p| p.meta.files.clone()).unwrap_or_default();
         Response::Merged { part: result.to_string(), files }
     }
@@ -748,7 +746,7 @@ impl Replica {
         (s.persisted.mismatch_count, s.persisted.mismatches.clone())
     }
 
-    fn apply_drop(&self, partition_id: &str) -> Result<Step> {
+    fn apply_drop(&self, index: i64, partition_id: &str) -> Result<Step> {
         let names: Vec<PartName> = self
             .state()
             .parts
@@ -756,7 +754,11 @@ impl Replica {
             .filter(|p| p.name.partition_id == partition_id)
             .map(|p| p.name.clone())
             .collect();
-        let Some(cover) = PartName::merged(&names) else { return Ok(Step::Done(Response::Done)) };
+        let Some(mut cover) = PartName::merged(&names) else { return Ok(Step::Done(Response::Done)) };
+        // Named by the drop's index, not its parts' mutations: a rewrite
+        // given up here may have finished on another replica, and every
+        // replica must make the same part.
+        cover.mutation = cover.mutation.max(index);
         let w = storage::part::writer::PartWriter::create(&self.table, &self.parts_dir(), cover, "drop")
             .map_err(st)?
             .with_blocks(Some(0));
@@ -768,39 +770,6 @@ impl Replica {
             s.persisted.blocks = Some(0);
         }
         Ok(Step::Done(Response::Done))
-    }
-
-    /// Rewrites every part that a live mutation still applies to.
-    fn run_mutations(&self) -> Result<()> {
-        let (parts, mutations) = {
-            let s = self.state();
-            let m: Vec<Mutation> = s
-                .persisted
-                .mutations
-                .iter()
-                .filter(|m| !m.killed)
-                .map(|m| Mutation { version: m.version, commands: m.commands.clone() })
-                .collect();
-            (s.parts.snapshot(), m)
-        };
-        for part in parts {
-            match mutate_part(&self.table, &self.parts_dir(), &part, &mutations) {
-                Ok(Some(new)) => {
-                    self.state().parts.replace(std::slice::from_ref(&part.name), Arc::new(new)).map_err(st)?
-                }
-                Ok(None) => {}
-                // A mutation that cannot run (a bad expression) must not stop
-                // the log: ClickHouse records the failure and moves on.
-                Err(e) => tracing::error!(group = self.group, part = %part.name, error = %e, "mutation failed"),
-            }
-        }
-        Ok(())
-    }
-
-    /// Parts a mutation still has to rewrite.
-    pub fn parts_to_do(&self, version: i64) -> u64 {
-        self.state().parts.active().filter(|p| p.name.data_version() < version && p.name.min_block < version).count()
-            as u64
     }
 
     /// The snapshot manifest of the current applied state.

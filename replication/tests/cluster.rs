@@ -289,6 +289,7 @@ async fn merges_and_mutations_through_leader_changes_converge() {
     }
     c.start_node(l).await;
     c.wait_leader().await;
+    c.run_mutations().await;
     c.converge().await;
     let before: Vec<i64> = expected_keys(&acked.iter().copied().filter(|b| *b < 10).collect(), 30);
     let after: Vec<i64> = expected_keys(&acked.iter().copied().filter(|b| *b >= 10).collect(), 30);
@@ -432,6 +433,7 @@ async fn single_replica_merges_are_fetched_and_fall_back_to_local_merges() {
     };
     let mutated = tokio::time::timeout(Duration::from_secs(30), c.nodes[&l].propose(GROUP, cmd)).await;
     mutated.expect("a mutation waited for a dead node's merge").unwrap();
+    c.run_mutations().await;
     c.converge().await;
     let want: Vec<i64> = expected_keys(&acked, 40).into_iter().filter(|k| k % 5 != 0).collect();
     assert_eq!(c.keys(l), want);

@@ -322,3 +322,175 @@ async fn a_replica_that_loses_a_block_stops_its_group_with_a_clear_error() {
     c.shutdown().await;
     scenario.teardown();
 }
+
+fn delete_where(predicate: &str) -> replication::Command {
+    replication::Command::Mutate {
+        commands: vec![storage::mutation::MutationCommand::Delete { predicate: predicate.into() }],
+        text: format!("ALTER TABLE t DELETE WHERE {predicate}"),
+        ts: 0,
+    }
+}
+
+async fn mutation_version(c: &Cluster, via: u64, predicate: &str) -> i64 {
+    match c.nodes[&via].propose(GROUP, delete_where(predicate)).await.unwrap().response {
+        Response::Mutation { version } => version,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Whether a part rewrite runs on node `id`.
+fn rewriting(c: &Cluster, id: u64) -> bool {
+    c.nodes[&id].group(GROUP).is_some_and(|g| g.replica.merges.running().iter().any(|(_, s)| s.len() == 1))
+}
+
+async fn wait_until(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..400 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Runs the leader's merge and mutation assignment until `f` holds.
+async fn assign_until(c: &Cluster, l: u64, what: &str, f: impl Fn() -> bool) {
+    for _ in 0..400 {
+        if f() {
+            return;
+        }
+        c.nodes[&l].assign_merges().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Issue 17: a `Mutate` entry only records the mutation; parts are
+/// rewritten in the background, one at a time as the leader assigns them,
+/// while inserts keep committing — and the rows of blocks inserted after
+/// the mutation are not touched (its predicate matches them too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mutation_rewrites_parts_in_the_background_while_inserts_commit() {
+    let scenario = fail::FailScenario::setup();
+    let c = Cluster::start(3, 5000).await;
+    insert_parts(&c, 0..4).await;
+    c.converge().await;
+    let l = c.wait_leader().await;
+    // The first rewrite on each replica takes 4 s.
+    fail::cfg("mutate:fail", "3*sleep(4000)").unwrap();
+    let version = mutation_version(&c, l, "k % 2 = 0").await;
+    for id in c.nodes.keys() {
+        assert_eq!(c.nodes[id].group(GROUP).unwrap().replica.parts_to_do(version), 4, "node {id}: recorded only");
+    }
+    assign_until(&c, l, "every replica rewrites a part", || c.nodes.keys().all(|id| rewriting(&c, *id))).await;
+    let mut acked = 0;
+    for b in 4..14 {
+        let via = 1 + (b as u64 % 3);
+        assert!(matches!(c.insert(via, &batch(b, 20), &format!("b{b}")).await.unwrap().response, Response::Inserted { .. }));
+        acked += 1;
+    }
+    assert_eq!(acked, 10);
+    assert!(rewriting(&c, l), "the inserts were not acknowledged while the rewrite ran (the test proves nothing)");
+    c.run_mutations().await;
+    fail::remove("mutate:fail");
+    c.converge().await;
+    let old: Vec<i64> = expected_keys(&(0..4).collect(), 20).into_iter().filter(|k| k % 2 != 0).collect();
+    let mut want: Vec<i64> = old.into_iter().chain(expected_keys(&(4..14).collect(), 20)).collect();
+    want.sort_unstable();
+    for id in c.nodes.keys() {
+        assert_eq!(c.keys(*id), want, "node {id}");
+        let g = c.nodes[id].group(GROUP).unwrap();
+        assert_eq!(g.replica.parts_to_do(version), 0, "node {id}");
+        assert_eq!(g.last_error(), None, "node {id}");
+        g.replica.check_blocks().unwrap();
+    }
+    c.shutdown().await;
+    scenario.teardown();
+}
+
+/// Issue 17: KILL MUTATION half-way. Parts assigned before the kill are
+/// rewritten on every replica (one still rewriting when the kill applies
+/// finishes), parts assigned after it are left alone, and every replica
+/// ends with the same parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_mutation_half_way_every_replica_rewrote_the_same_parts() {
+    let scenario = fail::FailScenario::setup();
+    let c = Cluster::start(3, 5000).await;
+    let parts = insert_parts(&c, 0..6).await;
+    c.converge().await;
+    let l = c.wait_leader().await;
+    let version = mutation_version(&c, l, "k % 2 = 0").await;
+    let mutate_part = |p: &str| replication::Command::MutatePart { part: p.to_string(), version };
+    for p in &parts[..2] {
+        c.nodes[&l].merge(GROUP, mutate_part(p)).await.unwrap();
+    }
+    fail::cfg("mutate:fail", "sleep(1500)").unwrap();
+    let out = c.nodes[&l].propose(GROUP, mutate_part(&parts[2])).await.unwrap();
+    assert!(matches!(out.response, Response::Merged { .. }), "{out:?}");
+    assert!(rewriting(&c, l));
+    c.nodes[&l].propose(GROUP, replication::Command::KillMutation { version }).await.unwrap();
+    fail::remove("mutate:fail");
+    let after = c.nodes[&l].propose(GROUP, mutate_part(&parts[3])).await.unwrap();
+    assert_eq!(after.response, Response::Done, "a part was rewritten for a killed mutation");
+    c.run_mutations().await;
+    c.converge().await;
+    let kept: BTreeSet<i64> = (3..6).collect();
+    let mut want: Vec<i64> = expected_keys(&(0..3).collect(), 20).into_iter().filter(|k| k % 2 != 0).collect();
+    want.extend(expected_keys(&kept, 20));
+    want.sort_unstable();
+    for id in c.nodes.keys() {
+        assert_eq!(c.keys(*id), want, "node {id}");
+        let names: Vec<String> = c.parts(*id).into_keys().collect();
+        let rewritten = names.iter().filter(|n| n.ends_with(&format!("_{version}"))).count();
+        assert_eq!(rewritten, 3, "node {id}: {names:?}");
+        assert_eq!(c.nodes[id].group(GROUP).unwrap().replica.parts_to_do(version), 0, "killed: nothing left to do");
+    }
+    c.shutdown().await;
+    scenario.teardown();
+}
+
+/// Issue 17: a mutation that fails on a part's data is reported (the
+/// part and the reason) and retried — never skipped, the part stays as it
+/// was — inserts go on meanwhile, and KILL MUTATION stops the retries on
+/// every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_mutation_is_reported_and_retried_until_killed() {
+    let scenario = fail::FailScenario::setup();
+    let c = Cluster::start(3, 5000).await;
+    insert_parts(&c, 0..3).await;
+    c.converge().await;
+    let l = c.wait_leader().await;
+    fail::cfg("mutate:fail", "return").unwrap();
+    let version = mutation_version(&c, l, "k % 2 = 0").await;
+    let retries = |id: u64| c.nodes[&id].group(GROUP).unwrap().replica.merges.retries.load(Ordering::SeqCst);
+    let before: Vec<u64> = c.nodes.keys().map(|id| retries(*id)).collect();
+    assign_until(&c, l, "every replica failed the rewrite twice", || {
+        c.nodes.keys().zip(&before).all(|(id, b)| {
+            let g = c.nodes[id].group(GROUP).unwrap();
+            g.replica.mutation_failure(version).is_some() && retries(*id) >= b + 2
+        })
+    })
+    .await;
+    for id in c.nodes.keys() {
+        let g = c.nodes[id].group(GROUP).unwrap();
+        let f = g.replica.mutation_failure(version).unwrap();
+        assert!(f.deterministic && f.reason.contains("mutate:fail"), "node {id}: {f:?}");
+        assert!(!g.replica.snapshot().iter().any(|p| p.name.mutation == version), "node {id}: a failing part was skipped");
+        assert!(g.replica.parts_to_do(version) > 0, "node {id}");
+    }
+    c.insert(l, &batch(10, 20), "b10").await.unwrap();
+    c.nodes[&l].propose(GROUP, replication::Command::KillMutation { version }).await.unwrap();
+    wait_until("the failing rewrite is given up everywhere", || c.nodes.keys().all(|id| !rewriting(&c, *id))).await;
+    fail::remove("mutate:fail");
+    c.run_mutations().await;
+    c.converge().await;
+    let want = expected_keys(&[0, 1, 2, 10].into_iter().collect(), 20);
+    for id in c.nodes.keys() {
+        assert_eq!(c.keys(*id), want, "node {id}");
+        let g = c.nodes[id].group(GROUP).unwrap();
+        assert_eq!(g.replica.parts_to_do(version), 0);
+        g.replica.check_blocks().unwrap();
+    }
+    c.shutdown().await;
+    scenario.teardown();
+}

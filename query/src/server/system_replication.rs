@@ -70,7 +70,8 @@ fn kind(c: &Command) -> &'static str {
     match c {
         Command::Insert { .. } => "GET_PART",
         Command::Merge { .. } => "MERGE_PARTS",
-        Command::Mutate { .. } => "MUTATE_PART",
+        Command::Mutate { .. } => "ALTER_METADATA",
+        Command::MutatePart { .. } => "MUTATE_PART",
         Command::KillMutation { .. } => "KILL_MUTATION",
         Command::DropPartition { .. } => "DROP_RANGE",
         Command::Offload { .. } => "OFFLOAD",
@@ -84,6 +85,9 @@ fn new_part(index: u64, c: &Command) -> String {
         Command::Merge { sources, .. } => {
             let names: Vec<storage::PartName> = sources.iter().filter_map(|s| s.parse().ok()).collect();
             storage::PartName::merged(&names).map(|n| n.to_string()).unwrap_or_default()
+        }
+        Command::MutatePart { part, version } => {
+            part.parse::<storage::PartName>().map(|n| n.mutated(*version).to_string()).unwrap_or_default()
         }
         _ => String::new(),
     }

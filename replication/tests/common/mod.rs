@@ -208,6 +208,27 @@ impl Cluster {
         panic!("replicas did not converge: {last}");
     }
 
+    /// Runs the leaders' merge and mutation assignment (a server's merge
+    /// thread does it) until no live replica has a part left to rewrite
+    /// for a live mutation and none is rewriting.
+    pub async fn run_mutations(&self) {
+        for _ in 0..1200 {
+            for n in self.nodes.values() {
+                let _ = n.assign_merges().await;
+            }
+            let done = self.nodes.values().all(|n| {
+                n.group(GROUP).is_none_or(|g| {
+                    !g.replica.has_mutation_work() && g.replica.merges.running().iter().all(|(_, s)| s.len() != 1)
+                })
+            });
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("mutations did not finish");
+    }
+
     pub async fn shutdown(mut self) {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
