@@ -101,11 +101,13 @@ fn jepsen_optimize_and_a_mutation_under_pauses_and_partitions_lose_nothing_ackno
     jepsen_run(60, 30, faults, (300, 1000));
 }
 
-/// system.mutations counts every replica: with one replica cut off, a
-/// mutation the others finished is not done (its progress there is
-/// unknown); once the link heals and that replica applies it, it is done.
+/// system.mutations shows each replica's own progress (issue 17, as on a
+/// ClickHouse replica): with one replica cut off, a mutation is done on the
+/// majority side while the cut-off replica has not even recorded it; once
+/// the link heals it applies and rewrites too. The ALTER itself returns
+/// once the mutation is committed (`mutations_sync = 0`).
 #[test]
-fn system_mutations_aggregates_progress_across_replicas() {
+fn system_mutations_shows_each_replicas_progress() {
     let (_dir, c) = cluster_with("m");
     let t = T;
     let [p1, _, p3] = c.ports()[..] else { unreachable!() };
@@ -129,24 +131,33 @@ fn system_mutations_aggregates_progress_across_replicas() {
     }
     assert!(altered, "the majority side did not take the mutation");
     let status = "SELECT is_done, parts_to_do, latest_fail_reason FROM system.mutations WHERE table = 'm'";
-    let (code, body) = post(p1, "", status, b"", t).unwrap();
+    let wait_done = |port: u16, what: &str| {
+        let mut last = String::new();
+        for _ in 0..150 {
+            let (_, body) = post(port, "", status, b"", t).unwrap();
+            if body.starts_with("1\t0\t") {
+                return;
+            }
+            last = body;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the mutation never became done {what}: {last}");
+    };
+    wait_done(p1, "on the majority side");
+    let (code, body) = post(p3, "", status, b"", t).unwrap();
     assert_eq!(code, 200, "{body}");
-    assert!(
-        body.starts_with("0\t") && body.contains("replica 3"),
-        "a cut-off replica's progress counted as done: {body}"
-    );
+    assert!(!body.starts_with("1\t"), "the cut-off replica shows a mutation it cannot have applied as done: {body}");
     c.heal();
-    let mut last = String::new();
-    for _ in 0..150 {
-        let (_, body) = post(p1, "", status, b"", t).unwrap();
-        if body.starts_with("1\t0\t") {
-            assert_eq!(post(p3, sc, "SELECT count() FROM m", b"", t).unwrap().1.trim(), "50");
+    wait_done(p3, "on the healed replica");
+    let mut count = String::new();
+    for _ in 0..50 {
+        count = post(p3, sc, "SELECT count() FROM m", b"", t).unwrap().1.trim().to_string();
+        if count == "50" {
             return;
         }
-        last = body;
         std::thread::sleep(Duration::from_millis(200));
     }
-    panic!("the mutation never became done on every replica: {last}");
+    panic!("the healed replica holds {count} rows, not 50");
 }
 
 /// Read-your-writes on the node that took an insert: a follower

@@ -197,7 +197,9 @@ impl Replica {
             let failure = MutationFailure {
                 part: source.name.to_string(),
                 reason,
-                time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
+                time: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
                 deterministic: det,
             };
             {

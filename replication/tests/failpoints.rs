@@ -386,7 +386,10 @@ async fn a_mutation_rewrites_parts_in_the_background_while_inserts_commit() {
     let mut acked = 0;
     for b in 4..14 {
         let via = 1 + (b as u64 % 3);
-        assert!(matches!(c.insert(via, &batch(b, 20), &format!("b{b}")).await.unwrap().response, Response::Inserted { .. }));
+        assert!(matches!(
+            c.insert(via, &batch(b, 20), &format!("b{b}")).await.unwrap().response,
+            Response::Inserted { .. }
+        ));
         acked += 1;
     }
     assert_eq!(acked, 10);
@@ -432,7 +435,7 @@ async fn kill_mutation_half_way_every_replica_rewrote_the_same_parts() {
     fail::remove("mutate:fail");
     let after = c.nodes[&l].propose(GROUP, mutate_part(&parts[3])).await.unwrap();
     assert_eq!(after.response, Response::Done, "a part was rewritten for a killed mutation");
-    c.run_mutations().await;
+    wait_until("the rewrite running at the kill finished", || c.nodes.keys().all(|id| !rewriting(&c, *id))).await;
     c.converge().await;
     let kept: BTreeSet<i64> = (3..6).collect();
     let mut want: Vec<i64> = expected_keys(&(0..3).collect(), 20).into_iter().filter(|k| k % 2 != 0).collect();
@@ -475,7 +478,10 @@ async fn a_failing_mutation_is_reported_and_retried_until_killed() {
         let g = c.nodes[id].group(GROUP).unwrap();
         let f = g.replica.mutation_failure(version).unwrap();
         assert!(f.deterministic && f.reason.contains("mutate:fail"), "node {id}: {f:?}");
-        assert!(!g.replica.snapshot().iter().any(|p| p.name.mutation == version), "node {id}: a failing part was skipped");
+        assert!(
+            !g.replica.snapshot().iter().any(|p| p.name.mutation == version),
+            "node {id}: a failing part was skipped"
+        );
         assert!(g.replica.parts_to_do(version) > 0, "node {id}");
     }
     c.insert(l, &batch(10, 20), "b10").await.unwrap();

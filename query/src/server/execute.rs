@@ -13,13 +13,14 @@ use storage::mutation::MutationCommand;
 use datafusion::prelude::SessionContext;
 
 use super::catalog::{Server, unknown_database, write_atomic};
+use super::mutations::statement_setting;
 use super::session::QueryContext;
 use super::settings::Settings;
 use crate::error::QueryError;
 use crate::format::Format;
 use crate::parse::cursor::Cursor;
-use crate::parse::{AlterCommand, PartitionSpec, Statement, parse_statement};
-use crate::table::{OptimizeOptions, TableEngine};
+use crate::parse::{AlterCommand, PartitionSpec, Statement, parse_statement, split_settings};
+use crate::table::{MutationSync, OptimizeOptions, TableEngine};
 
 /// What a statement returns.
 #[derive(Debug, Default)]
@@ -72,7 +73,7 @@ fn find_query_error(e: &datafusion::error::DataFusionError) -> Option<QueryError
     }
 }
 
-pub(super) async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, QueryError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| QueryError::bad_arguments(format!("task failed: {e}")))?
@@ -202,30 +203,6 @@ fn limit_result(batches: &mut Vec<RecordBatch>, settings: &Settings) -> Result<(
     }
     batches.retain(|b| b.num_rows() > 0);
     Ok(())
-}
-
-/// Splits a trailing `SETTINGS name = value, …` off a SELECT.
-fn split_settings(sql: &str) -> Result<(String, Option<String>), QueryError> {
-    let c = Cursor::new(sql)?;
-    let mut depth = 0i32;
-    for (i, t) in c.toks.iter().enumerate() {
-        if t.is_punct("(") {
-            depth += 1;
-        } else if t.is_punct(")") {
-            depth -= 1;
-        } else if depth == 0
-            && t.is_kw("SETTINGS")
-            && i > 0
-            && !c.toks[i - 1].is_punct(".")
-            && c.toks.get(i + 2).is_some_and(|t| t.is_punct("="))
-        {
-            // `SETTINGS name = value, …` — not a table or column named settings.
-            let head = sql[..c.toks[i - 1].end].to_string();
-            let clause = sql[c.toks[i].end..c.toks[c.toks.len() - 1].end].to_string();
-            return Ok((head, Some(clause)));
-        }
-    }
-    Ok((sql.to_string(), None))
 }
 
 impl Server {
@@ -413,7 +390,7 @@ impl Server {
                 blocking(move || t.optimize(&opts)).await?;
                 Ok(QueryOutput::default())
             }
-            Statement::Alter { table: (d, name), commands, .. } => {
+            Statement::Alter { table: (d, name), commands, settings } => {
                 let t = self.table(&d.unwrap_or_else(|| db.to_string()), &name)?;
                 let mut mutation = Vec::new();
                 for c in commands {
@@ -436,15 +413,17 @@ impl Server {
                 }
                 if !mutation.is_empty() {
                     let text = sql.to_string();
-                    blocking(move || t.mutate(mutation, &text)).await?;
+                    let sync = MutationSync::from_setting(statement_setting(q, &settings, "mutations_sync"));
+                    blocking(move || t.mutate(mutation, &text, sync)).await?;
                 }
                 Ok(QueryOutput::default())
             }
-            Statement::Delete { table: (d, name), predicate, .. } => {
+            Statement::Delete { table: (d, name), predicate, settings } => {
                 let t = self.table(&d.unwrap_or_else(|| db.to_string()), &name)?;
                 let text = sql.to_string();
                 let predicate = condition_text(&predicate);
-                blocking(move || t.mutate(vec![MutationCommand::LightweightDelete { predicate }], &text)).await?;
+                let sync = MutationSync::from_setting(statement_setting(q, &settings, "lightweight_deletes_sync"));
+                blocking(move || t.mutate(vec![MutationCommand::LightweightDelete { predicate }], &text, sync)).await?;
                 Ok(QueryOutput::default())
             }
             Statement::SystemMerges { start, table } => {
@@ -457,8 +436,7 @@ impl Server {
                 }
                 Ok(QueryOutput::default())
             }
-            // Mutations run to completion inside their ALTER: nothing is left to kill.
-            Statement::KillMutation { .. } => Ok(QueryOutput::default()),
+            Statement::KillMutation { predicate } => Box::pin(self.kill_mutations(&predicate, q)).await,
             Statement::CheckTable { table: (d, name), .. } => {
                 let t = self.table(&d.unwrap_or_else(|| db.to_string()), &name)?;
                 t.read_your_writes().await;

@@ -10,6 +10,7 @@ mod front;
 pub mod http;
 mod insert;
 pub mod metering;
+mod mutations;
 mod numbers;
 mod params;
 pub mod query_log;

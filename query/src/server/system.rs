@@ -313,16 +313,36 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
                 .flat_map(|(d, n, t)| t.mutations().into_iter().map(move |m| (d.clone(), n.clone(), m)))
                 .collect();
             let m = |f: &dyn Fn(&crate::table::MutationInfo) -> String| utf8(rows.iter().map(|r| f(&r.2)).collect());
+            let time = |f: &dyn Fn(&crate::table::MutationInfo) -> i64| -> ArrayRef {
+                Arc::new(TimestampSecondArray::from(rows.iter().map(|r| f(&r.2)).collect::<Vec<_>>()))
+            };
+            let mut todo_names = ListBuilder::new(StringBuilder::new());
+            for r in &rows {
+                for n in &r.2.parts_to_do_names {
+                    todo_names.values().append_value(n);
+                }
+                todo_names.append(true);
+            }
+            let ts =
+                |name: &str| Field::new(name, DataType::Timestamp(arrow::datatypes::TimeUnit::Second, None), false);
             table_of(
                 vec![
                     s("database"),
                     s("table"),
                     s("mutation_id"),
                     s("command"),
-                    Field::new("create_time", DataType::Timestamp(arrow::datatypes::TimeUnit::Second, None), false),
+                    ts("create_time"),
                     Field::new("block_number", DataType::Int64, false),
+                    Field::new(
+                        "parts_to_do_names",
+                        DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                        false,
+                    ),
                     Field::new("parts_to_do", DataType::Int64, false),
                     Field::new("is_done", DataType::UInt8, false),
+                    Field::new("is_killed", DataType::UInt8, false),
+                    s("latest_failed_part"),
+                    ts("latest_fail_time"),
                     s("latest_fail_reason"),
                 ],
                 vec![
@@ -330,10 +350,15 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
                     utf8(rows.iter().map(|r| r.1.clone()).collect()),
                     m(&|x| x.mutation_id.clone()),
                     m(&|x| x.command.clone()),
-                    Arc::new(TimestampSecondArray::from(rows.iter().map(|r| r.2.create_time).collect::<Vec<_>>())),
+                    time(&|x| x.create_time),
                     Arc::new(Int64Array::from(rows.iter().map(|r| r.2.block_number).collect::<Vec<_>>())),
+                    Arc::new(todo_names.finish()),
                     Arc::new(Int64Array::from(rows.iter().map(|r| r.2.parts_to_do as i64).collect::<Vec<_>>())),
                     Arc::new(UInt8Array::from(rows.iter().map(|r| r.2.is_done as u8).collect::<Vec<_>>())),
+                    // Killed mutations are gone from the table, as in ClickHouse.
+                    Arc::new(UInt8Array::from(vec![0u8; rows.len()])),
+                    m(&|x| x.latest_failed_part.clone()),
+                    time(&|x| x.latest_fail_time),
                     m(&|x| x.latest_fail_reason.clone()),
                 ],
             )?

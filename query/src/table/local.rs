@@ -1,6 +1,8 @@
 //! The single-node table: a part set in a directory, written and merged
 //! locally. Mutations are recorded as `mutation_<version>.txt` (the ALTER
-//! text) before they run, so a restart finishes any that were interrupted.
+//! text) and rewritten by the merge thread, one part per step, so inserts
+//! and reads go on meanwhile and a restart goes on where it stopped;
+//! `KILL MUTATION` deletes the file (parts already rewritten stay so).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +18,7 @@ use storage::part_set::{self, PartSet};
 use storage::partition::split_by_partition;
 use storage::{Part, PartName, backpressure};
 
-use super::{InsertOptions, MergeInfo, MutationInfo, OptimizeOptions, TableEngine};
+use super::{InsertOptions, MergeInfo, MutationInfo, MutationSync, OptimizeOptions, TableEngine};
 use crate::error::QueryError;
 use crate::parse::{AlterCommand, CreateTable, Statement, parse_statement};
 
@@ -62,7 +64,22 @@ pub struct LocalTable {
     dedup: Mutex<storage::dedup::DedupLog>,
     /// The merge or part mutation running now, for `system.merges`.
     running: Mutex<Option<MergeInfo>>,
+    /// The latest failed part rewrite of each mutation.
+    failures: Mutex<std::collections::BTreeMap<i64, Failure>>,
+    /// A failed rewrite is retried no sooner than this.
+    retry_at: Mutex<Option<std::time::Instant>>,
 }
+
+/// A part rewrite that failed (`system.mutations`' `latest_fail_*`).
+#[derive(Debug, Clone)]
+struct Failure {
+    part: String,
+    reason: String,
+    time: i64,
+}
+
+/// Pause before a failed part rewrite is tried again.
+const MUTATION_RETRY: Duration = Duration::from_secs(1);
 
 fn st(e: storage::StorageError) -> QueryError {
     QueryError::storage(&e)
@@ -99,6 +116,11 @@ pub(crate) fn mutation_commands(text: &str) -> Result<Vec<MutationCommand>, Quer
 
 /// The commands of a recorded ALTER/DELETE as `system.mutations` shows them.
 pub(crate) fn command_text(text: &str) -> String {
+    let text = match crate::parse::split_settings(text) {
+        Ok((head, _)) => head,
+        Err(_) => text.to_string(),
+    };
+    let text = text.as_str();
     let Ok(mut c) = crate::parse::cursor::Cursor::new(text) else { return text.to_string() };
     if c.eat_kws(&["ALTER", "TABLE"]) && c.qualified_name().is_ok() {
         return c.rest();
@@ -185,6 +207,8 @@ impl LocalTable {
         let t = Arc::new(LocalTable {
             dedup: Mutex::new(dedup),
             running: Mutex::new(None),
+            failures: Default::default(),
+            retry_at: Mutex::new(None),
             create,
             table,
             dir: dir.to_path_buf(),
@@ -197,7 +221,6 @@ impl LocalTable {
             rewrite: Mutex::new(()),
             merges_stopped: AtomicBool::new(false),
         });
-        t.apply_pending_mutations()?;
         Ok(t)
     }
 
@@ -229,20 +252,49 @@ impl LocalTable {
         Clear(&self.running)
     }
 
-    /// Applies every recorded mutation to the parts that still need it.
-    fn apply_pending_mutations(&self) -> Result<(), QueryError> {
+    /// Rewrites one part that a recorded mutation still applies to (with
+    /// every mutation it needs); true if it did. A failure is recorded for
+    /// `system.mutations` and retried after a pause, never skipped.
+    fn mutate_step(&self) -> Result<bool, QueryError> {
+        if self.retry_at.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| std::time::Instant::now() < t) {
+            return Ok(false);
+        }
         let _g = self.rewrite_lock();
-        let (parts, mutations) = {
+        let (part, mutations) = {
             let s = self.state();
-            (s.parts.snapshot(), s.mutations.clone())
+            let part = s.parts.active().find(|p| !storage::mutation::pending_for(p, &s.mutations).is_empty()).cloned();
+            (part, s.mutations.clone())
         };
-        for part in parts {
-            let _running = self.track(std::slice::from_ref(&part), format!("{} (mutation)", part.name), true);
-            if let Some(new) = mutate_part(&self.table, &self.dir, &part, &mutations).map_err(st)? {
+        let Some(part) = part else { return Ok(false) };
+        let _running = self.track(std::slice::from_ref(&part), format!("{} (mutation)", part.name), true);
+        match mutate_part(&self.table, &self.dir, &part, &mutations) {
+            Ok(Some(new)) => {
                 self.state().parts.replace(std::slice::from_ref(&part.name), Arc::new(new)).map_err(st)?;
+                let name = part.name.to_string();
+                self.failures.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, f| f.part != name);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => {
+                tracing::error!(table = %self.create.name, part = %part.name, error = %e, "mutation failed; retrying");
+                let failure = Failure {
+                    part: part.name.to_string(),
+                    reason: e.to_string(),
+                    time: chrono::Utc::now().timestamp(),
+                };
+                let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+                for m in storage::mutation::pending_for(&part, &mutations) {
+                    f.insert(m.version, failure.clone());
+                }
+                *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(std::time::Instant::now() + MUTATION_RETRY);
+                Ok(false)
             }
         }
-        Ok(())
+    }
+
+    fn mutation_file(&self, version: i64) -> PathBuf {
+        self.dir.join(format!("mutation_{version}.txt"))
     }
 
     /// Drops the parts of matching partitions by covering each partition's
@@ -385,6 +437,9 @@ impl TableEngine for LocalTable {
         if self.merges_stopped.load(Ordering::SeqCst) {
             return Ok(false);
         }
+        if self.mutate_step()? {
+            return Ok(true);
+        }
         let _g = self.rewrite_lock();
         let settings = SelectorSettings {
             max_parts_to_merge_at_once: self.table.def.settings.max_parts_to_merge_at_once,
@@ -420,7 +475,7 @@ impl TableEngine for LocalTable {
         Ok(())
     }
 
-    fn mutate(&self, commands: Vec<MutationCommand>, text: &str) -> Result<i64, QueryError> {
+    fn mutate(&self, commands: Vec<MutationCommand>, text: &str, sync: MutationSync) -> Result<(), QueryError> {
         // Check the commands compile before recording anything.
         storage::mutation::validate(&self.table, &Mutation { version: i64::MAX, commands: commands.clone() })
             .map_err(st)?;
@@ -432,12 +487,46 @@ impl TableEngine for LocalTable {
         };
         // Inserts given lower block numbers are part of what it mutates.
         self.wait_inflight_below(version);
-        let path = self.dir.join(format!("mutation_{version}.txt"));
-        std::fs::write(&path, text).and_then(|_| std::fs::File::open(&path)?.sync_all()).map_err(|e| io(&path, e))?;
+        write_durably(&self.mutation_file(version), text.as_bytes())?;
         self.state().mutations.push(Mutation { version, commands });
         drop(_g);
-        self.apply_pending_mutations()?;
-        Ok(version)
+        if sync == MutationSync::Async {
+            return Ok(());
+        }
+        // One replica: 1 and 2 wait alike, for the merge thread's rewrites.
+        let id = format!("mutation_{version}.txt");
+        loop {
+            let Some(m) = self.mutations().into_iter().find(|m| m.mutation_id == id) else {
+                return Err(super::mutation_killed(&id));
+            };
+            if m.is_done {
+                return Ok(());
+            }
+            if !m.latest_fail_reason.is_empty() {
+                return Err(super::mutation_failed(&id, &m));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn kill_mutation(&self, id: &str) -> Result<bool, QueryError> {
+        let Some(version) = id.strip_prefix("mutation_").and_then(|v| v.strip_suffix(".txt")) else {
+            return Ok(false);
+        };
+        let Ok(version) = version.parse::<i64>() else { return Ok(false) };
+        // A rewrite running now finishes (its part stays rewritten).
+        let _g = self.rewrite_lock();
+        let found = {
+            let mut s = self.state();
+            let before = s.mutations.len();
+            s.mutations.retain(|m| m.version != version);
+            s.mutations.len() != before
+        };
+        if found {
+            remove_durably(&self.mutation_file(version))?;
+            self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&version);
+        }
+        Ok(found)
     }
 
     fn drop_partition(&self, partition_id: &str) -> Result<(), QueryError> {
@@ -459,33 +548,40 @@ impl TableEngine for LocalTable {
     }
 
     fn mutations(&self) -> Vec<MutationInfo> {
-        let parts = self.snapshot();
+        let (parts, versions) = {
+            let s = self.state();
+            (s.parts.snapshot(), s.mutations.iter().map(|m| m.version).collect::<Vec<_>>())
+        };
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return out };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            let Some(v) = name.strip_prefix("mutation_").and_then(|n| n.strip_suffix(".txt")) else { continue };
-            let Ok(version) = v.parse::<i64>() else { continue };
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let create_time = e
-                .metadata()
+        for version in versions {
+            let path = self.mutation_file(version);
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let create_time = std::fs::metadata(&path)
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
-            let todo = parts.iter().filter(|p| p.name.data_version() < version && p.name.min_block < version).count();
+            let todo: Vec<String> = parts
+                .iter()
+                .filter(|p| p.name.data_version() < version && p.name.min_block < version)
+                .map(|p| p.name.to_string())
+                .collect();
+            let failure = failures.get(&version);
             out.push(MutationInfo {
-                mutation_id: name.clone(),
+                mutation_id: format!("mutation_{version}.txt"),
                 command: command_text(&text),
                 create_time,
                 block_number: version,
-                parts_to_do: todo as u64,
-                is_done: todo == 0,
-                latest_fail_reason: String::new(),
+                parts_to_do: todo.len() as u64,
+                is_done: todo.is_empty(),
+                parts_to_do_names: todo,
+                latest_failed_part: failure.map(|f| f.part.clone()).unwrap_or_default(),
+                latest_fail_time: failure.map_or(0, |f| f.time),
+                latest_fail_reason: failure.map(|f| f.reason.clone()).unwrap_or_default(),
             });
         }
-        out.sort_by_key(|m| m.block_number);
         out
     }
 

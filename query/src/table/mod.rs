@@ -62,17 +62,64 @@ pub struct MergeInfo {
     pub started: std::time::Instant,
 }
 
-/// A mutation (`system.mutations`).
-#[derive(Debug, Clone)]
+/// A mutation (`system.mutations`), as this replica sees it.
+#[derive(Debug, Clone, Default)]
 pub struct MutationInfo {
     pub mutation_id: String,
     /// The commands, as ClickHouse shows them (`UPDATE … WHERE …`).
     pub command: String,
     pub create_time: i64,
     pub block_number: i64,
+    /// Parts this replica still has to rewrite.
+    pub parts_to_do_names: Vec<String>,
     pub parts_to_do: u64,
     pub is_done: bool,
+    /// The part whose rewrite failed last, when, and why (empty: none).
+    pub latest_failed_part: String,
+    pub latest_fail_time: i64,
     pub latest_fail_reason: String,
+}
+
+/// `mutations_sync` (and `lightweight_deletes_sync`): whether a mutation's
+/// statement waits for its rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MutationSync {
+    /// Return once the mutation is recorded (ClickHouse's default).
+    Async,
+    /// Wait until this replica has rewritten every part.
+    ThisReplica,
+    /// Wait until every live replica has.
+    AllReplicas,
+}
+
+impl MutationSync {
+    /// The setting's value: 0, 1, or 2 (and above).
+    pub fn from_setting(v: u64) -> MutationSync {
+        match v {
+            0 => MutationSync::Async,
+            1 => MutationSync::ThisReplica,
+            _ => MutationSync::AllReplicas,
+        }
+    }
+}
+
+/// The error a waiting mutation statement gets when a part's rewrite failed
+/// (ClickHouse's UNFINISHED, 341).
+pub(crate) fn mutation_failed(id: &str, info: &MutationInfo) -> QueryError {
+    QueryError {
+        code: 341,
+        name: "UNFINISHED",
+        message: format!(
+            "Exception happened during execution of mutation '{id}' with part '{}' reason: '{}'. \
+             The mutation is retried in the background until it succeeds or KILL MUTATION stops it",
+            info.latest_failed_part, info.latest_fail_reason
+        ),
+    }
+}
+
+/// The error a waiting mutation statement gets when the mutation was killed.
+pub(crate) fn mutation_killed(id: &str) -> QueryError {
+    QueryError { code: 341, name: "UNFINISHED", message: format!("Mutation {id} was killed") }
 }
 
 /// What a table offers the statement executor.
@@ -90,8 +137,12 @@ pub trait TableEngine: Send + Sync + std::fmt::Debug {
     fn merge_step(&self) -> Result<bool, QueryError>;
     /// `OPTIMIZE TABLE`.
     fn optimize(&self, opts: &OptimizeOptions) -> Result<(), QueryError>;
-    /// Runs a mutation to completion; returns its version.
-    fn mutate(&self, commands: Vec<MutationCommand>, text: &str) -> Result<i64, QueryError>;
+    /// Records a mutation, whose parts are then rewritten in the
+    /// background, and waits for it as `sync` says.
+    fn mutate(&self, commands: Vec<MutationCommand>, text: &str, sync: MutationSync) -> Result<(), QueryError>;
+    /// `KILL MUTATION`: stops mutation `id` (parts already rewritten stay
+    /// rewritten). False when the table has no such live mutation.
+    fn kill_mutation(&self, id: &str) -> Result<bool, QueryError>;
     /// `ALTER TABLE … DROP PARTITION`.
     fn drop_partition(&self, partition_id: &str) -> Result<(), QueryError>;
     /// `TRUNCATE TABLE`.
@@ -104,7 +155,7 @@ pub trait TableEngine: Send + Sync + std::fmt::Debug {
     fn outdated(&self) -> Vec<Arc<Part>>;
     /// Merges running now.
     fn merges(&self) -> Vec<MergeInfo>;
-    /// Every mutation the table has recorded, oldest first.
+    /// The table's live (not killed) mutations, oldest first.
     fn mutations(&self) -> Vec<MutationInfo>;
     /// Waits until this node's copy reflects every write committed before
     /// the call (`select_sequential_consistency = 1`); a local table always does.

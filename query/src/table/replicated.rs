@@ -20,7 +20,7 @@ use storage::Part;
 use storage::mutation::MutationCommand;
 use storage::partition::split_by_partition;
 
-use super::{InsertOptions, MergeInfo, MutationInfo, OptimizeOptions, TableEngine};
+use super::{InsertOptions, MergeInfo, MutationInfo, MutationSync, OptimizeOptions, TableEngine};
 use crate::error::QueryError;
 use crate::parse::CreateTable;
 use crate::server::cluster::{Replication, replication_error};
@@ -131,23 +131,76 @@ impl ReplicatedTable {
         })
     }
 
-    /// Proposes a command to every group of the table hosted here.
-    fn propose_all(&self, f: impl Fn(&GroupSpec) -> Option<replication::Command>) -> Result<Vec<i64>, QueryError> {
+    /// Proposes a command to every group of the table hosted here; with
+    /// `wait`, until every live replica has applied it (`alter_sync = 2`).
+    /// Returns each group's mutation version, for a `Mutate`.
+    fn propose_all(
+        &self,
+        wait: bool,
+        f: impl Fn(&GroupSpec) -> Option<replication::Command>,
+    ) -> Result<Vec<(Arc<replication::registry::Group>, i64)>, QueryError> {
         let node = self.replication.node_blocking()?;
         let mut out = Vec::new();
         for g in self.groups() {
             if let Some(cmd) = f(&g.spec) {
                 let r = self.replication.block_on(node.propose(g.spec.group, cmd))?.map_err(replication_error)?;
-                // mutations_sync = 2 (the default here): every live replica has it.
-                self.replication
-                    .block_on(node.wait_live_replicas(g.spec.group, r.index, Duration::from_secs(300)))?
-                    .map_err(replication_error)?;
+                if wait {
+                    self.replication
+                        .block_on(node.wait_live_replicas(g.spec.group, r.index, Duration::from_secs(300)))?
+                        .map_err(replication_error)?;
+                }
                 if let Response::Mutation { version } = r.response {
-                    out.push(version);
+                    out.push((g, version));
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Waits until each group's replica here (and with `AllReplicas` every
+    /// live one) has rewritten every part its mutation applies to; fails
+    /// when a rewrite failed here or the mutation was killed.
+    fn wait_mutation(
+        &self,
+        versions: &[(Arc<replication::registry::Group>, i64)],
+        sync: MutationSync,
+    ) -> Result<(), QueryError> {
+        let node = self.replication.node_blocking()?;
+        for (g, version) in versions {
+            let id = format!("{version:010}");
+            loop {
+                let applied = g.replica.applied().0.is_some_and(|l| l.index as i64 >= *version);
+                let record = g.replica.mutations().into_iter().find(|m| m.version == *version);
+                if record.as_ref().is_some_and(|m| m.killed) {
+                    return Err(super::mutation_killed(&id));
+                }
+                if let Some(f) = g.replica.mutation_failure(*version) {
+                    let info =
+                        MutationInfo { latest_failed_part: f.part, latest_fail_reason: f.reason, ..Default::default() };
+                    return Err(super::mutation_failed(&id, &info));
+                }
+                if applied && record.is_some() && g.replica.parts_to_do(*version) == 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if sync != MutationSync::AllReplicas {
+                continue;
+            }
+            loop {
+                let elsewhere = self
+                    .replication
+                    .block_on(node.parts_to_do_elsewhere(g.spec.group, &[*version], Duration::from_millis(500)))?
+                    .map_err(replication_error)?;
+                // A replica that does not answer is not waited for (as
+                // ClickHouse waits for active replicas only).
+                if elsewhere.iter().all(|(_, r)| r.as_ref().map_or(true, |todo| todo.iter().all(|n| *n == 0))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -222,7 +275,7 @@ impl TableEngine for ReplicatedTable {
         let mut any = false;
         for g in self.groups() {
             // Checked before entering the runtime: most groups of a big node are idle.
-            if g.is_quiesced() {
+            if g.is_quiesced() && !g.replica.has_mutation_work() {
                 continue;
             }
             any |= self.replication.block_on(node.assign_merge(&g))?.map_err(replication_error)?;
@@ -251,21 +304,49 @@ impl TableEngine for ReplicatedTable {
         Ok(())
     }
 
-    fn mutate(&self, commands: Vec<MutationCommand>, text: &str) -> Result<i64, QueryError> {
+    fn mutate(&self, commands: Vec<MutationCommand>, text: &str, sync: MutationSync) -> Result<(), QueryError> {
         storage::mutation::validate(
             &self.table,
             &storage::mutation::Mutation { version: i64::MAX, commands: commands.clone() },
         )
         .map_err(st)?;
         let ts = chrono::Utc::now().timestamp();
-        let versions = self.propose_all(|_| {
+        let versions = self.propose_all(false, |_| {
             Some(replication::Command::Mutate { commands: commands.clone(), text: text.to_string(), ts })
         })?;
-        Ok(versions.into_iter().max().unwrap_or(0))
+        if sync == MutationSync::Async {
+            return Ok(());
+        }
+        self.wait_mutation(&versions, sync)
+    }
+
+    fn kill_mutation(&self, id: &str) -> Result<bool, QueryError> {
+        // The id names one group's record; the ALTER is the records with
+        // its creation time and text in every group (see `mutations`).
+        let groups = self.groups();
+        let Some(key) = groups.iter().find_map(|g| {
+            g.replica
+                .mutations()
+                .into_iter()
+                .find(|m| !m.killed && format!("{:010}", m.version) == id)
+                .map(|m| (m.create_time, m.text))
+        }) else {
+            return Ok(false);
+        };
+        let node = self.replication.node_blocking()?;
+        for g in groups {
+            for m in g.replica.mutations() {
+                if !m.killed && (m.create_time, &m.text) == (key.0, &key.1) {
+                    let kill = replication::Command::KillMutation { version: m.version };
+                    self.replication.block_on(node.propose(g.spec.group, kill))?.map_err(replication_error)?;
+                }
+            }
+        }
+        Ok(true)
     }
 
     fn drop_partition(&self, partition_id: &str) -> Result<(), QueryError> {
-        self.propose_all(|s| {
+        self.propose_all(true, |s| {
             (s.partition_id == partition_id)
                 .then(|| replication::Command::DropPartition { partition_id: partition_id.to_string() })
         })
@@ -273,7 +354,7 @@ impl TableEngine for ReplicatedTable {
     }
 
     fn truncate(&self) -> Result<(), QueryError> {
-        self.propose_all(|s| Some(replication::Command::DropPartition { partition_id: s.partition_id.clone() }))
+        self.propose_all(true, |s| Some(replication::Command::DropPartition { partition_id: s.partition_id.clone() }))
             .map(|_| ())
     }
 
@@ -356,47 +437,30 @@ impl TableEngine for ReplicatedTable {
     fn mutations(&self) -> Vec<MutationInfo> {
         // One row per ALTER across this table's groups (each group numbers it
         // with its own log index), as ClickHouse shows one row per mutation;
-        // progress counts every replica: a mutation is done when no replica
-        // has a part left to rewrite (a replica that cannot be asked keeps
-        // it not done, as ClickHouse does with a replica that is down).
+        // progress is this replica's, as on a ClickHouse replica (`mutations_sync
+        // = 2` is what waits for the others). Killed mutations are gone.
         let mut by_id: std::collections::BTreeMap<(i64, String), MutationInfo> = Default::default();
-        let node = self.replication.started();
         for g in self.groups() {
-            let records = g.replica.mutations();
-            let live: Vec<i64> = records.iter().filter(|m| !m.killed).map(|m| m.version).collect();
-            let elsewhere = match (&node, live.is_empty()) {
-                (Some(n), false) => self
-                    .replication
-                    .block_on(n.parts_to_do_elsewhere(g.spec.group, &live, Duration::from_millis(500)))
-                    .and_then(|r| r.map_err(replication_error))
-                    .unwrap_or_default(),
-                _ => Vec::new(),
-            };
-            for m in records {
-                let mut todo = if m.killed { 0 } else { g.replica.parts_to_do(m.version) };
-                let mut unknown = Vec::new();
-                if let Some(i) = live.iter().position(|v| *v == m.version) {
-                    for (peer, r) in &elsewhere {
-                        match r {
-                            Ok(counts) => todo += counts.get(i).copied().unwrap_or(0),
-                            Err(e) => unknown.push(format!("replica {peer}: {e}")),
-                        }
-                    }
-                }
+            for m in g.replica.mutations().into_iter().filter(|m| !m.killed) {
+                let todo = g.replica.parts_to_do_names(m.version);
                 let e = by_id.entry((m.create_time, m.text.clone())).or_insert_with(|| MutationInfo {
                     mutation_id: format!("{:010}", m.version),
                     command: super::local::command_text(&m.text),
                     create_time: m.create_time,
                     block_number: m.version,
-                    parts_to_do: 0,
                     is_done: true,
-                    latest_fail_reason: String::new(),
+                    ..Default::default()
                 });
                 e.block_number = e.block_number.max(m.version);
-                e.parts_to_do += todo;
-                e.is_done &= todo == 0 && unknown.is_empty();
-                if !unknown.is_empty() {
-                    e.latest_fail_reason = format!("progress unknown on {}", unknown.join("; "));
+                e.parts_to_do += todo.len() as u64;
+                e.is_done &= todo.is_empty();
+                e.parts_to_do_names.extend(todo);
+                if let Some(f) = g.replica.mutation_failure(m.version)
+                    && f.time >= e.latest_fail_time
+                {
+                    e.latest_failed_part = f.part;
+                    e.latest_fail_time = f.time;
+                    e.latest_fail_reason = f.reason;
                 }
             }
         }

@@ -142,8 +142,8 @@ fn create_insert_select_mutate_and_restart() {
     s.ok("INSERT INTO hits VALUES ('2013-08-01', 5, 9, 'x', 1.0), ('2013-08-02', 5, 10, 'y', 2.0)");
     s.ok("INSERT INTO hits (d, counter_id) SELECT d, counter_id + 100 FROM hits WHERE counter_id = 62");
     assert_eq!(s.ok("SELECT count(*), sum(user_id) FROM hits"), "7\t25\n");
-    s.ok("ALTER TABLE hits DELETE WHERE counter_id = 5");
-    s.ok("ALTER TABLE hits UPDATE revenue = revenue * 10 WHERE counter_id = 62");
+    s.ok("ALTER TABLE hits DELETE WHERE counter_id = 5 SETTINGS mutations_sync = 2");
+    s.ok("ALTER TABLE hits UPDATE revenue = revenue * 10 WHERE counter_id = 62 SETTINGS mutations_sync = 1");
     s.ok("DELETE FROM hits WHERE url = 'http://google'");
     s.ok("OPTIMIZE TABLE hits FINAL");
     let expected = "62\t0\n62\t15\n162\t0\n162\t0\n";
@@ -229,7 +229,7 @@ fn system_tables_describe_the_server() {
     s.ok("INSERT INTO d.hits VALUES ('2013-06-01', 1, 1, 'a', 0), ('2013-07-01', 2, 2, 'b', 0)");
     s.ok("INSERT INTO d.hits VALUES ('2013-06-02', 3, 3, 'c', 0)");
     assert_eq!(s.ok("SELECT dummy FROM system.one"), "0\n");
-    assert_eq!(s.ok("SELECT value, readonly FROM system.settings WHERE name = 'mutations_sync'"), "2\t0\n");
+    assert_eq!(s.ok("SELECT value, readonly FROM system.settings WHERE name = 'mutations_sync'"), "0\t0\n");
     assert_eq!(s.ok("SELECT name FROM system.databases ORDER BY name"), "d\ndefault\nsystem\n");
     assert_eq!(
         s.ok("SELECT database, name, engine, partition_key, sorting_key, total_rows FROM system.tables"),
