@@ -41,6 +41,12 @@ pub struct History {
     pub optimize_failed: AtomicU64,
     /// The deleting mutation was acknowledged: no preloaded row may remain.
     pub mutation_acked: AtomicBool,
+    /// Acknowledged mutations that match no row (`w = 98`), each followed
+    /// by a KILL MUTATION: they rewrite (or are stopped on) every part, and
+    /// must change no row.
+    pub noop_mutations: AtomicU64,
+    /// Acknowledged KILL MUTATIONs that stopped at least one mutation.
+    pub mutation_kills: AtomicU64,
 }
 
 impl History {
@@ -112,6 +118,12 @@ impl History {
         if faults.mutation && !self.mutation_acked.load(Ordering::SeqCst) {
             out.push("the mutation was never acknowledged".into());
         }
+        if faults.mutation && self.noop_mutations.load(Ordering::SeqCst) == 0 {
+            out.push("too little progress: no mutation matching nothing was acknowledged".into());
+        }
+        if faults.mutation && self.mutation_kills.load(Ordering::SeqCst) == 0 {
+            out.push("too little progress: no KILL MUTATION stopped a mutation".into());
+        }
         out
     }
 
@@ -120,7 +132,7 @@ impl History {
         let acked = inserts.values().filter(|(_, o)| *o == Outcome::Acked).count();
         format!(
             "{} inserts ({acked} acknowledged, {} unknown), {} sequentially consistent reads ({} stale), \
-             {} OPTIMIZE FINAL ok ({} failed), mutation {}, faults: {}",
+             {} OPTIMIZE FINAL ok ({} failed), mutation {}, {} no-op mutations ({} killed), faults: {}",
             inserts.len(),
             inserts.len() - acked,
             self.reads.load(Ordering::SeqCst),
@@ -128,6 +140,8 @@ impl History {
             self.optimized.load(Ordering::SeqCst),
             self.optimize_failed.load(Ordering::SeqCst),
             if self.mutation_acked.load(Ordering::SeqCst) { "acknowledged" } else { "not acknowledged" },
+            self.noop_mutations.load(Ordering::SeqCst),
+            self.mutation_kills.load(Ordering::SeqCst),
             self.faults.lock().unwrap_or_else(|p| p.into_inner()).join(", ")
         )
     }

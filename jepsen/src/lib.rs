@@ -56,7 +56,8 @@ pub struct Faults {
     pub optimize: bool,
     /// `ALTER TABLE … DELETE WHERE w = 99` once, about 30% into the run,
     /// through a random node, retried until acknowledged; it deletes
-    /// blocks written before the load, never a writer's.
+    /// blocks written before the load, never a writer's. And every 1–3 s
+    /// a mutation that matches no row, killed 0.2–1.5 s later.
     pub mutation: bool,
 }
 
@@ -149,6 +150,11 @@ pub fn run(opts: &Options) -> Result<String, String> {
         let seed = opts.seed ^ 0xA17E;
         let after = Duration::from_millis(opts.seconds * 300);
         clients.push(std::thread::spawn(move || workload::mutator(seed, after, &ports, &h, &stop)));
+    }
+    if opts.faults.mutation {
+        let (h, stop, ports) = (history.clone(), stop.clone(), ports.clone());
+        let seed = opts.seed ^ 0x4B11;
+        clients.push(std::thread::spawn(move || workload::mutation_killer(seed, &ports, &h, &stop)));
     }
     nemesis::run(&mut cluster, opts, &history);
     stop.store(true, Ordering::SeqCst);

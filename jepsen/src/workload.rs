@@ -1,5 +1,6 @@
 //! The clients of a run: writers, a sequentially consistent reader, an
-//! `OPTIMIZE … FINAL` loop and one deleting mutation.
+//! `OPTIMIZE … FINAL` loop, one deleting mutation, and mutations that match
+//! nothing, each killed soon after.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -116,5 +117,37 @@ pub fn mutator(seed: u64, after: Duration, ports: &[u16], history: &History, sto
             return;
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every 1–3 s, `ALTER TABLE jt DELETE WHERE w = 98 AND s = n` (no block
+/// has writer 98: it must change no row, whether it rewrites every part or
+/// is killed half-way) through a random node, then after 0.2–1.5 s
+/// `KILL MUTATION` of it through another random node.
+pub fn mutation_killer(seed: u64, ports: &[u16], history: &History, stop: &AtomicBool) {
+    let mut rng = Rng::new(seed);
+    let pick = |rng: &mut Rng| ports[rng.range(0, ports.len() as u64) as usize];
+    let nap = |ms: u64, stop: &AtomicBool| {
+        let until = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        nap(rng.range(1000, 3000), stop);
+        n += 1;
+        let sql = format!("ALTER TABLE jt DELETE WHERE w = 98 AND s = {n}");
+        if !matches!(http::post(pick(&mut rng), "", &sql, b"", Duration::from_secs(15)), Ok((200, _))) {
+            continue;
+        }
+        history.noop_mutations.fetch_add(1, Ordering::SeqCst);
+        nap(rng.range(200, 1500), stop);
+        let kill = format!("KILL MUTATION WHERE table = 'jt' AND command LIKE '%w = 98 AND s = {n}%'");
+        if let Ok((200, body)) = http::post(pick(&mut rng), "", &kill, b"", Duration::from_secs(15))
+            && body.starts_with("waiting")
+        {
+            history.mutation_kills.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
