@@ -280,6 +280,17 @@ impl Replica {
         s.parts.active().any(|p| p.name.data_version() < newest)
     }
 
+    /// A live mutation that some of `sources` still need and others do not:
+    /// their merge would be named as if it applied (its name takes the
+    /// highest source's mutation) while holding rows it never rewrote.
+    pub(crate) fn straddled_mutation(&self, sources: &[PartName]) -> Option<i64> {
+        let s = self.state();
+        s.persisted.mutations.iter().filter(|m| !m.killed).map(|m| m.version).find(|v| {
+            let needs = sources.iter().filter(|p| p.data_version() < *v).count();
+            needs != 0 && needs != sources.len()
+        })
+    }
+
     /// Whether a live mutation still has to rewrite one of `parts`.
     pub(crate) fn mutation_needs(&self, parts: &[PartName]) -> bool {
         let s = self.state();

@@ -651,6 +651,18 @@ impl Replica {
             );
             return Ok(Step::Done(Response::Done));
         }
+        if let (true, Some(version)) = (parts.len() == names.len(), self.straddled_mutation(&names)) {
+            // Selection keeps parts on the same side of every live mutation;
+            // one that did not would let rows escape it. Refused everywhere
+            // alike: every replica applied the same mutations.
+            tracing::warn!(
+                group = self.group,
+                part = %result,
+                version,
+                "merge refused: it mixes parts that mutation {version} still has to rewrite with parts it has"
+            );
+            return Ok(Step::Done(Response::Done));
+        }
         if parts.len() != names.len() {
             // Some source is gone here (dropped, or this replica fetched a
             // covering part): nothing to merge if nothing of the range is left.

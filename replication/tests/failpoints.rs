@@ -500,3 +500,39 @@ async fn a_failing_mutation_is_reported_and_retried_until_killed() {
     c.shutdown().await;
     scenario.teardown();
 }
+
+/// Issue 17: no part escapes a mutation. A merge of a part the mutation
+/// rewrote with one it has not would be named as mutated (its name takes
+/// the highest source's mutation) while holding unrewritten rows; every
+/// replica refuses it, and the mutation then rewrites the other part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn regression_a_merge_across_a_pending_mutation_is_refused() {
+    let scenario = fail::FailScenario::setup();
+    let c = Cluster::start(3, 5000).await;
+    let parts = insert_parts(&c, 0..2).await;
+    c.converge().await;
+    let l = c.wait_leader().await;
+    let version = mutation_version(&c, l, "k % 2 = 0").await;
+    let mutate_part = replication::Command::MutatePart { part: parts[0].clone(), version };
+    c.nodes[&l].merge(GROUP, mutate_part).await.unwrap();
+    let mutated = format!("{}_{version}", parts[0]);
+    wait_until("the part is rewritten everywhere", || {
+        c.nodes.keys().all(|id| c.parts(*id).contains_key(&mutated) && !rewriting(&c, *id))
+    })
+    .await;
+    let merge = replication::Command::Merge {
+        sources: vec![mutated, parts[1].clone()],
+        mode: Default::default(),
+        merger: None,
+    };
+    let out = c.nodes[&l].merge(GROUP, merge).await.unwrap();
+    assert_eq!(out.response, Response::Done, "a merge across a pending mutation was not refused");
+    c.run_mutations().await;
+    c.converge().await;
+    let want: Vec<i64> = expected_keys(&(0..2).collect(), 20).into_iter().filter(|k| k % 2 != 0).collect();
+    for id in c.nodes.keys() {
+        assert_eq!(c.keys(*id), want, "node {id}");
+    }
+    c.shutdown().await;
+    scenario.teardown();
+}
