@@ -204,6 +204,7 @@ fn inserts_go_on_while_a_mutation_rewrites_a_large_partition() {
         assert_eq!(code, 200, "{body}");
         (acked, during)
     });
+    eprintln!("{during} inserts acknowledged while the mutation ran");
     assert!(during >= 10, "only {during} inserts were acknowledged while the mutation ran");
     let kept = rows - rows.div_ceil(7);
     let want = format!("{kept}\t{}", acked.len());
