@@ -40,9 +40,9 @@ impl Server {
         let found = self.execute_statement(&select, &[], q).await?;
         let mut rows: Vec<[String; 4]> = Vec::new();
         for b in &found.batches {
-            let cols = [strings(b, 0)?, strings(b, 1)?, strings(b, 2)?, strings(b, 3)?];
-            for r in 0..b.num_rows() {
-                rows.push(std::array::from_fn(|c| cols[c][r].clone()));
+            let [d, t, id, cmd] = [strings(b, 0)?, strings(b, 1)?, strings(b, 2)?, strings(b, 3)?];
+            for (((d, t), id), cmd) in d.into_iter().zip(t).zip(id).zip(cmd) {
+                rows.push([d, t, id, cmd]);
             }
         }
         let mut killed = Vec::new();
