@@ -51,16 +51,25 @@ pub struct MergeJobs {
     urgent: AtomicBool,
     /// Merge results fetched from the replica that merged (a metric).
     pub fetched: std::sync::atomic::AtomicU64,
+    /// When each running merge started (`system.merges.elapsed`).
+    started: Mutex<std::collections::HashMap<PartName, std::time::Instant>>,
 }
 
 impl MergeJobs {
     /// Registers a merge about to run.
     pub fn start(&self, result: PartName, sources: Vec<PartName>) {
+        self.started.lock().unwrap_or_else(|p| p.into_inner()).insert(result.clone(), std::time::Instant::now());
         self.running.lock().unwrap_or_else(|p| p.into_inner()).push((result, sources));
+    }
+
+    /// When the running merge making `result` started.
+    pub fn started(&self, result: &PartName) -> Option<std::time::Instant> {
+        self.started.lock().unwrap_or_else(|p| p.into_inner()).get(result).copied()
     }
 
     /// Marks a merge finished (swapped in or discarded).
     pub fn finish(&self, result: &PartName) {
+        self.started.lock().unwrap_or_else(|p| p.into_inner()).remove(result);
         let mut r = self.running.lock().unwrap_or_else(|p| p.into_inner());
         r.retain(|(n, _)| n != result);
         self.done.notify_all();
@@ -131,5 +140,24 @@ impl MergeJobs {
             }
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 18: `system.merges.elapsed` of a replicated table was always 0
+    /// (its start was taken when the table was read).
+    #[test]
+    fn regression_a_running_merge_keeps_its_start_time() {
+        let jobs = MergeJobs::default();
+        let result: PartName = "all_1_2_1".parse().unwrap();
+        jobs.start(result.clone(), vec!["all_1_1_0".parse().unwrap(), "all_2_2_0".parse().unwrap()]);
+        std::thread::sleep(Duration::from_millis(30));
+        let started = jobs.started(&result).expect("running");
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        jobs.finish(&result);
+        assert_eq!(jobs.started(&result), None);
     }
 }
