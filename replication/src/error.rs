@@ -49,6 +49,15 @@ pub enum ReplicationError {
 pub type Result<T, E = ReplicationError> = std::result::Result<T, E>;
 
 impl ReplicationError {
+    /// Whether applying a log entry failed because of the entry itself, so
+    /// that every replica, on every retry, fails the same way.
+    pub fn deterministic_apply_error(&self) -> bool {
+        matches!(
+            self,
+            ReplicationError::Storage(storage::StorageError::BadPartName(_)) | ReplicationError::Corrupted(_)
+        )
+    }
+
     /// A copy for each of several waiters on one failed operation (a group
     /// commit). Variants holding foreign errors keep their message and, for
     /// I/O, the error kind (a full disk stays a full disk).

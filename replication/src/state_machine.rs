@@ -158,6 +158,20 @@ impl GroupStateMachine {
                         return Ok(Response::Done);
                     }
                 },
+                Err(e) if e.deterministic_apply_error() => {
+                    // The entry itself is bad (a part name that does not
+                    // parse, inline bytes that do not decode): every retry
+                    // fails alike, so the group stops here with the error
+                    // in its last error, instead of retrying forever.
+                    let msg = format!("entry {} cannot be applied: {e}", log_id.index);
+                    tracing::error!(
+                        group = self.replica.group,
+                        index = log_id.index,
+                        "{msg}; the group stops on this replica"
+                    );
+                    self.set_error(Some(msg.clone()));
+                    return Err(e);
+                }
                 Err(ReplicationError::InvariantViolated(msg)) => {
                     // The parts no longer hold what the log committed: stop
                     // the group here rather than serve wrong rows or build

@@ -788,3 +788,41 @@ async fn requests_for_another_cluster_or_another_node_are_refused() {
     n1.shutdown().await;
     n2.shutdown().await;
 }
+
+/// Issue 18: an entry that cannot be applied on any replica (here a merge
+/// naming a part that does not parse) was retried forever: the group
+/// stalled behind it with only a log line. Now it stops the group on each
+/// replica with the reason as its last error (`system.replicas`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn regression_an_entry_that_cannot_apply_stops_its_group_with_the_error() {
+    let c = Cluster::start(3, 5000).await;
+    c.insert(1, &batch(0, 5), "b0").await.unwrap();
+    let l = c.wait_leader().await;
+    let bad = replication::Command::Merge {
+        sources: vec!["not a part".into(), "all_1_1_0".into()],
+        mode: Default::default(),
+        merger: None,
+    };
+    let r = tokio::time::timeout(Duration::from_secs(10), c.nodes[&l].propose(GROUP, bad)).await;
+    assert!(!matches!(r, Ok(Ok(_))), "a bad entry was applied: {r:?}");
+    // Each replica that learns the entry committed stops on it; the last
+    // one cannot learn it (no quorum is left to tell it) and stays put.
+    let stopped = |id: u64| {
+        let g = c.nodes[&id].group(GROUP).unwrap();
+        let err = g.last_error().unwrap_or_default();
+        g.raft.metrics().borrow().running_state.is_err()
+            && err.contains("cannot be applied")
+            && err.contains("Invalid part name")
+    };
+    let mut n = 0;
+    for _ in 0..200 {
+        n = (1..=3u64).filter(|id| stopped(*id)).count();
+        if n >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let errors: Vec<_> = (1..=3u64).map(|id| c.nodes[&id].group(GROUP).unwrap().last_error()).collect();
+    assert!(n >= 2 && stopped(l), "the group kept retrying the entry: last errors {errors:?}");
+    c.shutdown().await;
+}
