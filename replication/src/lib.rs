@@ -26,6 +26,7 @@ pub mod replica;
 pub mod runtime;
 pub mod staging;
 pub mod state_machine;
+pub mod status;
 pub mod transport;
 
 pub use storage;

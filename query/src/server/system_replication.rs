@@ -45,7 +45,7 @@ struct GroupRow {
     db: String,
     table: String,
     group: Arc<replication::registry::Group>,
-    metrics: openraft::RaftMetrics<u64, openraft::BasicNode>,
+    metrics: replication::status::GroupStatus,
     pending: Vec<(u64, Command)>,
     committed: Option<u64>,
 }
@@ -55,7 +55,7 @@ async fn groups(server: &Server) -> Vec<GroupRow> {
     let mut out = Vec::new();
     for g in node.groups() {
         let Some((db, table)) = g.spec.table.split_once('.') else { continue };
-        let metrics = g.raft.metrics().borrow().clone();
+        let metrics = g.status();
         let pending = node.pending_entries(g.spec.group).await.unwrap_or_default();
         let committed = node.committed(g.spec.group);
         out.push(GroupRow { db: db.to_string(), table: table.to_string(), group: g, metrics, pending, committed });
@@ -124,10 +124,7 @@ pub async fn table(server: &Server, name: &str) -> Result<Option<Arc<dyn TablePr
             let total_replicas = |g: &GroupRow| g.group.spec.members.len() as u64;
             // Replicas the leader heard from within an election timeout; a
             // follower reports the replicas it knows of.
-            let active = |g: &GroupRow| match &g.metrics.replication {
-                Some(r) => 1 + r.iter().filter(|(id, m)| **id != me && m.is_some()).count() as u64,
-                None => g.group.spec.members.len() as u64,
-            };
+            let active = |g: &GroupRow| g.metrics.acknowledging.unwrap_or(g.group.spec.members.len() as u64);
             table_of(
                 vec![
                     s("database"),
@@ -152,15 +149,15 @@ pub async fn table(server: &Server, name: &str) -> Result<Option<Arc<dyn TablePr
                     utf8(t.iter().map(|((_, n), _)| n.clone()).collect()),
                     Arc::new(UInt8Array::from(
                         t.iter()
-                            .map(|(_, gs)| gs.iter().any(|g| g.metrics.current_leader == Some(me)) as u8)
+                            .map(|(_, gs)| gs.iter().any(|g| g.metrics.leader == Some(me)) as u8)
                             .collect::<Vec<_>>(),
                     )),
                     // Never read-only: a table keeps serving reads without a leader.
                     Arc::new(UInt8Array::from(vec![0u8; t.len()])),
                     max(&total_replicas),
                     max(&active),
-                    agg(&|g| g.metrics.last_log_index.unwrap_or(0)),
-                    agg(&|g| g.metrics.last_applied.map(|l| l.index).unwrap_or(0)),
+                    agg(&|g| g.metrics.last_log_index),
+                    agg(&|g| g.metrics.last_applied),
                     u64s(vec![0; t.len()]),
                     agg(&|g| g.pending.len() as u64),
                     agg(&*count("GET_PART")),
@@ -273,14 +270,14 @@ pub async fn table(server: &Server, name: &str) -> Result<Option<Arc<dyn TablePr
                     utf8(rows.iter().map(|r| r.table.clone()).collect()),
                     utf8(rows.iter().map(|r| r.group.spec.partition_id.clone()).collect()),
                     Arc::new(members.finish()),
-                    Arc::new(UInt64Array::from(rows.iter().map(|r| r.metrics.current_leader).collect::<Vec<_>>())),
-                    utf8(rows.iter().map(|r| format!("{:?}", r.metrics.state)).collect()),
-                    u64s(rows.iter().map(|r| r.metrics.current_term).collect()),
-                    u64s(rows.iter().map(|r| r.metrics.last_log_index.unwrap_or(0)).collect()),
+                    Arc::new(UInt64Array::from(rows.iter().map(|r| r.metrics.leader).collect::<Vec<_>>())),
+                    utf8(rows.iter().map(|r| r.metrics.state.clone()).collect()),
+                    u64s(rows.iter().map(|r| r.metrics.term).collect()),
+                    u64s(rows.iter().map(|r| r.metrics.last_log_index).collect()),
                     u64s(rows.iter().map(|r| r.committed.unwrap_or(0)).collect()),
-                    u64s(rows.iter().map(|r| r.metrics.last_applied.map(|l| l.index).unwrap_or(0)).collect()),
-                    u64s(rows.iter().map(|r| r.metrics.snapshot.map(|l| l.index).unwrap_or(0)).collect()),
-                    u64s(rows.iter().map(|r| r.metrics.purged.map(|l| l.index).unwrap_or(0)).collect()),
+                    u64s(rows.iter().map(|r| r.metrics.last_applied).collect()),
+                    u64s(rows.iter().map(|r| r.metrics.snapshot_index).collect()),
+                    u64s(rows.iter().map(|r| r.metrics.purged_index).collect()),
                     Arc::new(BooleanArray::from(rows.iter().map(|r| r.group.is_quiesced()).collect::<Vec<_>>())),
                 ],
             )?
