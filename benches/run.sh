@@ -6,6 +6,7 @@
 #        benches/run.sh --smoke         (100k rows, 1 repetition, debug build: CI keeps it working)
 #        benches/run.sh --cluster       (only workload 6, replication: 3 server processes, RF=3, vs one node;
 #                                        writes results/CLUSTER.{md,json})
+#        (a full run also runs mutation.py: inserts during a 10M-row ALTER DELETE, results/MUTATION.{md,json})
 # Writes benches/results/LATEST.{md,json,svg} (smoke: benches/work/smoke.*); a full run
 # (release) ends with workload 6 and appends its tables to LATEST.md
 # (NO_CLUSTER=1 skips it, NO_TPCH=1 skips TPC-H).
@@ -81,4 +82,7 @@ if [ "$PROFILE" = release ] && [ -z "${NO_CLUSTER:-}" ]; then
     echo "## Workload 6: replication, 3 server processes on loopback, RF = 3 (also results/CLUSTER.md)"
     tail -n +3 results/CLUSTER.md | sed 's/^## /### /'
   } >>"$OUT.md"
+  # Issue 17: small inserts during a 10M-row ALTER DELETE, and the mutation vs chDB.
+  .venv/bin/python mutation.py "$CARGO_TARGET_DIR/release/shardhouse" "$WORK" results/MUTATION --rows "$ROWS"
+  { echo; sed 's/^## /### /' results/MUTATION.md; } >>"$OUT.md"
 fi
