@@ -230,7 +230,7 @@ fn context(server: &Server, params: &HashMap<String, String>, headers: &HeaderMa
     q.settings = Settings::from_params(params.iter())?;
     q.params = params.iter().filter_map(|(k, v)| Some((k.strip_prefix("param_")?.to_string(), v.clone()))).collect();
     if let Some(id) = params.get("session_id").filter(|id| !id.is_empty()) {
-        q.session = Some(server.sessions.get(id, params.get("session_timeout").map(String::as_str))?);
+        q.session = Some(server.sessions.get(&q.user, id, params.get("session_timeout").map(String::as_str))?);
     }
     Ok(q)
 }

@@ -64,18 +64,31 @@ struct Entry {
     timeout: Duration,
 }
 
-/// Open sessions by id.
+/// Open sessions, by user and session id (a session id names a session of
+/// the user who opened it: another user with the same id gets another).
 #[derive(Default)]
 pub struct Sessions {
-    map: Mutex<HashMap<String, Entry>>,
+    map: Mutex<HashMap<(String, String), Entry>>,
 }
+
+/// Most live sessions one user may hold (ClickHouse's `max_sessions_for_user`;
+/// unbounded there by default, bounded here so a client opening a session per
+/// request cannot grow the server's memory without end).
+pub const MAX_SESSIONS_PER_USER: usize = 1000;
 
 /// Longest a session may be kept idle (ClickHouse's `max_session_timeout`).
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Sessions {
-    /// The session `id`, created if new; expired sessions are dropped first.
-    pub fn get(&self, id: &str, timeout_secs: Option<&str>) -> Result<Arc<Mutex<SessionState>>, QueryError> {
+    /// `user`'s session `id`, created if new; expired sessions are dropped
+    /// first. A user holding [`MAX_SESSIONS_PER_USER`] live sessions cannot
+    /// open another (USER_SESSION_LIMIT_EXCEEDED).
+    pub fn get(
+        &self,
+        user: &str,
+        id: &str,
+        timeout_secs: Option<&str>,
+    ) -> Result<Arc<Mutex<SessionState>>, QueryError> {
         let timeout = match timeout_secs {
             Some(t) => {
                 let s: u64 = t.parse().map_err(|_| QueryError {
@@ -98,7 +111,15 @@ impl Sessions {
         let now = Instant::now();
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, e| now.duration_since(e.last_used) < e.timeout);
-        let e = map.entry(id.to_string()).or_insert_with(|| Entry {
+        let key = (user.to_string(), id.to_string());
+        if !map.contains_key(&key) && map.keys().filter(|(u, _)| u == user).count() >= MAX_SESSIONS_PER_USER {
+            return Err(QueryError {
+                code: 700,
+                name: "USER_SESSION_LIMIT_EXCEEDED",
+                message: format!("User {user} has {MAX_SESSIONS_PER_USER} live sessions: no more can be opened"),
+            });
+        }
+        let e = map.entry(key).or_insert_with(|| Entry {
             state: Arc::new(Mutex::new(SessionState::default())),
             last_used: now,
             timeout,
@@ -106,5 +127,33 @@ impl Sessions {
         e.last_used = now;
         e.timeout = timeout;
         Ok(e.state.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 18: sessions were keyed by id alone (another user's session
+    /// with the same id was shared) and unbounded in number.
+    #[test]
+    fn regression_sessions_are_per_user_and_bounded() {
+        let s = Sessions::default();
+        let a = s.get("alice", "s1", None).unwrap();
+        a.lock().unwrap().database = Some("db".into());
+        assert!(s.get("bob", "s1", None).unwrap().lock().unwrap().database.is_none(), "bob sees alice's session");
+        assert_eq!(s.get("alice", "s1", None).unwrap().lock().unwrap().database.as_deref(), Some("db"));
+        for i in 1..MAX_SESSIONS_PER_USER {
+            s.get("alice", &format!("x{i}"), None).unwrap();
+        }
+        let e = s.get("alice", "one-too-many", None).unwrap_err();
+        assert_eq!((e.code, e.name), (700, "USER_SESSION_LIMIT_EXCEEDED"));
+        s.get("alice", "s1", None).expect("an existing session stays usable");
+        s.get("bob", "s2", None).expect("another user is not limited by alice's sessions");
+        // Expired sessions free their place.
+        for i in 0..MAX_SESSIONS_PER_USER {
+            s.get("carol", &format!("c{i}"), Some("0")).unwrap();
+        }
+        s.get("carol", "after-expiry", None).expect("expired sessions do not count");
     }
 }
