@@ -38,6 +38,10 @@ pub enum ReplicationError {
     Raft(String),
     #[error("Node is shutting down")]
     ShuttingDown,
+    /// A group's queue of blocks waiting to commit is full (it cannot commit
+    /// as fast as blocks arrive, or has no quorum): retry later.
+    #[error("Too many bytes ({bytes}) of inserts wait to commit in group {group} (limit {limit}): retry later")]
+    QueueFull { group: u64, bytes: usize, limit: usize },
     /// A replica's parts no longer hold what its log committed: the group
     /// stopped on this node rather than serve wrong rows (ClickHouse's
     /// LOGICAL_ERROR).
@@ -74,6 +78,7 @@ impl ReplicationError {
             E::NoSuchTable(t) => E::NoSuchTable(t.clone()),
             E::Raft(s) => E::Raft(s.clone()),
             E::ShuttingDown => E::ShuttingDown,
+            E::QueueFull { group, bytes, limit } => E::QueueFull { group: *group, bytes: *bytes, limit: *limit },
             E::InvariantViolated(s) => E::InvariantViolated(s.clone()),
             E::Io { path, source } => {
                 E::Io { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }

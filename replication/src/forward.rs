@@ -33,6 +33,7 @@ pub(crate) enum WireError {
     UnknownStatus(String),
     NoLeader { group: u64, reason: String },
     Other(String),
+    QueueFull { group: u64, bytes: usize, limit: usize },
 }
 
 impl From<&ReplicationError> for WireError {
@@ -44,6 +45,9 @@ impl From<&ReplicationError> for WireError {
             ReplicationError::UnknownStatus(s) => WireError::UnknownStatus(s.clone()),
             ReplicationError::NoLeader { group, reason } => {
                 WireError::NoLeader { group: *group, reason: reason.clone() }
+            }
+            ReplicationError::QueueFull { group, bytes, limit } => {
+                WireError::QueueFull { group: *group, bytes: *bytes, limit: *limit }
             }
             e => WireError::Other(e.to_string()),
         }
@@ -57,6 +61,7 @@ impl WireError {
             WireError::UnknownStatus(s) => ReplicationError::UnknownStatus(s),
             WireError::NoLeader { group, reason } => ReplicationError::NoLeader { group, reason },
             WireError::Other(s) => ReplicationError::Raft(format!("leader {leader}: {s}")),
+            WireError::QueueFull { group, bytes, limit } => ReplicationError::QueueFull { group, bytes, limit },
         }
     }
 }
@@ -162,5 +167,7 @@ mod tests {
         assert!(matches!(wire.into_error(2), ReplicationError::TooFewLiveReplicas { alive: 1, needed: 2 }));
         let e = ReplicationError::UnknownStatus("x".into());
         assert!(matches!(WireError::from(&e).into_error(2), ReplicationError::UnknownStatus(_)));
+        let e = ReplicationError::QueueFull { group: 3, bytes: 10, limit: 8 };
+        assert!(matches!(WireError::from(&e).into_error(2), ReplicationError::QueueFull { group: 3, .. }));
     }
 }

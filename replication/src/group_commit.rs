@@ -23,6 +23,11 @@ use crate::registry::{GroupSpec, InsertOutcome, NodeInner, Quorum};
 /// The most in-memory bytes of blocks one entry carries.
 const MAX_BATCH_BYTES: usize = 4 * INLINE_MAX_BYTES as usize;
 
+/// The most bytes of blocks waiting in one group's queue. While the group
+/// cannot commit (no quorum) blocks would otherwise pile up in memory for
+/// as long as clients keep sending; past this they are refused at once.
+pub(crate) const MAX_QUEUE_BYTES: usize = 64 << 20;
+
 /// Whether a block goes through group commit.
 pub(crate) fn fits(batch: &RecordBatch) -> bool {
     batch.get_array_memory_size() <= MAX_BATCH_BYTES
@@ -54,6 +59,8 @@ impl Pending {
 #[derive(Default)]
 struct Queue {
     items: VecDeque<Pending>,
+    /// Bytes of the blocks in `items`.
+    bytes: usize,
     /// A task is committing this group's queue.
     flushing: bool,
 }
@@ -67,6 +74,19 @@ pub(crate) struct Queues {
 impl Queues {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, Queue>> {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a block; true when no task flushes the group's queue yet (the
+    /// caller starts one). Refused when the queue holds `limit` bytes.
+    fn push(&self, group: GroupId, item: Pending, limit: usize) -> Result<bool> {
+        let mut groups = self.lock();
+        let q = groups.entry(group).or_default();
+        if !q.items.is_empty() && q.bytes + item.bytes > limit {
+            return Err(ReplicationError::QueueFull { group, bytes: q.bytes, limit });
+        }
+        q.bytes += item.bytes;
+        q.items.push_back(item);
+        Ok(!std::mem::replace(&mut q.flushing, true))
     }
 
     /// Takes the next entry's blocks: in arrival order, up to the size
@@ -90,6 +110,7 @@ impl Queues {
             out.push(p);
         }
         q.items = rest;
+        q.bytes -= bytes;
         if out.is_empty() {
             groups.remove(&group);
         }
@@ -101,6 +122,7 @@ impl Queues {
         let mut groups = self.lock();
         let q = groups.entry(group).or_default();
         for p in items.into_iter().rev() {
+            q.bytes += p.bytes;
             q.items.push_front(p);
         }
     }
@@ -111,13 +133,7 @@ impl Queues {
 pub(crate) async fn submit(inner: &Arc<NodeInner>, spec: &GroupSpec, mut item: Pending) -> Result<InsertOutcome> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     item.reply = Some(tx);
-    let start = {
-        let mut groups = inner.group_commit.lock();
-        let q = groups.entry(spec.group).or_default();
-        q.items.push_back(item);
-        !std::mem::replace(&mut q.flushing, true)
-    };
-    if start {
+    if inner.group_commit.push(spec.group, item, MAX_QUEUE_BYTES)? {
         // A task of its own: the caller that started it must not wait for
         // everyone queued behind it.
         tokio::spawn(flush(inner.clone(), spec.clone()));
@@ -202,4 +218,39 @@ async fn propose(
 ) -> Result<InsertOutcome> {
     let needed = crate::registry::majority(spec.members.len());
     inner.insert_blocks(spec, value, batch, ids, Quorum::Majority, needed).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn block(id: &str, rows: i64) -> Pending {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..rows))]).unwrap();
+        Pending::new(id.into(), vec![], batch)
+    }
+
+    /// Issue 18: a group's commit queue grew without bound while the group
+    /// could not commit (no quorum). It is bounded in bytes: past the bound
+    /// a block is refused at once with a clear error, and taking an entry's
+    /// blocks frees their room.
+    #[test]
+    fn regression_the_commit_queue_is_bounded_in_bytes() {
+        let q = Queues::default();
+        let one = block("b0", 1000).bytes;
+        let limit = 3 * one;
+        assert!(q.push(7, block("b0", 1000), limit).unwrap(), "the first block starts the flush");
+        assert!(!q.push(7, block("b1", 1000), limit).unwrap());
+        assert!(!q.push(7, block("b2", 1000), limit).unwrap());
+        let err = q.push(7, block("b3", 1000), limit).unwrap_err();
+        assert!(matches!(err, ReplicationError::QueueFull { group: 7, .. }), "{err}");
+        assert!(q.push(8, block("c0", 1000), limit).is_ok(), "another group has its own room");
+        assert_eq!(q.take(7).len(), 3);
+        assert!(q.push(7, block("b3", 1000), limit).is_ok(), "an entry taken frees its room");
+    }
 }

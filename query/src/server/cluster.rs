@@ -151,6 +151,7 @@ pub(crate) fn replication_error(e: ReplicationError) -> QueryError {
         ReplicationError::UnknownStatus(_) => (319, "UNKNOWN_STATUS_OF_INSERT"),
         ReplicationError::NoSuchTable(_) => (60, "UNKNOWN_TABLE"),
         ReplicationError::Unreachable { .. } => (210, "NETWORK_ERROR"),
+        ReplicationError::QueueFull { .. } => (202, "TOO_MANY_SIMULTANEOUS_QUERIES"),
         ReplicationError::InvariantViolated(_) => (49, "LOGICAL_ERROR"),
         ReplicationError::Io { source, .. }
             if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) =>
