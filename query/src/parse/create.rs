@@ -67,6 +67,9 @@ pub struct CreateTable {
     pub as_table: Option<(Option<String>, String)>,
     /// `CREATE TABLE t … AS SELECT …`.
     pub as_select: Option<String>,
+    /// `CREATE TABLE t UUID '…'`: the table's stable id, which names its
+    /// data directory (`store/<uuid>`), so a RENAME moves no data.
+    pub uuid: Option<String>,
 }
 
 const CLAUSES: &[&str] = &["PARTITION", "ORDER", "PRIMARY", "SAMPLE", "TTL", "SETTINGS", "COMMENT", "AS", "ENGINE"];
@@ -80,6 +83,9 @@ pub(super) fn parse_create_table(c: &mut Cursor<'_>, or_replace: bool) -> Result
     let (db, name) = c.qualified_name()?;
     t.database = db;
     t.name = name;
+    if c.eat_kws(&["UUID"]) {
+        t.uuid = Some(c.string()?);
+    }
     if c.eat_kws(&["ON", "CLUSTER"]) {
         c.ident()?;
     }

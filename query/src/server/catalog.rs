@@ -134,11 +134,8 @@ impl Server {
                 .collect();
             files.sort();
             for f in files {
-                let sql = std::fs::read_to_string(&f).map_err(|e| io(&f, e))?;
-                let Statement::CreateTable(create) = parse_statement(&sql)? else {
-                    return Err(QueryError::bad_arguments(format!("{} is not a CREATE TABLE", f.display())));
-                };
-                let table = server.open_engine(&db, &server.table_dir(&db, &create.name), *create.clone())?;
+                let create = server.load_metadata(&db, &f)?;
+                let table = server.open_engine(&db, &server.table_dir(&create), create.clone())?;
                 server.register_table(&db, &create.name, table)?;
             }
         }
@@ -173,8 +170,44 @@ impl Server {
         &self.replication
     }
 
-    pub(crate) fn table_dir(&self, db: &str, table: &str) -> PathBuf {
-        self.data_dir.join("data").join(db).join(table)
+    /// A table's data directory: `store/<uuid>`, named by its stable id
+    /// (ClickHouse's Atomic database), so a RENAME moves no data.
+    pub(crate) fn table_dir(&self, create: &crate::parse::CreateTable) -> PathBuf {
+        match &create.uuid {
+            Some(u) => self.data_dir.join("store").join(u),
+            None => self.data_dir.join("data").join("_no_uuid").join(&create.name),
+        }
+    }
+
+    /// Reads `metadata/<db>/<name>.sql`. The file name is the table's name
+    /// (a RENAME is one atomic rename of this file). A table of the layout
+    /// before UUIDs (data in `data/<db>/<name>`) gets one: the metadata is
+    /// rewritten with it first, then the data directory moves to
+    /// `store/<uuid>` — and a start after a crash in between finishes the move.
+    fn load_metadata(&self, db: &str, file: &Path) -> Result<crate::parse::CreateTable, QueryError> {
+        let sql = std::fs::read_to_string(file).map_err(|e| io(file, e))?;
+        let Statement::CreateTable(create) = parse_statement(&sql)? else {
+            return Err(QueryError::bad_arguments(format!("{} is not a CREATE TABLE", file.display())));
+        };
+        let mut create = *create;
+        if let Some(stem) = file.file_stem().and_then(|s| s.to_str()) {
+            create.name = stem.to_string();
+        }
+        create.database = None;
+        if create.uuid.is_none() {
+            create.uuid = Some(super::session::new_query_id());
+            write_atomic(file, super::execute::render_metadata(&create).as_bytes())?;
+        }
+        let legacy = self.data_dir.join("data").join(db).join(&create.name);
+        let dir = self.table_dir(&create);
+        if legacy.is_dir() && !dir.exists() {
+            let store = self.data_dir.join("store");
+            std::fs::create_dir_all(&store).map_err(|e| io(&store, e))?;
+            std::fs::rename(&legacy, &dir).map_err(|e| io(&legacy, e))?;
+            std::fs::File::open(&store).and_then(|d| d.sync_all()).map_err(|e| io(&store, e))?;
+            tracing::info!(table = %format!("{db}.{}", create.name), dir = %dir.display(), "table data moved to its UUID directory");
+        }
+        Ok(create)
     }
 
     pub(crate) fn metadata_path(&self, db: &str, table: &str) -> PathBuf {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::catalog::{Server, write_atomic};
-use super::execute::render_create;
+use super::execute::render_metadata;
 use super::session::QueryContext;
 use crate::error::QueryError;
 use crate::parse::ColumnDef;
@@ -37,8 +37,8 @@ impl Server {
             .collect())
     }
 
-    /// Renames `from_db.from` to `to_db.to`: its metadata and data move, and
-    /// it is reopened under the new name.
+    /// Renames `from_db.from` to `to_db.to`: its metadata file moves (its
+    /// data stays where its UUID puts it) and it is reopened under the new name.
     pub(crate) fn rename_table(&self, from_db: &str, from: &str, to_db: &str, to: &str) -> Result<(), QueryError> {
         let table = self.table(from_db, from)?;
         if self.table(to_db, to).is_ok() {
@@ -62,22 +62,22 @@ impl Server {
         let mut create = table.create().clone();
         create.name = to.to_string();
         create.database = None;
+        let dir = self.table_dir(&create);
         table.set_merges_stopped(true);
         self.deregister_table(from_db, from);
         drop(table);
-        let (old_dir, new_dir) = (self.table_dir(from_db, from), self.table_dir(to_db, to));
         let io = |p: &std::path::Path, e| QueryError::storage(&storage::StorageError::io(p, e));
-        if let Some(parent) = new_dir.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        // One atomic rename of the metadata file is the whole RENAME on
+        // disk (the file's name is the table's name; the data stays in
+        // `store/<uuid>`): a crash leaves the old table or the new one.
+        let (old_meta, new_meta) = (self.metadata_path(from_db, from), self.metadata_path(to_db, to));
+        std::fs::rename(&old_meta, &new_meta).map_err(|e| io(&old_meta, e))?;
+        for d in [old_meta.parent(), new_meta.parent()].into_iter().flatten() {
+            std::fs::File::open(d).and_then(|f| f.sync_all()).map_err(|e| io(d, e))?;
         }
-        // Data first, then the new metadata, then the old metadata goes: a
-        // crash in between leaves a table whose metadata names a directory
-        // that exists, or the old table whole.
-        std::fs::rename(&old_dir, &new_dir).map_err(|e| io(&old_dir, e))?;
-        write_atomic(&self.metadata_path(to_db, to), render_create(&create).as_bytes())?;
-        let old_meta = self.metadata_path(from_db, from);
-        std::fs::remove_file(&old_meta).map_err(|e| io(&old_meta, e))?;
-        let reopened = LocalTable::open(&new_dir, create)?;
+        // The name inside the file follows (only a reader of the file sees it).
+        write_atomic(&new_meta, render_metadata(&create).as_bytes())?;
+        let reopened = LocalTable::open(&dir, create)?;
         self.register_table(to_db, to, reopened)
     }
 }

@@ -359,9 +359,12 @@ impl Server {
                 }
                 create.table_def()?;
                 create.database = None;
+                if create.uuid.is_none() {
+                    create.uuid = Some(super::session::new_query_id());
+                }
                 let name = create.name.clone();
-                let text = render_create(&create);
-                let dir = self.table_dir(&db, &name);
+                let text = render_metadata(&create);
+                let dir = self.table_dir(&create);
                 let server = self.clone();
                 let (db2, name2) = (db.clone(), name.clone());
                 blocking(move || {
@@ -607,7 +610,7 @@ impl Server {
     }
 
     pub(crate) async fn drop_table(&self, db: &str, name: &str) -> Result<(), QueryError> {
-        self.deregister_table(db, name);
+        let table = self.deregister_table(db, name);
         // A replicated table's groups go with it on this replica (other
         // replicas drop theirs with their own DROP, as in ClickHouse).
         if let Some(node) = self.replication.started() {
@@ -615,8 +618,9 @@ impl Server {
         }
         let meta = self.metadata_path(db, name);
         std::fs::remove_file(&meta).map_err(|e| st(storage::StorageError::io(&meta, e)))?;
-        let dir = self.table_dir(db, name);
-        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(t) = table {
+            let _ = std::fs::remove_dir_all(self.table_dir(t.create()));
+        }
         Ok(())
     }
 
@@ -766,6 +770,19 @@ fn quote_str(s: &str) -> String {
 
 /// A CREATE TABLE statement in canonical form (stored in metadata/, shown by
 /// SHOW CREATE TABLE).
+/// The statement a table's metadata file holds: [`render_create`] with the
+/// table's UUID (which SHOW CREATE TABLE leaves out, as ClickHouse does).
+pub(crate) fn render_metadata(t: &crate::parse::CreateTable) -> String {
+    let text = render_create(t);
+    match &t.uuid {
+        Some(u) => match text.split_once('\n') {
+            Some((head, rest)) => format!("{head} UUID '{u}'\n{rest}"),
+            None => text,
+        },
+        None => text,
+    }
+}
+
 pub(crate) fn render_create(t: &crate::parse::CreateTable) -> String {
     let mut s = String::from("CREATE TABLE ");
     if let Some(d) = &t.database {

@@ -1,5 +1,6 @@
 //! The query crate's integration tests (one binary).
 
+mod catalog;
 mod clients;
 mod formats;
 mod http;
