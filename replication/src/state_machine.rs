@@ -199,16 +199,17 @@ impl GroupStateMachine {
 
 /// A test failpoint: `apply:stall` configured as `return(<node id>)` makes
 /// that node apply 2 s late (a slow replica that still answers pings);
-/// `return(<node id>:<ms>)` that many milliseconds late.
-fn stall_point(node: NodeId) {
+/// `return(<node id>:<ms>)` that many milliseconds late. The caller waits
+/// asynchronously: a thread sleep here froze a worker of the runtime every
+/// node of an in-process cluster shares (issue 18).
+fn stall_for(node: NodeId) -> Option<Duration> {
     let _ = node; // used only with failpoints compiled in
     fail::fail_point!("apply:stall", |arg: Option<String>| {
         let arg = arg.unwrap_or_default();
         let (who, ms) = arg.split_once(':').unwrap_or((arg.as_str(), "2000"));
-        if who.parse::<NodeId>().ok() == Some(node) {
-            std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(2000)));
-        }
+        (who.parse::<NodeId>().ok() == Some(node)).then(|| Duration::from_millis(ms.parse().unwrap_or(2000)))
     });
+    None
 }
 
 fn sm_err(e: impl ToString) -> StorageError {
@@ -245,7 +246,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 EntryPayload::Normal(cmd) => {
                     // A crash after commit, before apply: the entry is re-applied at restart.
                     fail::fail_point!("apply:before");
-                    stall_point(self.replica.node);
+                    if let Some(d) = stall_for(self.replica.node) {
+                        tokio::time::sleep(d).await;
+                    }
                     out.push(self.apply_one(e.log_id, cmd).await.map_err(sm_err)?)
                 }
             }

@@ -246,8 +246,15 @@ async fn lagging_replica_catches_up_by_log_then_snapshot_and_part_fetch() {
     }
     let l = c.wait_leader().await;
     c.nodes[&l].group(GROUP).unwrap().raft.trigger().snapshot().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let purged = c.nodes[&l].group(GROUP).unwrap().raft.metrics().borrow().purged.map(|p| p.index);
+    // Polled, not assumed done after a fixed sleep (issue 18).
+    let purged_of = || c.nodes[&l].group(GROUP).unwrap().raft.metrics().borrow().purged.map(|p| p.index);
+    for _ in 0..200 {
+        if purged_of() > Some(away_at) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let purged = purged_of();
     assert!(
         purged > Some(away_at),
         "the leader kept the log node 3 needs ({purged:?} vs {away_at}): no snapshot would be sent"

@@ -128,8 +128,13 @@ async fn crash_points_in_stage_apply_merge_and_fetch() {
     }
     let l = c.wait_leader().await;
     c.nodes[&l].optimize(GROUP, false, Default::default()).await.unwrap();
+    let last = c.nodes[&l].group(GROUP).unwrap().raft.metrics().borrow().last_applied.map(|a| a.index);
     c.nodes[&l].group(GROUP).unwrap().raft.trigger().snapshot().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Polled, not assumed done after a fixed sleep (issue 18).
+    wait_until("the snapshot is built", || {
+        c.nodes[&l].group(GROUP).unwrap().raft.metrics().borrow().snapshot.map(|s| s.index) >= last
+    })
+    .await;
     fail::cfg("fetch:mid", "1*return").unwrap();
     c.start_node(3).await;
     check(&c, &acked).await;
