@@ -76,6 +76,25 @@ const CLAUSES: &[&str] = &["PARTITION", "ORDER", "PRIMARY", "SAMPLE", "TTL", "SE
 const COLUMN_CLAUSES: &[&str] =
     &["DEFAULT", "MATERIALIZED", "ALIAS", "EPHEMERAL", "COMMENT", "CODEC", "TTL", "NULL", "NOT"];
 
+/// How a table is stored: decided by its engine's name, in this one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// A MergeTree-family table on this node.
+    Local,
+    /// `Replicated*MergeTree`: its partitions are Raft groups.
+    Replicated,
+}
+
+impl CreateTable {
+    /// The table's [`EngineKind`].
+    pub fn engine_kind(&self) -> EngineKind {
+        match &self.engine {
+            Some(e) if e.name.starts_with("Replicated") => EngineKind::Replicated,
+            _ => EngineKind::Local,
+        }
+    }
+}
+
 /// Parses the part of a CREATE TABLE after `CREATE [OR REPLACE] TABLE`.
 pub(super) fn parse_create_table(c: &mut Cursor<'_>, or_replace: bool) -> Result<CreateTable, QueryError> {
     let mut t = CreateTable { or_replace, ..Default::default() };

@@ -9,7 +9,7 @@ pub mod lexer;
 pub mod statement;
 pub mod types;
 
-pub use create::{ColumnDef, CreateTable, DefaultKind, EngineSpec};
+pub use create::{ColumnDef, CreateTable, DefaultKind, EngineKind, EngineSpec};
 pub use statement::{AlterCommand, PartitionSpec, Statement, parse_statement};
 pub use types::{ChType, parse_type};
 

@@ -158,7 +158,7 @@ impl Server {
         dir: &Path,
         create: crate::parse::CreateTable,
     ) -> Result<Arc<dyn TableEngine>, QueryError> {
-        if create.engine.as_ref().is_some_and(|e| e.name.starts_with("Replicated")) {
+        if create.engine_kind() == crate::parse::EngineKind::Replicated {
             Ok(crate::table::ReplicatedTable::open(db, create, self.replication.clone())?)
         } else {
             Ok(LocalTable::open(dir, create)?)

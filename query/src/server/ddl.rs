@@ -51,7 +51,7 @@ impl Server {
         if !self.tables().contains_key(to_db) {
             return Err(super::catalog::unknown_database(to_db));
         }
-        if table.create().engine.as_ref().is_some_and(|e| e.name.starts_with("Replicated")) {
+        if table.create().engine_kind() == crate::parse::EngineKind::Replicated {
             // Its Raft groups are named after the table on every replica.
             return Err(QueryError {
                 code: 48,

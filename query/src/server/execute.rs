@@ -606,7 +606,7 @@ impl Server {
         self.tables()
             .values()
             .flat_map(|t| t.values())
-            .any(|t| t.create().engine.as_ref().is_some_and(|e| e.name.starts_with("Replicated")))
+            .any(|t| t.create().engine_kind() == crate::parse::EngineKind::Replicated)
     }
 
     pub(crate) async fn drop_table(&self, db: &str, name: &str) -> Result<(), QueryError> {
