@@ -21,6 +21,7 @@ mod merge_assign;
 mod merge_exec;
 pub mod merge_jobs;
 pub mod mutation_exec;
+mod read_path;
 pub mod registry;
 pub mod replica;
 pub mod runtime;
