@@ -29,6 +29,7 @@ pub mod staging;
 pub mod state_machine;
 pub mod status;
 pub mod transport;
+mod write_path;
 
 pub use storage;
 
