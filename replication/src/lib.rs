@@ -1,13 +1,26 @@
 //! Replication: every partition-shard is a Raft group (openraft) whose log
 //! carries insert, merge, mutation and drop commands; part bytes travel beside
-//! the log (staged before the proposal, fetched by replicas that lack them).
+//! the log (staged before the proposal, or inline in the entry for a small
+//! block; fetched by replicas that lack them). No openraft type leaves this
+//! crate (`.ci/layering.py` checks it): what others see of a group is
+//! [`status::GroupStatus`].
 //!
 //! * [`command`] — the log entries and their outcomes;
 //! * [`log_store`] — one RocksDB per node shared by every group, with group commit;
-//! * [`replica`] — the applied state of one group over the storage engine;
+//! * [`replica`] — the applied state of one group over the storage engine:
+//!   state and persistence, applying entries (and the block-count
+//!   invariant), snapshots, serving parts to peers and cleanup;
+//! * `merge_exec` / [`mutation_exec`] / [`merge_jobs`] — merges and part
+//!   rewrites running in the background on every replica;
+//! * `merge_assign` — the leader's merge and mutation assignment, OPTIMIZE;
 //! * [`state_machine`] — openraft's state machine and snapshots around a replica;
 //! * [`transport`] — one tonic service per node multiplexing every group;
-//! * [`registry`] — the multi-raft registry: groups created on demand, the write path.
+//! * [`registry`] — the node: groups created on demand and removed; the
+//!   write path (`write_path`: proposals, forwarding, inserts with quorum;
+//!   `group_commit`, `forward`) and the read path (`read_path`: read
+//!   barriers, read-your-writes, waiting for replicas);
+//! * `hibernate` — quiescing idle groups; [`checkpoint`] — writing inline
+//!   parts out; [`dedup`] — the deduplication window; [`status`].
 
 pub mod checkpoint;
 pub mod command;
