@@ -1,9 +1,18 @@
-//! Query: the ClickHouse SQL dialect, DataFusion integration and the front ends.
+//! Query: the ClickHouse SQL dialect over DataFusion, the table engines and,
+//! until issue 18 moves them to the root package, the front ends.
 //!
-//! So far: [`parse`], shardhouse's own statement-level parser for the DDL and
-//! administrative statements sqlparser's ClickHouse dialect rejects, with
-//! ClickHouse's data types mapped onto Arrow. SELECT and INSERT bodies are
-//! handed to sqlparser / DataFusion (issue 4).
+//! * [`parse`] — shardhouse's own parser for DDL and administrative
+//!   statements (sqlparser's ClickHouse dialect rejects many), and
+//!   ClickHouse's data types mapped onto Arrow; SELECT bodies go to
+//!   sqlparser / DataFusion.
+//! * [`plan`] — ClickHouse functions and aggregates on DataFusion, and the
+//!   fast aggregation paths.
+//! * [`format`] — every input and output format.
+//! * [`table`] — the `TableEngine` interface: `LocalTable` (one node) and
+//!   `ReplicatedTable` (Raft groups), and the DataFusion table provider.
+//! * [`server`] — the catalog on disk, statement execution, the HTTP
+//!   interface, settings and sessions, system tables, the query log.
+//! * [`client`] — `shardhouse client` and `shardhouse benchmark`.
 
 pub mod client;
 pub mod cpu;

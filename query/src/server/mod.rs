@@ -1,5 +1,8 @@
-//! The single-node server: a catalog of databases and tables on disk, the
-//! statement executor, background merges, and the ClickHouse HTTP interface.
+//! The server: a catalog of databases and tables on disk (`catalog`, `ddl`),
+//! the statement executor (`execute`, `insert`, `mutations`), background
+//! merges, the cluster's replication node (`cluster`), the ClickHouse HTTP
+//! interface (`http`, `front`), settings and sessions, system tables
+//! (`system`, `system_replication`) and the query log.
 
 mod catalog;
 pub mod cluster;

@@ -1,6 +1,7 @@
 //! System tables, built from the server's state when a query reads them:
-//! `system.one`, `system.databases`, `system.tables`, `system.columns`,
-//! `system.parts`.
+//! `one`, `numbers`, `databases`, `tables`, `columns`, `parts`, `settings`,
+//! `merges`, `mutations` (this replica's progress) and `query_log`; the
+//! replication tables are in `system_replication`.
 
 use std::sync::{Arc, Weak};
 
