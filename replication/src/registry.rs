@@ -414,8 +414,13 @@ impl NodeInner {
     async fn open_group(&self, spec: GroupSpec, initialize: bool) -> Result<Arc<Group>> {
         let table = self.tables.table(&spec.table).ok_or_else(|| ReplicationError::NoSuchTable(spec.table.clone()))?;
         let dir = self.dir.join("groups").join(spec.group.to_string());
-        let replica =
-            Arc::new(Replica::open(spec.group, self.id, &dir, table, spec.settings.clone(), self.db.clone())?);
+        // Part recovery reads and may delete directories: off the runtime
+        // that carries every group's heartbeats (issue 18).
+        let (group, id, settings, db) = (spec.group, self.id, spec.settings.clone(), self.db.clone());
+        let replica = tokio::task::spawn_blocking(move || Replica::open(group, id, &dir, table, settings, db))
+            .await
+            .map_err(|e| ReplicationError::Raft(format!("opening group {group}: {e}")))??;
+        let replica = Arc::new(replica);
         let fetcher = Arc::new(TransportFetcher { peers: self.peers.clone() });
         let _ = replica.fetcher.set(fetcher.clone());
         replica.resume_merges()?;
@@ -428,7 +433,12 @@ impl NodeInner {
             .map_err(raft_err)?;
         if initialize {
             let spec_bytes = crate::log_store::encode(&spec).map_err(|e| ReplicationError::Corrupted(e.to_string()))?;
-            self.db.put_meta(spec.group, MetaTag::Spec, &spec_bytes, true).map_err(raft_err)?;
+            let (db, group) = (self.db.clone(), spec.group);
+            // An fsynced write: off the runtime too.
+            tokio::task::spawn_blocking(move || db.put_meta(group, MetaTag::Spec, &spec_bytes, true))
+                .await
+                .map_err(|e| ReplicationError::Raft(format!("group {group} spec: {e}")))?
+                .map_err(raft_err)?;
             if !raft.is_initialized().await.map_err(raft_err)? {
                 let members: BTreeMap<NodeId, BasicNode> = spec
                     .members

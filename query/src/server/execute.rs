@@ -405,8 +405,14 @@ impl Server {
                 if let Some(c) = self.ctx.catalog(super::catalog::CATALOG) {
                     let _ = c.deregister_schema(&name, true);
                 }
-                let _ = std::fs::remove_dir_all(self.data_dir.join("metadata").join(&name));
-                let _ = std::fs::remove_dir_all(self.data_dir.join("data").join(&name));
+                let dirs = [self.data_dir.join("metadata").join(&name), self.data_dir.join("data").join(&name)];
+                blocking(move || {
+                    for d in dirs {
+                        let _ = std::fs::remove_dir_all(d);
+                    }
+                    Ok(())
+                })
+                .await?;
                 Ok(QueryOutput::default())
             }
             Statement::TruncateTable { table: (d, name), if_exists } => {
@@ -619,7 +625,13 @@ impl Server {
         let meta = self.metadata_path(db, name);
         std::fs::remove_file(&meta).map_err(|e| st(storage::StorageError::io(&meta, e)))?;
         if let Some(t) = table {
-            let _ = std::fs::remove_dir_all(self.table_dir(t.create()));
+            // A table's parts can be many thousands of files: off the runtime.
+            let dir = self.table_dir(t.create());
+            blocking(move || {
+                let _ = std::fs::remove_dir_all(dir);
+                Ok(())
+            })
+            .await?;
         }
         Ok(())
     }
