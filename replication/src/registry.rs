@@ -435,10 +435,9 @@ impl NodeInner {
             let spec_bytes = crate::log_store::encode(&spec).map_err(|e| ReplicationError::Corrupted(e.to_string()))?;
             let (db, group) = (self.db.clone(), spec.group);
             // An fsynced write: off the runtime too.
-            tokio::task::spawn_blocking(move || db.put_meta(group, MetaTag::Spec, &spec_bytes, true))
+            tokio::task::spawn_blocking(move || db.put_meta(group, MetaTag::Spec, &spec_bytes, true).map_err(raft_err))
                 .await
-                .map_err(|e| ReplicationError::Raft(format!("group {group} spec: {e}")))?
-                .map_err(raft_err)?;
+                .map_err(|e| ReplicationError::Raft(format!("group {group} spec: {e}")))??;
             if !raft.is_initialized().await.map_err(raft_err)? {
                 let members: BTreeMap<NodeId, BasicNode> = spec
                     .members
