@@ -329,7 +329,13 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let v = encode(vote).map_err(write_err)?;
-        self.db.put_meta(self.group, MetaTag::Vote, &v, true)
+        // An fsync: on a blocking thread, not on a worker of the runtime
+        // every group's heartbeats share (issue 18).
+        let (db, group) = (self.db.clone(), self.group);
+        tokio::task::spawn_blocking(move || db.put_meta(group, MetaTag::Vote, &v, true).map_err(Box::new))
+            .await
+            .map_err(write_err)?
+            .map_err(|e| *e)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
