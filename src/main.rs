@@ -17,6 +17,14 @@ USAGE:
         max_body_bytes = 1073741824   # largest request body, after decompression
         merge_threads = 2             # background merge pool (default: cores, at most 8)
         memory_limit_bytes = 0        # default max_memory_usage of a query (0: none)
+        os_threads_nice_value_merge_mutate = 10  # CPU priority of merges and mutations
+        [cluster]                     # several nodes (default: a one-node cluster)
+        name = \"shardhouse\"
+        node_id = 1                   # this node
+        [[cluster.nodes]]             # one per node, this one included
+        id = 1
+        raft = \"127.0.0.1:9234\"       # gRPC: Raft and part transfer
+        http = \"127.0.0.1:8123\"
         [settings]                    # default query settings, e.g.
         max_threads = 2
         [users.default]               # users and passwords (default: default, no password)
