@@ -39,6 +39,12 @@ pub struct PendingMerge {
     pub mutations: Vec<i64>,
 }
 
+/// Whether a running job with these sources is a part rewrite (a mutation
+/// applied to one part) rather than a merge, which always takes several.
+pub fn is_rewrite(sources: &[PartName]) -> bool {
+    sources.len() == 1
+}
+
 /// The merges running on this replica.
 #[derive(Debug, Default)]
 pub struct MergeJobs {
@@ -75,6 +81,11 @@ impl MergeJobs {
         self.done.notify_all();
     }
 
+    /// Whether a part rewrite (a mutation's job: one source) runs here.
+    pub fn rewriting(&self) -> bool {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|(_, s)| is_rewrite(s))
+    }
+
     /// Whether `part` is a source of a running merge.
     pub fn is_source(&self, part: &PartName) -> bool {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|(_, s)| s.contains(part))
@@ -102,7 +113,7 @@ impl MergeJobs {
     /// one of `results`.
     pub fn wait_for_mutations(&self, results: &[PartName]) {
         let r = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        drop(self.wait_while(r, |(n, s)| s.len() == 1 && results.contains(n)));
+        drop(self.wait_while(r, |(n, s)| is_rewrite(s) && results.contains(n)));
     }
 
     /// Blocks until no merge is running. `urgent`: replicas waiting for a

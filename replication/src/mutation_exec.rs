@@ -304,7 +304,7 @@ impl Replica {
     /// needs: none while a rewrite runs here (one part at a time per group),
     /// and never a part a merge takes.
     pub fn next_part_to_mutate(&self) -> Option<(String, i64)> {
-        if self.merges.running().iter().any(|(_, s)| s.len() == 1) {
+        if self.merges.rewriting() {
             return None;
         }
         let s = self.state();

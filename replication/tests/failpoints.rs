@@ -345,7 +345,7 @@ async fn mutation_version(c: &Cluster, via: u64, predicate: &str) -> i64 {
 
 /// Whether a part rewrite runs on node `id`.
 fn rewriting(c: &Cluster, id: u64) -> bool {
-    c.nodes[&id].group(GROUP).is_some_and(|g| g.replica.merges.running().iter().any(|(_, s)| s.len() == 1))
+    c.nodes[&id].group(GROUP).is_some_and(|g| g.replica.merges.rewriting())
 }
 
 async fn wait_until(what: &str, f: impl Fn() -> bool) {

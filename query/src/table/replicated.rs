@@ -391,8 +391,7 @@ impl TableEngine for ReplicatedTable {
                     partition_id: result.partition_id.clone(),
                     result_part_name: result.to_string(),
                     source_part_names: sources.iter().map(|s| s.to_string()).collect(),
-                    // A part rewrite is the running job with one source.
-                    is_mutation: sources.len() == 1,
+                    is_mutation: replication::merge_jobs::is_rewrite(&sources),
                     total_size_bytes_compressed: src.iter().map(|p| p.meta.bytes_on_disk).sum(),
                     total_rows: src.iter().map(|p| p.meta.rows).sum(),
                     started: g.replica.merges.started(&result).unwrap_or_else(std::time::Instant::now),

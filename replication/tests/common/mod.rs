@@ -217,9 +217,7 @@ impl Cluster {
                 let _ = n.assign_merges().await;
             }
             let done = self.nodes.values().all(|n| {
-                n.group(GROUP).is_none_or(|g| {
-                    !g.replica.has_mutation_work() && g.replica.merges.running().iter().all(|(_, s)| s.len() != 1)
-                })
+                n.group(GROUP).is_none_or(|g| !g.replica.has_mutation_work() && !g.replica.merges.rewriting())
             });
             if done {
                 return;
