@@ -1,9 +1,22 @@
-//! Coordinator: the cluster — its configuration and this node's identity
-//! ([`config`]) and where groups' replicas live ([`placement`]). Issue 18
-//! moves the catalog and the table engines over groups here next; the
-//! catalog group and the Distributed engine (issue 19) follow.
+//! Coordinator: the cluster and the tables over it.
+//!
+//! * [`config`] — the cluster's configuration and this node's identity;
+//! * [`placement`] — where a group's replicas live;
+//! * [`cluster`] — this node's replication node, started on first use;
 
+//! * [`engine`] — the async [`engine::TableEngine`] interface and the engines:
+//!   one-node MergeTree, and `ReplicatedMergeTree` over Raft groups (the
+//!   Distributed engine goes here next).
+//!
+//! Below it: `replication` (Raft groups) and `storage` (parts). Above it:
+//! `query` (SQL) and the server. No openraft type is used here: what the
+//! groups show comes as `replication::status` values.
+
+pub mod cluster;
 pub mod config;
+pub mod engine;
+pub mod error;
 pub mod placement;
 
+pub use error::EngineError;
 pub use replication;

@@ -45,9 +45,27 @@ impl QueryError {
         Self::new(42, "NUMBER_OF_ARGUMENTS_DOESNT_MATCH", message)
     }
 
+    /// An error from a table engine or the cluster, with its code.
+    pub fn engine(e: &coordinator::EngineError) -> Self {
+        let (code, name) = e.code();
+        Self::new(code, name, e.to_string())
+    }
+
     /// An error from the storage engine, with its code.
     pub fn storage(e: &storage::StorageError) -> Self {
         let (code, name) = e.code();
         Self::new(code, name, e.to_string())
+    }
+}
+
+impl From<coordinator::EngineError> for QueryError {
+    fn from(e: coordinator::EngineError) -> Self {
+        QueryError::engine(&e)
+    }
+}
+
+impl From<coordinator::replication::ReplicationError> for QueryError {
+    fn from(e: coordinator::replication::ReplicationError) -> Self {
+        QueryError::engine(&coordinator::EngineError::Replication(e))
     }
 }

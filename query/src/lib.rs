@@ -15,7 +15,6 @@
 //! * [`client`] — `shardhouse client` and `shardhouse benchmark`.
 
 pub mod client;
-pub mod cpu;
 pub mod error;
 pub mod format;
 pub mod parse;

@@ -6,17 +6,20 @@
 //! * [`merge`] — merge selection, the streaming k-way merge and each engine's rules;
 //! * [`mutation`] — ALTER DELETE/UPDATE rewrites and lightweight-delete masks;
 //! * [`scan`] — reads with pruning and FINAL;
-//! * [`expr`] — table expressions compiled with DataFusion, ClickHouse functions.
+//! * [`expr`] — table expressions compiled with DataFusion, ClickHouse functions;
+//! * [`local`] — the one-node MergeTree engine (a table's parts in one directory).
 //!
 //! No Raft and no networking live here.
 
 pub mod agg;
 pub mod background;
 pub mod backpressure;
+pub mod cpu;
 pub mod dedup;
 pub mod error;
 pub mod expr;
 pub mod failpoint;
+pub mod local;
 pub mod merge;
 pub mod mutation;
 pub mod part;

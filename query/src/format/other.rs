@@ -193,7 +193,7 @@ fn read_parquet(body: &[u8]) -> Result<Vec<RecordBatch>, parquet::errors::Parque
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
-                    crate::cpu::timed(|| -> Result<Vec<(usize, Vec<RecordBatch>)>, parquet::errors::ParquetError> {
+                    storage::cpu::timed(|| -> Result<Vec<(usize, Vec<RecordBatch>)>, parquet::errors::ParquetError> {
                         let mut mine = Vec::new();
                         loop {
                             let rg = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -211,7 +211,7 @@ fn read_parquet(body: &[u8]) -> Result<Vec<RecordBatch>, parquet::errors::Parque
             match w.join() {
                 Ok((r, cpu)) => {
                     // The query log counts the decoding threads' CPU too.
-                    crate::cpu::charge_helpers(cpu);
+                    storage::cpu::charge_helpers(cpu);
                     all.extend(r?)
                 }
                 Err(_) => return Err(parquet::errors::ParquetError::General("a decoding thread panicked".into())),

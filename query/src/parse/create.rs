@@ -76,17 +76,10 @@ const CLAUSES: &[&str] = &["PARTITION", "ORDER", "PRIMARY", "SAMPLE", "TTL", "SE
 const COLUMN_CLAUSES: &[&str] =
     &["DEFAULT", "MATERIALIZED", "ALIAS", "EPHEMERAL", "COMMENT", "CODEC", "TTL", "NULL", "NOT"];
 
-/// How a table is stored: decided by its engine's name, in this one place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineKind {
-    /// A MergeTree-family table on this node.
-    Local,
-    /// `Replicated*MergeTree`: its partitions are Raft groups.
-    Replicated,
-}
+pub use coordinator::engine::EngineKind;
 
 impl CreateTable {
-    /// The table's [`EngineKind`].
+    /// The table's [`EngineKind`]: decided by its engine's name, in this one place.
     pub fn engine_kind(&self) -> EngineKind {
         match &self.engine {
             Some(e) if e.name.starts_with("Replicated") => EngineKind::Replicated,

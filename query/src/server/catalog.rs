@@ -15,13 +15,13 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::QueryError;
 use crate::parse::{Statement, parse_statement};
-use crate::table::{EngineProvider, LocalTable, TableEngine};
+use crate::table::{EngineProvider, LocalEngine, ReplicatedTable, Table};
 
 /// Name of the catalog DataFusion resolves `db.table` in.
 pub(crate) const CATALOG: &str = "shardhouse";
 
 /// Tables by database, then by name.
-pub(crate) type Tables = BTreeMap<String, BTreeMap<String, Arc<dyn TableEngine>>>;
+pub(crate) type Tables = BTreeMap<String, BTreeMap<String, Arc<Table>>>;
 
 /// The server's state: its data directory, tables and SQL session.
 pub struct Server {
@@ -36,7 +36,18 @@ pub struct Server {
     /// Settings every query starts from (the configuration's `[settings]`).
     pub(crate) default_settings: super::settings::Settings,
     /// The cluster and this node's replication (Replicated* tables).
-    pub(crate) replication: Arc<super::cluster::Replication>,
+    pub(crate) replication: Arc<coordinator::cluster::Replication>,
+}
+
+/// Tables by `db.table`, for groups a peer creates on this node.
+struct ServerTables(std::sync::Weak<Server>);
+
+impl coordinator::replication::TableResolver for ServerTables {
+    fn table(&self, name: &str) -> Option<Arc<storage::Table>> {
+        let server = self.0.upgrade()?;
+        let (db, t) = name.split_once('.')?;
+        server.table(db, t).ok().map(|t| t.storage().clone())
+    }
 }
 
 fn io(path: &Path, e: std::io::Error) -> QueryError {
@@ -111,9 +122,12 @@ impl Server {
             query_log: Default::default(),
             users: Mutex::new(cfg.user_passwords()),
             default_settings: cfg.default_settings()?,
-            replication: Arc::new(super::cluster::Replication::new(cfg.cluster.clone(), data_dir.join("replication"))),
+            replication: Arc::new(coordinator::cluster::Replication::new(
+                cfg.cluster.clone(),
+                data_dir.join("replication"),
+            )),
         });
-        server.replication.set_server(&server);
+        server.replication.set_tables(Arc::new(ServerTables(Arc::downgrade(&server))));
         let meta = data_dir.join("metadata");
         std::fs::create_dir_all(meta.join("default")).map_err(|e| io(&meta, e))?;
         let mut dbs: Vec<String> = std::fs::read_dir(&meta)
@@ -157,16 +171,22 @@ impl Server {
         db: &str,
         dir: &Path,
         create: crate::parse::CreateTable,
-    ) -> Result<Arc<dyn TableEngine>, QueryError> {
-        if create.engine_kind() == crate::parse::EngineKind::Replicated {
-            Ok(crate::table::ReplicatedTable::open(db, create, self.replication.clone())?)
-        } else {
-            Ok(LocalTable::open(dir, create)?)
-        }
+    ) -> Result<Arc<Table>, QueryError> {
+        let table = storage::Table::new(create.table_def()?).map_err(|e| QueryError::storage(&e))?;
+        let engine: Arc<dyn crate::table::TableEngine> = match create.engine_kind() {
+            crate::parse::EngineKind::Replicated => {
+                Arc::new(ReplicatedTable::open(db, &create.name, table, &create.settings, self.replication.clone())?)
+            }
+            crate::parse::EngineKind::Local => {
+                let parse = |text: &str| crate::table::mutation_commands(text).map_err(|e| e.to_string());
+                Arc::new(LocalEngine::open(dir, &format!("{db}.{}", create.name), table, &parse)?)
+            }
+        };
+        Ok(Arc::new(Table::new(create, engine)))
     }
 
     /// The cluster and this node's replication.
-    pub fn replication(&self) -> &Arc<super::cluster::Replication> {
+    pub fn replication(&self) -> &Arc<coordinator::cluster::Replication> {
         &self.replication
     }
 
@@ -229,10 +249,10 @@ impl Server {
         Ok(())
     }
 
-    pub(crate) fn register_table(&self, db: &str, name: &str, table: Arc<dyn TableEngine>) -> Result<(), QueryError> {
+    pub(crate) fn register_table(&self, db: &str, name: &str, table: Arc<Table>) -> Result<(), QueryError> {
         let schema = self.ctx.catalog(CATALOG).and_then(|c| c.schema(db)).ok_or_else(|| unknown_database(db))?;
         for final_ in [false, true] {
-            let provider = Arc::new(EngineProvider { engine: table.clone(), final_ });
+            let provider = Arc::new(EngineProvider { engine: table.engine().clone(), final_ });
             schema
                 .register_table(if final_ { final_name(name) } else { name.to_string() }, provider)
                 .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
@@ -241,7 +261,7 @@ impl Server {
         Ok(())
     }
 
-    pub(crate) fn deregister_table(&self, db: &str, name: &str) -> Option<Arc<dyn TableEngine>> {
+    pub(crate) fn deregister_table(&self, db: &str, name: &str) -> Option<Arc<Table>> {
         if let Some(s) = self.ctx.catalog(CATALOG).and_then(|c| c.schema(db)) {
             let _ = s.deregister_table(name);
             let _ = s.deregister_table(&final_name(name));
@@ -250,7 +270,7 @@ impl Server {
     }
 
     /// The table `db.name`.
-    pub fn table(&self, db: &str, name: &str) -> Result<Arc<dyn TableEngine>, QueryError> {
+    pub fn table(&self, db: &str, name: &str) -> Result<Arc<Table>, QueryError> {
         let tables = self.tables();
         let d = tables.get(db).ok_or_else(|| unknown_database(db))?;
         d.get(name).cloned().ok_or_else(|| unknown_table(db, name))
@@ -265,7 +285,7 @@ impl Server {
             storage::background::enter_merge_thread();
             while !stop.load(Ordering::SeqCst) {
                 let Some(server) = weak.upgrade() else { break };
-                let all: Vec<Arc<dyn TableEngine>> = server
+                let all: Vec<Arc<Table>> = server
                     .tables()
                     .values()
                     .flat_map(|t| t.values().cloned())

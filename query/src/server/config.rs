@@ -73,7 +73,7 @@ pub struct Config {
     pub server: ServerSection,
     pub settings: BTreeMap<String, toml::Value>,
     pub users: BTreeMap<String, User>,
-    pub cluster: super::cluster::ClusterSection,
+    pub cluster: coordinator::config::ClusterSection,
 }
 
 impl Config {

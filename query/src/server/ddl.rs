@@ -9,7 +9,6 @@ use super::session::QueryContext;
 use crate::error::QueryError;
 use crate::parse::ColumnDef;
 use crate::parse::types::{ChType, parse_type};
-use crate::table::LocalTable;
 
 impl Server {
     /// The columns a SELECT would give a new table: the declared ClickHouse
@@ -77,7 +76,7 @@ impl Server {
         }
         // The name inside the file follows (only a reader of the file sees it).
         write_atomic(&new_meta, render_metadata(&create).as_bytes())?;
-        let reopened = LocalTable::open(&dir, create)?;
+        let reopened = self.open_engine(to_db, &dir, create)?;
         self.register_table(to_db, to, reopened)
     }
 }

@@ -20,7 +20,7 @@ use crate::error::QueryError;
 use crate::format::Format;
 use crate::parse::cursor::Cursor;
 use crate::parse::{AlterCommand, PartitionSpec, Statement, parse_statement, split_settings};
-use crate::table::{MutationSync, OptimizeOptions, TableEngine};
+use crate::table::{MutationSync, OptimizeOptions};
 
 /// What a statement returns.
 #[derive(Debug, Default)]
@@ -418,7 +418,7 @@ impl Server {
             Statement::TruncateTable { table: (d, name), if_exists } => {
                 let db = d.unwrap_or_else(|| db.to_string());
                 match self.table(&db, &name) {
-                    Ok(t) => blocking(move || t.truncate()).await?,
+                    Ok(t) => t.truncate().await?,
                     Err(_) if if_exists => {}
                     Err(e) => return Err(e),
                 }
@@ -431,7 +431,7 @@ impl Server {
                     None => None,
                 };
                 let opts = OptimizeOptions { partition_id, final_, deduplicate, cleanup };
-                blocking(move || t.optimize(&opts)).await?;
+                t.optimize(&opts).await?;
                 Ok(QueryOutput::default())
             }
             Statement::Alter { table: (d, name), commands, settings } => {
@@ -449,8 +449,8 @@ impl Server {
                         AlterCommand::DropPartition(p) => {
                             let t = t.clone();
                             match self.partition_id(t.as_ref(), &p, q).await? {
-                                Some(id) => blocking(move || t.drop_partition(&id)).await?,
-                                None => blocking(move || t.truncate()).await?,
+                                Some(id) => t.drop_partition(&id).await?,
+                                None => t.truncate().await?,
                             }
                         }
                     }
@@ -458,7 +458,7 @@ impl Server {
                 if !mutation.is_empty() {
                     let text = sql.to_string();
                     let sync = MutationSync::from_setting(statement_setting(q, &settings, "mutations_sync"));
-                    blocking(move || t.mutate(mutation, &text, sync)).await?;
+                    t.mutate(mutation, &text, sync).await?;
                 }
                 Ok(QueryOutput::default())
             }
@@ -467,11 +467,11 @@ impl Server {
                 let text = sql.to_string();
                 let predicate = condition_text(&predicate);
                 let sync = MutationSync::from_setting(statement_setting(q, &settings, "lightweight_deletes_sync"));
-                blocking(move || t.mutate(vec![MutationCommand::LightweightDelete { predicate }], &text, sync)).await?;
+                t.mutate(vec![MutationCommand::LightweightDelete { predicate }], &text, sync).await?;
                 Ok(QueryOutput::default())
             }
             Statement::SystemMerges { start, table } => {
-                let targets: Vec<Arc<dyn TableEngine>> = match table {
+                let targets: Vec<Arc<crate::table::Table>> = match table {
                     Some((d, name)) => vec![self.table(&d.unwrap_or_else(|| db.to_string()), &name)?],
                     None => self.tables().values().flat_map(|t| t.values().cloned()).collect(),
                 };
@@ -518,7 +518,7 @@ impl Server {
     /// the partition id as an inserted row with that key would get it.
     async fn partition_id(
         &self,
-        t: &dyn TableEngine,
+        t: &crate::table::Table,
         p: &PartitionSpec,
         q: &QueryContext,
     ) -> Result<Option<String>, QueryError> {
@@ -620,7 +620,7 @@ impl Server {
         // A replicated table's groups go with it on this replica (other
         // replicas drop theirs with their own DROP, as in ClickHouse).
         if let Some(node) = self.replication.started() {
-            node.remove_groups_of(&format!("{db}.{name}")).await.map_err(super::cluster::replication_error)?;
+            node.remove_groups_of(&format!("{db}.{name}")).await?;
         }
         let meta = self.metadata_path(db, name);
         std::fs::remove_file(&meta).map_err(|e| st(storage::StorageError::io(&meta, e)))?;
@@ -743,7 +743,7 @@ fn names_output(column: &str, names: Vec<String>) -> QueryOutput {
     }
 }
 
-fn describe(t: &dyn TableEngine) -> QueryOutput {
+fn describe(t: &crate::table::Table) -> QueryOutput {
     let cols = &t.create().columns;
     let names = ["name", "type", "default_type", "default_expression", "comment", "codec_expression", "ttl_expression"];
     let schema = Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect::<Vec<_>>()));

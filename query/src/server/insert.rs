@@ -151,6 +151,9 @@ impl Server {
             let stats = q.stats.clone();
             let quorum = q.settings.get("insert_quorum").unwrap_or("0").to_string();
             let quorum_timeout_ms = q.settings.u64("insert_quorum_timeout");
+            // The blocks' inserts are awaited from the threads below (not
+            // runtime workers): the engine's work is measured on them.
+            let handle = tokio::runtime::Handle::current();
             let rows = blocking(move || {
                 super::metering::measured(&stats, || {
                     let starts: Vec<usize> = (0..full.num_rows().max(1)).step_by(block).collect();
@@ -164,7 +167,7 @@ impl Server {
                             quorum: quorum.clone(),
                             quorum_timeout_ms,
                         };
-                        table.insert(&full.slice(start, len), &opts)
+                        handle.block_on(table.insert(&full.slice(start, len), &opts)).map_err(QueryError::from)
                     };
                     // Blocks are independent parts (each deduplicated on its
                     // own, as in ClickHouse): a bulk load sorts and writes

@@ -34,7 +34,7 @@ pub struct QueryStats {
     pub peak_memory: AtomicUsize,
 }
 
-pub use crate::cpu::thread_cpu_ns;
+pub use storage::cpu::thread_cpu_ns;
 
 thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
@@ -50,12 +50,12 @@ pub fn measured<T>(stats: &QueryStats, f: impl FnOnce() -> T) -> T {
     });
     let start = if outer { thread_cpu_ns() } else { 0 };
     if outer {
-        crate::cpu::take_helpers();
+        storage::cpu::take_helpers();
     }
     let out = f();
     DEPTH.with(|d| d.set(d.get() - 1));
     if outer {
-        let helpers = crate::cpu::take_helpers();
+        let helpers = storage::cpu::take_helpers();
         stats.cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(start) + helpers, Ordering::Relaxed);
     }
     out
@@ -209,5 +209,36 @@ impl MemoryPool for PeakPool {
 
     fn reserved(&self) -> usize {
         self.inner.reserved()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use storage::cpu::{charge_helpers, take_helpers, thread_cpu_ns, timed};
+
+    use super::{QueryStats, measured};
+
+    fn spin(ns: u64) -> u64 {
+        let start = thread_cpu_ns();
+        let mut x = 0u64;
+        while thread_cpu_ns() - start < ns {
+            x = x.wrapping_mul(31).wrapping_add(1);
+        }
+        x
+    }
+
+    /// Regression guard: CPU spent on helper threads (Parquet decoding on
+    /// every core, a one-node table's insert on a blocking thread) is
+    /// counted in the query's CPU, not only the caller's.
+    #[test]
+    fn helper_threads_cpu_counts_in_the_measured_query() {
+        let stats = QueryStats::default();
+        measured(&stats, || {
+            let (_, cpu) = std::thread::scope(|s| s.spawn(|| timed(|| spin(30_000_000))).join().unwrap());
+            charge_helpers(cpu);
+        });
+        let counted = stats.cpu_ns.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(counted >= 30_000_000, "helper CPU not counted: {counted} ns");
+        assert_eq!(take_helpers(), 0, "the charge was consumed by the measurement");
     }
 }

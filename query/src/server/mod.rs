@@ -5,7 +5,6 @@
 //! (`system`, `system_replication`) and the query log.
 
 mod catalog;
-pub mod cluster;
 pub mod config;
 mod ddl;
 mod execute;

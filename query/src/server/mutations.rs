@@ -6,7 +6,7 @@ use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
 use super::catalog::Server;
-use super::execute::{QueryOutput, blocking};
+use super::execute::QueryOutput;
 use super::session::QueryContext;
 use crate::error::QueryError;
 
@@ -49,7 +49,7 @@ impl Server {
         for row in rows {
             let t = self.table(&row[0], &row[1])?;
             let id = row[2].clone();
-            if blocking(move || t.kill_mutation(&id)).await? {
+            if t.kill_mutation(&id).await? {
                 killed.push(row);
             }
         }

@@ -15,7 +15,6 @@ use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result};
 
 use super::catalog::Server;
-use crate::table::TableEngine;
 
 const TABLES: &[&str] =
     &["one", "numbers", "databases", "tables", "columns", "parts", "settings", "merges", "mutations", "query_log"];
@@ -40,7 +39,7 @@ fn s(name: &str) -> Field {
     Field::new(name, DataType::Utf8, false)
 }
 
-fn all_tables(server: &Server) -> Vec<(String, String, Arc<dyn TableEngine>)> {
+fn all_tables(server: &Server) -> Vec<(String, String, Arc<crate::table::Table>)> {
     server
         .tables()
         .iter()
@@ -71,7 +70,7 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
         }
         "tables" => {
             let ts = all_tables(server);
-            fn create(t: &Arc<dyn TableEngine>) -> &crate::parse::CreateTable {
+            fn create(t: &Arc<crate::table::Table>) -> &crate::parse::CreateTable {
                 t.create()
             }
             let rows: Vec<u64> = ts.iter().map(|(_, _, t)| t.snapshot().iter().map(|p| p.live_rows()).sum()).collect();
@@ -350,7 +349,7 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
                     utf8(rows.iter().map(|r| r.0.clone()).collect()),
                     utf8(rows.iter().map(|r| r.1.clone()).collect()),
                     m(&|x| x.mutation_id.clone()),
-                    m(&|x| x.command.clone()),
+                    m(&|x| crate::table::command_text(&x.statement)),
                     time(&|x| x.create_time),
                     Arc::new(Int64Array::from(rows.iter().map(|r| r.2.block_number).collect::<Vec<_>>())),
                     Arc::new(todo_names.finish()),

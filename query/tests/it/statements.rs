@@ -230,23 +230,28 @@ fn regression_multi_partition_insert_cut_off_leaves_no_parts() {
     use std::sync::Arc;
 
     use arrow::array::{Date32Array, RecordBatch, UInt32Array};
-    use query::table::{InsertOptions, LocalTable, TableEngine};
+    use storage::local::{BlockDedup, LocalTable};
 
     let dir = tempfile::tempdir().unwrap();
     let ddl = "CREATE TABLE t (d Date, k UInt32) ENGINE = MergeTree PARTITION BY toYYYYMM(d) ORDER BY k";
-    let t = LocalTable::open(dir.path(), create(ddl)).unwrap();
+    let open = || {
+        let def = storage::Table::new(create(ddl).table_def().unwrap()).unwrap();
+        LocalTable::open(dir.path(), "default.t", def, &|_: &str| Ok(vec![])).unwrap()
+    };
+    let t = open();
     let batch = RecordBatch::try_new(
         t.storage().schema().clone(),
         vec![Arc::new(Date32Array::from(vec![19723, 19760, 19800])), Arc::new(UInt32Array::from(vec![1, 2, 3]))],
     )
     .unwrap();
+    let dedup = BlockDedup { deduplicate: true, ..Default::default() };
     storage::failpoint::arm("part_write:after_rename");
-    assert!(t.insert(&batch, &InsertOptions::default()).is_err());
+    assert!(t.insert(&batch, &dedup).is_err());
     storage::failpoint::disarm_all();
     assert!(t.snapshot().is_empty(), "a part of the cut-off insert is visible");
     drop(t);
-    let t = LocalTable::open(dir.path(), create(ddl)).unwrap();
+    let t = open();
     assert!(t.snapshot().is_empty(), "a part of the cut-off insert came back after restart");
-    assert_eq!(t.insert(&batch, &InsertOptions::default()).unwrap(), 3);
+    assert_eq!(t.insert(&batch, &dedup).unwrap(), 3);
     assert_eq!(t.snapshot().len(), 3);
 }

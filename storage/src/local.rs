@@ -1,8 +1,8 @@
-//! The single-node table: a part set in a directory, written and merged
-//! locally. Mutations are recorded as `mutation_<version>.txt` (the ALTER
-//! text) and rewritten by the merge thread, one part per step, so inserts
-//! and reads go on meanwhile and a restart goes on where it stopped;
-//! `KILL MUTATION` deletes the file (parts already rewritten stay so).
+//! The one-node MergeTree engine: a table's parts in one directory, its
+//! inserts (with the non-replicated deduplication window), background merges
+//! and mutations recorded as `mutation_<version>.txt` and rewritten one part
+//! at a time. The table-engine interface the SQL layer sees
+//! (`coordinator::engine`) wraps it and keeps its work off async runtimes.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,17 +10,70 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use storage::merge::selector::{Candidate, SelectorSettings, select_merge, select_optimize};
-use storage::merge::{ReduceMode, merge_parts};
-use storage::mutation::{Mutation, MutationCommand, mutate_part};
-use storage::part::writer::write_block;
-use storage::part_set::{self, PartSet};
-use storage::partition::split_by_partition;
-use storage::{Part, PartName, backpressure};
 
-use super::{InsertOptions, MergeInfo, MutationInfo, MutationSync, OptimizeOptions, TableEngine};
-use crate::error::QueryError;
-use crate::parse::{AlterCommand, CreateTable, Statement, parse_statement};
+use crate::error::{Result, StorageError};
+use crate::merge::selector::{Candidate, SelectorSettings, select_merge, select_optimize};
+use crate::merge::{ReduceMode, merge_parts};
+use crate::mutation::{Mutation, MutationCommand, mutate_part};
+use crate::part::writer::write_block;
+use crate::part_set::{self, PartSet};
+use crate::partition::split_by_partition;
+use crate::{Part, PartName, backpressure};
+
+/// `OPTIMIZE TABLE` options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OptimizeOptions {
+    /// A partition id; `None` is every partition.
+    pub partition_id: Option<String>,
+    pub final_: bool,
+    pub deduplicate: bool,
+    pub cleanup: bool,
+}
+
+/// How one block of an insert is deduplicated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockDedup {
+    /// `insert_deduplicate`; the table's window decides whether at all.
+    pub deduplicate: bool,
+    /// `insert_deduplication_token`.
+    pub token: Option<String>,
+    /// The block's index within its insert (with a token, the id is token + index).
+    pub index: usize,
+}
+
+/// A merge in progress (`system.merges`).
+#[derive(Debug, Clone)]
+pub struct MergeInfo {
+    pub partition_id: String,
+    pub result_part_name: String,
+    pub source_part_names: Vec<String>,
+    pub is_mutation: bool,
+    pub total_size_bytes_compressed: u64,
+    pub total_rows: u64,
+    pub started: std::time::Instant,
+}
+
+/// A mutation (`system.mutations`), as this replica sees it.
+#[derive(Debug, Clone, Default)]
+pub struct MutationInfo {
+    pub mutation_id: String,
+    /// The statement that recorded the mutation, as it was sent.
+    pub statement: String,
+    pub create_time: i64,
+    pub block_number: i64,
+    /// Parts this replica still has to rewrite.
+    pub parts_to_do_names: Vec<String>,
+    pub parts_to_do: u64,
+    pub is_done: bool,
+    /// The part whose rewrite failed last, when, and why (empty: none).
+    pub latest_failed_part: String,
+    pub latest_fail_time: i64,
+    pub latest_fail_reason: String,
+}
+
+/// Turns a recorded mutation statement back into storage commands (the SQL
+/// layer's parser: storage does not parse SQL).
+pub type MutationParser = dyn Fn(&str) -> std::result::Result<Vec<MutationCommand>, String> + Send + Sync;
 
 #[derive(Debug)]
 struct State {
@@ -52,8 +105,9 @@ impl Drop for InflightBlocks<'_> {
 /// A MergeTree table on this node.
 #[derive(Debug)]
 pub struct LocalTable {
-    create: CreateTable,
-    table: Arc<storage::Table>,
+    /// `db.table`, for logs.
+    name: String,
+    table: Arc<crate::Table>,
     dir: PathBuf,
     state: Mutex<State>,
     /// Serialises merges and mutations of this table.
@@ -61,7 +115,7 @@ pub struct LocalTable {
     merges_stopped: AtomicBool,
     /// Ids of recent blocks (`non_replicated_deduplication_window`); held
     /// for the whole insert so a concurrent retry cannot slip past.
-    dedup: Mutex<storage::dedup::DedupLog>,
+    dedup: Mutex<crate::dedup::DedupLog>,
     /// The merge or part mutation running now, for `system.merges`.
     running: Mutex<Option<MergeInfo>>,
     /// The latest failed part rewrite of each mutation.
@@ -81,66 +135,18 @@ struct Failure {
 /// Pause before a failed part rewrite is tried again.
 const MUTATION_RETRY: Duration = Duration::from_secs(1);
 
-fn st(e: storage::StorageError) -> QueryError {
-    QueryError::storage(&e)
+fn io(path: &Path, e: std::io::Error) -> StorageError {
+    StorageError::io(path, e)
 }
 
-fn io(path: &Path, e: std::io::Error) -> QueryError {
-    QueryError::storage(&storage::StorageError::io(path, e))
-}
-
-/// Storage commands of an ALTER's mutation text (conditions with
-/// ClickHouse truthiness).
-use crate::plan::truthiness::condition_text;
-
-pub(crate) fn mutation_commands(text: &str) -> Result<Vec<MutationCommand>, QueryError> {
-    Ok(match parse_statement(text)? {
-        Statement::Alter { commands, .. } => commands
-            .into_iter()
-            .filter_map(|c| match c {
-                AlterCommand::Delete { predicate } => {
-                    Some(MutationCommand::Delete { predicate: condition_text(&predicate) })
-                }
-                AlterCommand::Update { assignments, predicate } => {
-                    Some(MutationCommand::Update { assignments, predicate: condition_text(&predicate) })
-                }
-                AlterCommand::DropPartition(_) => None,
-            })
-            .collect(),
-        Statement::Delete { predicate, .. } => {
-            vec![MutationCommand::LightweightDelete { predicate: condition_text(&predicate) }]
-        }
-        _ => return Err(QueryError::bad_arguments(format!("not a mutation: {text}"))),
-    })
-}
-
-/// The commands of a recorded ALTER/DELETE as `system.mutations` shows them.
-pub(crate) fn command_text(text: &str) -> String {
-    let text = match crate::parse::split_settings(text) {
-        Ok((head, _)) => head,
-        Err(_) => text.to_string(),
-    };
-    let text = text.as_str();
-    let Ok(mut c) = crate::parse::cursor::Cursor::new(text) else { return text.to_string() };
-    if c.eat_kws(&["ALTER", "TABLE"]) && c.qualified_name().is_ok() {
-        return c.rest();
-    }
-    if c.eat_kws(&["DELETE", "FROM"]) && c.qualified_name().is_ok() {
-        let rest = c.rest();
-        let cond = rest.strip_prefix("WHERE").or_else(|| rest.strip_prefix("where")).unwrap_or(&rest);
-        return format!("UPDATE _row_exists = 0 WHERE{cond}");
-    }
-    text.to_string()
-}
-
-fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), QueryError> {
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes)
         .and_then(|_| std::fs::File::open(path)?.sync_all())
         .and_then(|_| std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all())
         .map_err(|e| io(path, e))
 }
 
-fn remove_durably(path: &Path) -> Result<(), QueryError> {
+fn remove_durably(path: &Path) -> Result<()> {
     std::fs::remove_file(path)
         .and_then(|_| std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all())
         .map_err(|e| io(path, e))
@@ -149,7 +155,7 @@ fn remove_durably(path: &Path) -> Result<(), QueryError> {
 /// Deletes the parts of inserts that were cut off before all their parts
 /// were written (`insert_<first>_<last>.pending` still present): an insert
 /// is all its partitions' parts or none of them.
-fn roll_back_pending_inserts(dir: &Path) -> Result<(), QueryError> {
+fn roll_back_pending_inserts(dir: &Path) -> Result<()> {
     let mut ranges = Vec::new();
     for e in std::fs::read_dir(dir).map_err(|e| io(dir, e))?.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
@@ -180,36 +186,33 @@ fn roll_back_pending_inserts(dir: &Path) -> Result<(), QueryError> {
 impl LocalTable {
     /// Opens (or creates) the table in `dir`, recovering its parts and
     /// finishing interrupted mutations.
-    pub fn open(dir: &Path, create: CreateTable) -> Result<Arc<LocalTable>, QueryError> {
-        let def = create.table_def()?;
-        let table = storage::Table::new(def).map_err(st)?;
+    pub fn open(dir: &Path, name: &str, table: Arc<crate::Table>, parse: &MutationParser) -> Result<LocalTable> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         roll_back_pending_inserts(dir)?;
-        let (parts, report) = part_set::recover(dir).map_err(st)?;
+        let (parts, report) = part_set::recover(dir)?;
         if !report.detached.is_empty() {
-            tracing::warn!(table = %create.name, detached = ?report.detached, "parts detached at startup");
+            tracing::warn!(table = %name, detached = ?report.detached, "parts detached at startup");
         }
         let mut mutations = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))?.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             if let Some(v) = name.strip_prefix("mutation_").and_then(|n| n.strip_suffix(".txt")) {
-                let version: i64 =
-                    v.parse().map_err(|_| QueryError::bad_arguments(format!("bad mutation file {name}")))?;
+                let corrupted = |reason: String| StorageError::CorruptedFile { path: entry.path(), reason };
+                let version: i64 = v.parse().map_err(|_| corrupted("not a mutation file name".into()))?;
                 let text = std::fs::read_to_string(entry.path()).map_err(|e| io(&entry.path(), e))?;
-                mutations.push(Mutation { version, commands: mutation_commands(&text)? });
+                mutations.push(Mutation { version, commands: parse(&text).map_err(corrupted)? });
             }
         }
         mutations.sort_by_key(|m| m.version);
         let max_block = parts.active().map(|p| p.name.max_block.max(p.name.mutation)).max().unwrap_or(0);
         let max_mutation = mutations.last().map(|m| m.version).unwrap_or(0);
-        let dedup =
-            storage::dedup::DedupLog::open(dir, table.def.settings.non_replicated_deduplication_window).map_err(st)?;
-        let t = Arc::new(LocalTable {
+        let dedup = crate::dedup::DedupLog::open(dir, table.def.settings.non_replicated_deduplication_window)?;
+        Ok(LocalTable {
             dedup: Mutex::new(dedup),
             running: Mutex::new(None),
             failures: Default::default(),
             retry_at: Mutex::new(None),
-            create,
+            name: name.to_string(),
             table,
             dir: dir.to_path_buf(),
             state: Mutex::new(State {
@@ -220,8 +223,7 @@ impl LocalTable {
             }),
             rewrite: Mutex::new(()),
             merges_stopped: AtomicBool::new(false),
-        });
-        Ok(t)
+        })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -255,35 +257,35 @@ impl LocalTable {
     /// Rewrites one part that a recorded mutation still applies to (with
     /// every mutation it needs); true if it did. A failure is recorded for
     /// `system.mutations` and retried after a pause, never skipped.
-    fn mutate_step(&self) -> Result<bool, QueryError> {
+    fn mutate_step(&self) -> Result<bool> {
         if self.retry_at.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| std::time::Instant::now() < t) {
             return Ok(false);
         }
         let _g = self.rewrite_lock();
         let (part, mutations) = {
             let s = self.state();
-            let part = s.parts.active().find(|p| !storage::mutation::pending_for(p, &s.mutations).is_empty()).cloned();
+            let part = s.parts.active().find(|p| !crate::mutation::pending_for(p, &s.mutations).is_empty()).cloned();
             (part, s.mutations.clone())
         };
         let Some(part) = part else { return Ok(false) };
         let _running = self.track(std::slice::from_ref(&part), format!("{} (mutation)", part.name), true);
         match mutate_part(&self.table, &self.dir, &part, &mutations) {
             Ok(Some(new)) => {
-                self.state().parts.replace(std::slice::from_ref(&part.name), Arc::new(new)).map_err(st)?;
+                self.state().parts.replace(std::slice::from_ref(&part.name), Arc::new(new))?;
                 let name = part.name.to_string();
                 self.failures.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, f| f.part != name);
                 Ok(true)
             }
             Ok(None) => Ok(false),
             Err(e) => {
-                tracing::error!(table = %self.create.name, part = %part.name, error = %e, "mutation failed; retrying");
+                tracing::error!(table = %self.name, part = %part.name, error = %e, "mutation failed; retrying");
                 let failure = Failure {
                     part: part.name.to_string(),
                     reason: e.to_string(),
                     time: chrono::Utc::now().timestamp(),
                 };
                 let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-                for m in storage::mutation::pending_for(&part, &mutations) {
+                for m in crate::mutation::pending_for(&part, &mutations) {
                     f.insert(m.version, failure.clone());
                 }
                 *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -308,7 +310,7 @@ impl LocalTable {
         }
     }
 
-    fn drop_partitions(&self, matches: impl Fn(&str) -> bool) -> Result<(), QueryError> {
+    fn drop_partitions(&self, matches: impl Fn(&str) -> bool) -> Result<()> {
         self.wait_inflight_below(i64::MAX);
         let mut by_partition: std::collections::BTreeMap<String, Vec<PartName>> = Default::default();
         for p in self.state().parts.active() {
@@ -318,11 +320,10 @@ impl LocalTable {
         }
         for (_, names) in by_partition {
             let Some(cover) = PartName::merged(&names) else { continue };
-            let w = storage::part::writer::PartWriter::create(&self.table, &self.dir, cover, "drop")
-                .map_err(st)?
-                .with_blocks(Some(0));
-            let empty = w.finish(vec![], None).map_err(st)?;
-            self.state().parts.replace(&names, Arc::new(empty)).map_err(st)?;
+            let w =
+                crate::part::writer::PartWriter::create(&self.table, &self.dir, cover, "drop")?.with_blocks(Some(0));
+            let empty = w.finish(vec![], None)?;
+            self.state().parts.replace(&names, Arc::new(empty))?;
         }
         Ok(())
     }
@@ -342,7 +343,7 @@ impl LocalTable {
             .collect()
     }
 
-    fn run_merge(&self, names: &[PartName], mode: ReduceMode) -> Result<(), QueryError> {
+    fn run_merge(&self, names: &[PartName], mode: ReduceMode) -> Result<()> {
         let sources: Vec<Arc<Part>> = {
             let s = self.state();
             names.iter().filter_map(|n| s.parts.get(n).cloned()).collect()
@@ -352,21 +353,18 @@ impl LocalTable {
         }
         let result = PartName::merged(names).map(|n| n.to_string()).unwrap_or_default();
         let _running = self.track(&sources, result, false);
-        let merged = merge_parts(&self.table, &self.dir, &sources, mode).map_err(st)?;
-        self.state().parts.replace(names, Arc::new(merged)).map_err(st)
-    }
-}
-
-impl TableEngine for LocalTable {
-    fn create(&self) -> &CreateTable {
-        &self.create
+        let merged = merge_parts(&self.table, &self.dir, &sources, mode)?;
+        self.state().parts.replace(names, Arc::new(merged))
     }
 
-    fn storage(&self) -> &Arc<storage::Table> {
+    /// The compiled table definition.
+    pub fn storage(&self) -> &Arc<crate::Table> {
         &self.table
     }
 
-    fn insert(&self, batch: &RecordBatch, opts: &InsertOptions) -> Result<usize, QueryError> {
+    /// Inserts a block; returns the rows written (0 when the block was a
+    /// duplicate inside the deduplication window).
+    pub fn insert(&self, batch: &RecordBatch, opts: &BlockDedup) -> Result<usize> {
         let settings = &self.table.def.settings;
         // The dedup log is locked through the whole insert only when dedup is
         // on (two concurrent copies of a block must not both get in); without
@@ -375,21 +373,21 @@ impl TableEngine for LocalTable {
         let mut dedup = dedup_on.then(|| self.dedup.lock().unwrap_or_else(|e| e.into_inner()));
         let block_id = if let Some(dedup) = &dedup {
             let id = match &opts.token {
-                Some(t) => storage::dedup::token_block_id(t, opts.index),
-                None => storage::dedup::block_id(batch).map_err(st)?,
+                Some(t) => crate::dedup::token_block_id(t, opts.index),
+                None => crate::dedup::block_id(batch)?,
             };
             if dedup.contains(&id) {
-                tracing::info!(table = %self.create.name, block_id = %id, "duplicate block skipped");
+                tracing::info!(table = %self.name, block_id = %id, "duplicate block skipped");
                 return Ok(0);
             }
             Some(id)
         } else {
             None
         };
-        let pieces = split_by_partition(&self.table, batch).map_err(st)?;
+        let pieces = split_by_partition(&self.table, batch)?;
         for piece in &pieces {
             let count = self.state().parts.parts_in_partition(&piece.partition_id);
-            if let Some(delay) = backpressure::check_insert(&piece.partition_id, count, settings).map_err(st)? {
+            if let Some(delay) = backpressure::check_insert(&piece.partition_id, count, settings)? {
                 std::thread::sleep(delay);
             }
         }
@@ -414,26 +412,28 @@ impl TableEngine for LocalTable {
         let mut rows = 0;
         for (i, piece) in pieces.into_iter().enumerate() {
             let name = PartName::new_insert(piece.partition_id.clone(), first + i as i64);
-            parts.push(write_block(&self.table, &self.dir, name, piece.value, &piece.batch).map_err(st)?);
+            parts.push(write_block(&self.table, &self.dir, name, piece.value, &piece.batch)?);
             rows += piece.batch.num_rows();
         }
         if let Some(m) = &marker {
             remove_durably(m)?;
         }
         for part in parts {
-            self.state().parts.add(Arc::new(part)).map_err(st)?;
+            self.state().parts.add(Arc::new(part))?;
         }
         if let (Some(id), Some(dedup)) = (block_id, dedup.as_mut()) {
-            dedup.add(&id).map_err(st)?;
+            dedup.add(&id)?;
         }
         Ok(rows)
     }
 
-    fn snapshot(&self) -> Vec<Arc<Part>> {
+    /// The active parts, for reads.
+    pub fn snapshot(&self) -> Vec<Arc<Part>> {
         self.state().parts.snapshot()
     }
 
-    fn merge_step(&self) -> Result<bool, QueryError> {
+    /// Runs one part rewrite or one merge the selector finds; true if it did.
+    pub fn merge_step(&self) -> Result<bool> {
         if self.merges_stopped.load(Ordering::SeqCst) {
             return Ok(false);
         }
@@ -456,7 +456,8 @@ impl TableEngine for LocalTable {
         }
     }
 
-    fn optimize(&self, opts: &OptimizeOptions) -> Result<(), QueryError> {
+    /// `OPTIMIZE TABLE`.
+    pub fn optimize(&self, opts: &OptimizeOptions) -> Result<()> {
         let _g = self.rewrite_lock();
         let groups = {
             let s = self.state();
@@ -475,10 +476,11 @@ impl TableEngine for LocalTable {
         Ok(())
     }
 
-    fn mutate(&self, commands: Vec<MutationCommand>, text: &str, sync: MutationSync) -> Result<(), QueryError> {
+    /// Records a mutation (the merge thread rewrites its parts); returns
+    /// its id (`mutation_<version>.txt`, as ClickHouse names them).
+    pub fn record_mutation(&self, commands: Vec<MutationCommand>, text: &str) -> Result<String> {
         // Check the commands compile before recording anything.
-        storage::mutation::validate(&self.table, &Mutation { version: i64::MAX, commands: commands.clone() })
-            .map_err(st)?;
+        crate::mutation::validate(&self.table, &Mutation { version: i64::MAX, commands: commands.clone() })?;
         let _g = self.rewrite_lock();
         let version = {
             let mut s = self.state();
@@ -489,27 +491,12 @@ impl TableEngine for LocalTable {
         self.wait_inflight_below(version);
         write_durably(&self.mutation_file(version), text.as_bytes())?;
         self.state().mutations.push(Mutation { version, commands });
-        drop(_g);
-        if sync == MutationSync::Async {
-            return Ok(());
-        }
-        // One replica: 1 and 2 wait alike, for the merge thread's rewrites.
-        let id = format!("mutation_{version}.txt");
-        loop {
-            let Some(m) = self.mutations().into_iter().find(|m| m.mutation_id == id) else {
-                return Err(super::mutation_killed(&id));
-            };
-            if m.is_done {
-                return Ok(());
-            }
-            if !m.latest_fail_reason.is_empty() {
-                return Err(super::mutation_failed(&id, &m));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        Ok(format!("mutation_{version}.txt"))
     }
 
-    fn kill_mutation(&self, id: &str) -> Result<bool, QueryError> {
+    /// `KILL MUTATION`: forgets mutation `id` (parts already rewritten stay
+    /// rewritten). False when there is no such mutation.
+    pub fn kill_mutation(&self, id: &str) -> Result<bool> {
         let Some(version) = id.strip_prefix("mutation_").and_then(|v| v.strip_suffix(".txt")) else {
             return Ok(false);
         };
@@ -529,25 +516,30 @@ impl TableEngine for LocalTable {
         Ok(found)
     }
 
-    fn drop_partition(&self, partition_id: &str) -> Result<(), QueryError> {
+    /// `ALTER TABLE … DROP PARTITION`.
+    pub fn drop_partition(&self, partition_id: &str) -> Result<()> {
         let _g = self.rewrite_lock();
         self.drop_partitions(|id| id == partition_id)
     }
 
-    fn truncate(&self) -> Result<(), QueryError> {
+    /// `TRUNCATE TABLE`.
+    pub fn truncate(&self) -> Result<()> {
         let _g = self.rewrite_lock();
         self.drop_partitions(|_| true)
     }
 
-    fn outdated(&self) -> Vec<Arc<Part>> {
+    /// Outdated parts still on disk.
+    pub fn outdated(&self) -> Vec<Arc<Part>> {
         self.state().parts.outdated().cloned().collect()
     }
 
-    fn merges(&self) -> Vec<MergeInfo> {
+    /// The merge or part rewrite running now.
+    pub fn merges(&self) -> Vec<MergeInfo> {
         self.running.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 
-    fn mutations(&self) -> Vec<MutationInfo> {
+    /// The recorded (not killed) mutations, oldest first.
+    pub fn mutations(&self) -> Vec<MutationInfo> {
         let (parts, versions) = {
             let s = self.state();
             (s.parts.snapshot(), s.mutations.iter().map(|m| m.version).collect::<Vec<_>>())
@@ -571,7 +563,7 @@ impl TableEngine for LocalTable {
             let failure = failures.get(&version);
             out.push(MutationInfo {
                 mutation_id: format!("mutation_{version}.txt"),
-                command: command_text(&text),
+                statement: text,
                 create_time,
                 block_number: version,
                 parts_to_do: todo.len() as u64,
@@ -585,15 +577,17 @@ impl TableEngine for LocalTable {
         out
     }
 
-    fn set_merges_stopped(&self, stopped: bool) {
+    /// Stops or restarts background merges.
+    pub fn set_merges_stopped(&self, stopped: bool) {
         self.merges_stopped.store(stopped, Ordering::SeqCst);
     }
 
-    fn cleanup(&self) -> Result<(), QueryError> {
+    /// Deletes outdated parts whose grace period is over.
+    pub fn cleanup(&self) -> Result<()> {
         let grace = Duration::from_secs(self.table.def.settings.old_parts_lifetime_secs);
         let expired = self.state().parts.take_expired(grace);
         for p in expired {
-            part_set::remove_part_files(&p).map_err(st)?;
+            part_set::remove_part_files(&p)?;
         }
         Ok(())
     }

@@ -14,21 +14,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use async_trait::async_trait;
 use replication::registry::Quorum;
 use replication::{GroupSpec, Response};
 use storage::Part;
 use storage::mutation::MutationCommand;
 use storage::partition::split_by_partition;
 
-use super::{InsertOptions, MergeInfo, MutationInfo, MutationSync, OptimizeOptions, TableEngine};
-use crate::error::QueryError;
-use crate::parse::CreateTable;
-use crate::server::cluster::{Replication, replication_error};
+use super::{EngineKind, InsertOptions, MergeInfo, MutationInfo, MutationSync, OptimizeOptions, TableEngine};
+use crate::cluster::Replication;
+use crate::error::{EngineError, Result};
 
 /// A replicated table on this node.
 #[derive(Debug)]
 pub struct ReplicatedTable {
-    create: CreateTable,
     table: Arc<storage::Table>,
     /// `db.table`: how peers name it.
     name: String,
@@ -41,24 +40,21 @@ pub struct ReplicatedTable {
     swept: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
-fn st(e: storage::StorageError) -> QueryError {
-    QueryError::storage(&e)
-}
-
 impl ReplicatedTable {
-    /// The table `db.name` as `create` defines it.
+    /// The table `db.name`: its compiled definition and its table-level
+    /// settings (`replication_factor`, the deduplication window, …).
     pub fn open(
         db: &str,
-        create: CreateTable,
+        name: &str,
+        table: Arc<storage::Table>,
+        table_settings: &[(String, String)],
         replication: Arc<Replication>,
-    ) -> Result<Arc<ReplicatedTable>, QueryError> {
-        let def = create.table_def()?;
-        let table = storage::Table::new(def).map_err(st)?;
+    ) -> Result<ReplicatedTable> {
         let mut settings = replication::replica::ReplicaSettings::default();
         let mut rf = 0;
-        for (k, v) in &create.settings {
+        for (k, v) in table_settings {
             let v = v.trim();
-            let bad = || QueryError::bad_arguments(format!("Setting {k} cannot take the value '{v}'"));
+            let bad = || EngineError::BadSetting { setting: k.clone(), value: v.to_string() };
             match k.as_str() {
                 "replication_factor" => rf = v.parse().map_err(|_| bad())?,
                 "replicated_deduplication_window" => {
@@ -73,16 +69,15 @@ impl ReplicatedTable {
                 _ => {}
             }
         }
-        Ok(Arc::new(ReplicatedTable {
-            name: format!("{db}.{}", create.name),
-            create,
+        Ok(ReplicatedTable {
+            name: format!("{db}.{name}"),
             table,
             replication,
             replication_factor: rf,
             settings,
             merges_stopped: AtomicBool::new(false),
             swept: std::sync::Mutex::new(None),
-        }))
+        })
     }
 
     /// The group of a partition: a stable hash of table and partition.
@@ -109,22 +104,15 @@ impl ReplicatedTable {
         }
     }
 
-    fn quorum(&self, opts: &InsertOptions, replicas: usize) -> Result<Quorum, QueryError> {
+    fn quorum(&self, opts: &InsertOptions, replicas: usize) -> Result<Quorum> {
         Ok(match opts.quorum.trim().trim_matches('\'') {
             "" | "0" | "1" => Quorum::Majority,
             "auto" => Quorum::Majority,
             "all" => Quorum::All,
             n => {
-                let n: usize = n.parse().map_err(|_| QueryError {
-                    code: 27,
-                    name: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
-                    message: format!("insert_quorum = {n}"),
-                })?;
+                let n: usize = n.parse().map_err(|_| EngineError::BadQuorum(n.to_string()))?;
                 if n > replicas {
-                    return Err(replication_error(replication::ReplicationError::TooFewLiveReplicas {
-                        alive: replicas,
-                        needed: n,
-                    }));
+                    return Err(replication::ReplicationError::TooFewLiveReplicas { alive: replicas, needed: n }.into());
                 }
                 Quorum::Replicas(n)
             }
@@ -134,20 +122,18 @@ impl ReplicatedTable {
     /// Proposes a command to every group of the table hosted here; with
     /// `wait`, until every live replica has applied it (`alter_sync = 2`).
     /// Returns each group's mutation version, for a `Mutate`.
-    fn propose_all(
+    async fn propose_all(
         &self,
         wait: bool,
-        f: impl Fn(&GroupSpec) -> Option<replication::Command>,
-    ) -> Result<Vec<(Arc<replication::registry::Group>, i64)>, QueryError> {
-        let node = self.replication.node_blocking()?;
+        f: impl Fn(&GroupSpec) -> Option<replication::Command> + Send,
+    ) -> Result<Vec<(Arc<replication::registry::Group>, i64)>> {
+        let node = self.replication.start().await?;
         let mut out = Vec::new();
         for g in self.groups() {
             if let Some(cmd) = f(&g.spec) {
-                let r = self.replication.block_on(node.propose(g.spec.group, cmd))?.map_err(replication_error)?;
+                let r = node.propose(g.spec.group, cmd).await?;
                 if wait {
-                    self.replication
-                        .block_on(node.wait_live_replicas(g.spec.group, r.index, Duration::from_secs(300)))?
-                        .map_err(replication_error)?;
+                    node.wait_live_replicas(g.spec.group, r.index, Duration::from_secs(300)).await?;
                 }
                 if let Response::Mutation { version } = r.response {
                     out.push((g, version));
@@ -160,77 +146,73 @@ impl ReplicatedTable {
     /// Waits until each group's replica here (and with `AllReplicas` every
     /// live one) has rewritten every part its mutation applies to; fails
     /// when a rewrite failed here or the mutation was killed.
-    fn wait_mutation(
+    async fn wait_mutation(
         &self,
         versions: &[(Arc<replication::registry::Group>, i64)],
         sync: MutationSync,
-    ) -> Result<(), QueryError> {
-        let node = self.replication.node_blocking()?;
+    ) -> Result<()> {
+        let node = self.replication.start().await?;
         for (g, version) in versions {
             let id = format!("{version:010}");
             loop {
                 let applied = g.replica.applied().0.is_some_and(|l| l.index as i64 >= *version);
                 let record = g.replica.mutations().into_iter().find(|m| m.version == *version);
                 if record.as_ref().is_some_and(|m| m.killed) {
-                    return Err(super::mutation_killed(&id));
+                    return Err(EngineError::MutationKilled { id });
                 }
                 if let Some(f) = g.replica.mutation_failure(*version) {
-                    let info =
-                        MutationInfo { latest_failed_part: f.part, latest_fail_reason: f.reason, ..Default::default() };
-                    return Err(super::mutation_failed(&id, &info));
+                    return Err(EngineError::MutationFailed { id, part: f.part, reason: f.reason });
                 }
                 if applied && record.is_some() && g.replica.parts_to_do(*version) == 0 {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(10));
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             if sync != MutationSync::AllReplicas {
                 continue;
             }
             loop {
-                let elsewhere = self
-                    .replication
-                    .block_on(node.parts_to_do_elsewhere(g.spec.group, &[*version], Duration::from_millis(500)))?
-                    .map_err(replication_error)?;
+                let elsewhere =
+                    node.parts_to_do_elsewhere(g.spec.group, &[*version], Duration::from_millis(500)).await?;
                 // A replica that does not answer is not waited for (as
                 // ClickHouse waits for active replicas only).
                 if elsewhere.iter().all(|(_, r)| r.as_ref().map_or(true, |todo| todo.iter().all(|n| *n == 0))) {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
         Ok(())
     }
 }
 
+#[async_trait]
 impl TableEngine for ReplicatedTable {
-    fn create(&self) -> &CreateTable {
-        &self.create
+    fn kind(&self) -> EngineKind {
+        EngineKind::Replicated
     }
 
     fn storage(&self) -> &Arc<storage::Table> {
         &self.table
     }
 
-    fn insert(&self, batch: &RecordBatch, opts: &InsertOptions) -> Result<usize, QueryError> {
-        let node = self.replication.node_blocking()?;
+    async fn insert(&self, batch: &RecordBatch, opts: &InsertOptions) -> Result<usize> {
+        let node = self.replication.start().await?;
         let mut inserts = Vec::new();
-        for block in split_by_partition(&self.table, batch).map_err(st)? {
+        for block in split_by_partition(&self.table, batch)? {
             let spec = self.spec(&block.partition_id);
             if let Some(g) = node.group(spec.group) {
                 let active = g.replica.snapshot().len();
                 if let Some(delay) =
-                    storage::backpressure::check_insert(&block.partition_id, active, &self.table.def.settings)
-                        .map_err(st)?
+                    storage::backpressure::check_insert(&block.partition_id, active, &self.table.def.settings)?
                 {
-                    std::thread::sleep(delay);
+                    tokio::time::sleep(delay).await;
                 }
             }
             let block_id = match (&opts.token, opts.deduplicate && self.settings.replicated_deduplication_window > 0) {
                 (_, false) => replication::staging::new_staged_id(node.id()),
                 (Some(t), true) => storage::dedup::token_block_id(&format!("{t}\0{}", block.partition_id), opts.index),
-                (None, true) => storage::dedup::block_id(&block.batch).map_err(st)?,
+                (None, true) => storage::dedup::block_id(&block.batch)?,
             };
             let quorum = self.quorum(opts, spec.members.len())?;
             let timeout = Duration::from_millis(opts.quorum_timeout_ms.max(1));
@@ -245,7 +227,7 @@ impl TableEngine for ReplicatedTable {
         // partitions replicates them all at once instead of one after another.
         // As in ClickHouse, partitions that committed stay committed when
         // another fails; a retry of the whole insert deduplicates them.
-        let outcomes = self.replication.block_on(futures::future::join_all(inserts))?;
+        let outcomes = futures::future::join_all(inserts).await;
         let mut rows = 0;
         let mut first_error = None;
         for (n, out) in outcomes {
@@ -258,7 +240,7 @@ impl TableEngine for ReplicatedTable {
             }
         }
         match first_error {
-            Some(e) => Err(replication_error(e)),
+            Some(e) => Err(e.into()),
             None => Ok(rows),
         }
     }
@@ -267,7 +249,7 @@ impl TableEngine for ReplicatedTable {
         self.groups().iter().flat_map(|g| g.replica.snapshot()).collect()
     }
 
-    fn merge_step(&self) -> Result<bool, QueryError> {
+    fn merge_step(&self) -> Result<bool> {
         if self.merges_stopped.load(Ordering::SeqCst) || self.replication.started().is_none() {
             return Ok(false);
         }
@@ -278,49 +260,45 @@ impl TableEngine for ReplicatedTable {
             if g.is_quiesced() && !g.replica.has_mutation_work() {
                 continue;
             }
-            any |= self.replication.block_on(node.assign_merge(&g))?.map_err(replication_error)?;
+            any |= self.replication.block_on(node.assign_merge(&g))??;
         }
         Ok(any)
     }
 
-    fn optimize(&self, opts: &OptimizeOptions) -> Result<(), QueryError> {
-        let node = self.replication.node_blocking()?;
+    async fn optimize(&self, opts: &OptimizeOptions) -> Result<()> {
+        let node = self.replication.start().await?;
         let mode = storage::ReduceMode { final_read: false, cleanup: opts.cleanup, deduplicate: opts.deduplicate };
         for g in self.groups() {
             if opts.partition_id.as_ref().is_some_and(|p| *p != g.spec.partition_id) {
                 continue;
             }
-            let merges = self
-                .replication
-                .block_on(node.optimize_indexes(g.spec.group, opts.final_, mode))?
-                .map_err(replication_error)?;
+            let merges = node.optimize_indexes(g.spec.group, opts.final_, mode).await?;
             // alter_sync = 2: every live replica has merged too.
             if let Some(last) = merges.into_iter().max() {
-                self.replication
-                    .block_on(node.wait_live_replicas(g.spec.group, last, Duration::from_secs(300)))?
-                    .map_err(replication_error)?;
+                node.wait_live_replicas(g.spec.group, last, Duration::from_secs(300)).await?;
             }
         }
         Ok(())
     }
 
-    fn mutate(&self, commands: Vec<MutationCommand>, text: &str, sync: MutationSync) -> Result<(), QueryError> {
+    async fn mutate(&self, commands: Vec<MutationCommand>, text: &str, sync: MutationSync) -> Result<()> {
         storage::mutation::validate(
             &self.table,
             &storage::mutation::Mutation { version: i64::MAX, commands: commands.clone() },
-        )
-        .map_err(st)?;
+        )?;
         let ts = chrono::Utc::now().timestamp();
-        let versions = self.propose_all(false, |_| {
-            Some(replication::Command::Mutate { commands: commands.clone(), text: text.to_string(), ts })
-        })?;
+        let versions = self
+            .propose_all(false, |_| {
+                Some(replication::Command::Mutate { commands: commands.clone(), text: text.to_string(), ts })
+            })
+            .await?;
         if sync == MutationSync::Async {
             return Ok(());
         }
-        self.wait_mutation(&versions, sync)
+        self.wait_mutation(&versions, sync).await
     }
 
-    fn kill_mutation(&self, id: &str) -> Result<bool, QueryError> {
+    async fn kill_mutation(&self, id: &str) -> Result<bool> {
         // The id names one group's record; the ALTER is the records with
         // its creation time and text in every group (see `mutations`).
         let groups = self.groups();
@@ -333,28 +311,30 @@ impl TableEngine for ReplicatedTable {
         }) else {
             return Ok(false);
         };
-        let node = self.replication.node_blocking()?;
+        let node = self.replication.start().await?;
         for g in groups {
             for m in g.replica.mutations() {
                 if !m.killed && (m.create_time, &m.text) == (key.0, &key.1) {
                     let kill = replication::Command::KillMutation { version: m.version };
-                    self.replication.block_on(node.propose(g.spec.group, kill))?.map_err(replication_error)?;
+                    node.propose(g.spec.group, kill).await?;
                 }
             }
         }
         Ok(true)
     }
 
-    fn drop_partition(&self, partition_id: &str) -> Result<(), QueryError> {
+    async fn drop_partition(&self, partition_id: &str) -> Result<()> {
         self.propose_all(true, |s| {
             (s.partition_id == partition_id)
                 .then(|| replication::Command::DropPartition { partition_id: partition_id.to_string() })
         })
+        .await
         .map(|_| ())
     }
 
-    fn truncate(&self) -> Result<(), QueryError> {
+    async fn truncate(&self) -> Result<()> {
         self.propose_all(true, |s| Some(replication::Command::DropPartition { partition_id: s.partition_id.clone() }))
+            .await
             .map(|_| ())
     }
 
@@ -362,7 +342,7 @@ impl TableEngine for ReplicatedTable {
         self.merges_stopped.store(stopped, Ordering::SeqCst);
     }
 
-    fn cleanup(&self) -> Result<(), QueryError> {
+    fn cleanup(&self) -> Result<()> {
         {
             let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
             if swept.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
@@ -372,7 +352,7 @@ impl TableEngine for ReplicatedTable {
         }
         let grace = Duration::from_secs(self.table.def.settings.old_parts_lifetime_secs);
         for g in self.groups() {
-            g.replica.cleanup(grace, Duration::from_secs(3600)).map_err(replication_error)?;
+            g.replica.cleanup(grace, Duration::from_secs(3600))?;
         }
         Ok(())
     }
@@ -401,37 +381,27 @@ impl TableEngine for ReplicatedTable {
         out
     }
 
-    fn read_barrier(&self) -> futures::future::BoxFuture<'_, Result<(), QueryError>> {
-        Box::pin(async move {
-            let node = self.replication.start().await?;
-            for g in self.groups() {
-                node.read_barrier(g.spec.group, Duration::from_secs(10)).await.map_err(|e| QueryError {
-                    code: 289,
-                    name: "REPLICA_IS_NOT_IN_QUORUM",
-                    message: format!("Cannot read with select_sequential_consistency = 1: {e}"),
-                })?;
-            }
-            Ok(())
-        })
+    async fn read_barrier(&self) -> Result<()> {
+        let node = self.replication.start().await?;
+        for g in self.groups() {
+            node.read_barrier(g.spec.group, Duration::from_secs(10))
+                .await
+                .map_err(|e| EngineError::NotInQuorum(e.to_string()))?;
+        }
+        Ok(())
     }
 
-    fn check_readable(&self) -> Result<(), QueryError> {
+    fn check_readable(&self) -> Result<()> {
         match self.groups().iter().find_map(|g| g.replica.broken.get().cloned()) {
             None => Ok(()),
-            Some(msg) => Err(QueryError {
-                code: 49,
-                name: "LOGICAL_ERROR",
-                message: format!("This replica stopped serving the table: invariant violated: {msg}"),
-            }),
+            Some(msg) => Err(EngineError::Broken(msg)),
         }
     }
 
-    fn read_your_writes(&self) -> futures::future::BoxFuture<'_, ()> {
-        Box::pin(async move {
-            for g in self.groups() {
-                g.read_your_writes().await;
-            }
-        })
+    async fn read_your_writes(&self) {
+        for g in self.groups() {
+            g.read_your_writes().await;
+        }
     }
 
     fn mutations(&self) -> Vec<MutationInfo> {
@@ -445,7 +415,7 @@ impl TableEngine for ReplicatedTable {
                 let todo = g.replica.parts_to_do_names(m.version);
                 let e = by_id.entry((m.create_time, m.text.clone())).or_insert_with(|| MutationInfo {
                     mutation_id: format!("{:010}", m.version),
-                    command: super::local::command_text(&m.text),
+                    statement: m.text.clone(),
                     create_time: m.create_time,
                     block_number: m.version,
                     is_done: true,

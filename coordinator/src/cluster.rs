@@ -25,15 +25,13 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use replication::{NodeConfig, ReplicationError, ReplicationNode, TableResolver};
+use replication::{NodeConfig, ReplicationNode, TableResolver};
 
-use super::Server;
-use crate::error::QueryError;
-
-pub use coordinator::config::{ClusterNode, ClusterSection};
+pub use crate::config::{ClusterNode, ClusterSection};
+use crate::error::{EngineError, Result};
 
 /// The server's replication: configuration and the node, once started.
 pub struct Replication {
@@ -41,7 +39,7 @@ pub struct Replication {
     dir: PathBuf,
     node: tokio::sync::OnceCell<Arc<ReplicationNode>>,
     handle: OnceLock<tokio::runtime::Handle>,
-    server: OnceLock<Weak<Server>>,
+    tables: OnceLock<Arc<dyn TableResolver>>,
 }
 
 impl std::fmt::Debug for Replication {
@@ -50,46 +48,16 @@ impl std::fmt::Debug for Replication {
     }
 }
 
-/// Tables by `db.table`, for groups created on this node by a peer.
-struct ServerTables(Weak<Server>);
-
-impl TableResolver for ServerTables {
-    fn table(&self, name: &str) -> Option<Arc<storage::Table>> {
-        let server = self.0.upgrade()?;
-        let (db, t) = name.split_once('.')?;
-        server.table(db, t).ok().map(|t| t.storage().clone())
-    }
-}
-
-/// Maps replication errors to ClickHouse's codes.
-pub(crate) fn replication_error(e: ReplicationError) -> QueryError {
-    let (code, name) = match &e {
-        ReplicationError::Storage(s) => return QueryError::storage(s),
-        ReplicationError::TooFewLiveReplicas { .. } | ReplicationError::NoLeader { .. } => {
-            (285, "TOO_FEW_LIVE_REPLICAS")
-        }
-        ReplicationError::UnknownStatus(_) => (319, "UNKNOWN_STATUS_OF_INSERT"),
-        ReplicationError::NoSuchTable(_) => (60, "UNKNOWN_TABLE"),
-        ReplicationError::Unreachable { .. } => (210, "NETWORK_ERROR"),
-        ReplicationError::QueueFull { .. } => (202, "TOO_MANY_SIMULTANEOUS_QUERIES"),
-        ReplicationError::InvariantViolated(_) => (49, "LOGICAL_ERROR"),
-        ReplicationError::Io { source, .. }
-            if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) =>
-        {
-            (243, "NOT_ENOUGH_SPACE")
-        }
-        _ => (1002, "UNKNOWN_EXCEPTION"),
-    };
-    QueryError { code, name, message: e.to_string() }
-}
-
 impl Replication {
-    pub(crate) fn new(cfg: ClusterSection, dir: PathBuf) -> Self {
-        Replication { cfg, dir, node: Default::default(), handle: OnceLock::new(), server: OnceLock::new() }
+    /// The cluster `cfg` describes, its replication state under `dir`.
+    pub fn new(cfg: ClusterSection, dir: PathBuf) -> Self {
+        Replication { cfg, dir, node: Default::default(), handle: OnceLock::new(), tables: OnceLock::new() }
     }
 
-    pub(crate) fn set_server(&self, server: &Arc<Server>) {
-        let _ = self.server.set(Arc::downgrade(server));
+    /// How the node finds a table's definition when a peer creates one of
+    /// its groups here (the server's catalog); set once, before `start`.
+    pub fn set_tables(&self, tables: Arc<dyn TableResolver>) {
+        let _ = self.tables.set(tables);
     }
 
     /// This node's id.
@@ -103,7 +71,7 @@ impl Replication {
     }
 
     /// Starts the node (idempotent): its gRPC service and every group it hosts.
-    pub async fn start(&self) -> Result<Arc<ReplicationNode>, QueryError> {
+    pub async fn start(&self) -> Result<Arc<ReplicationNode>> {
         let _ = self.handle.set(tokio::runtime::Handle::current());
         self.node
             .get_or_try_init(|| async {
@@ -111,7 +79,7 @@ impl Replication {
                 let listen = match (self.cfg.raft_listen, me) {
                     (Some(a), _) => a,
                     (None, Some(n)) => n.raft.parse().map_err(|e| {
-                        QueryError::bad_arguments(format!("cluster node {} raft address {}: {e}", n.id, n.raft))
+                        EngineError::BadConfig(format!("cluster node {} raft address {}: {e}", n.id, n.raft))
                     })?,
                     (None, None) => SocketAddr::from(([127, 0, 0, 1], 0)),
                 };
@@ -123,11 +91,10 @@ impl Replication {
                 nc.snapshot_logs = self.cfg.snapshot_logs;
                 nc.idle_after =
                     (self.cfg.quiesce_after_ms > 0).then(|| Duration::from_millis(self.cfg.quiesce_after_ms));
-                let server = self.server.get().cloned().unwrap_or_default();
-                let node =
-                    ReplicationNode::start(nc, Arc::new(ServerTables(server))).await.map_err(replication_error)?;
+                let tables = self.tables.get().cloned().unwrap_or_else(|| Arc::new(NoTables));
+                let node = ReplicationNode::start(nc, tables).await?;
                 tracing::info!(node = self.cfg.node_id, addr = %node.addr(), "replication node started");
-                Ok::<_, QueryError>(Arc::new(node))
+                Ok::<_, EngineError>(Arc::new(node))
             })
             .await
             .cloned()
@@ -141,11 +108,11 @@ impl Replication {
     /// Runs a future to completion from synchronous code (table operations
     /// run on blocking threads, merges on their own threads, system tables
     /// on a runtime worker).
-    pub(crate) fn block_on<F: Future>(&self, f: F) -> Result<F::Output, QueryError> {
+    pub fn block_on<F: Future>(&self, f: F) -> Result<F::Output> {
         let handle = match tokio::runtime::Handle::try_current() {
             Ok(h) => h,
             Err(_) => {
-                self.handle.get().cloned().ok_or_else(|| QueryError::bad_arguments("no runtime for replication"))?
+                self.handle.get().cloned().ok_or_else(|| EngineError::Task("no runtime for replication".into()))?
             }
         };
         // On a runtime worker (a system table built while planning), hand
@@ -157,7 +124,7 @@ impl Replication {
     }
 
     /// The node, started if needed, from a blocking thread.
-    pub(crate) fn node_blocking(&self) -> Result<Arc<ReplicationNode>, QueryError> {
+    pub fn node_blocking(&self) -> Result<Arc<ReplicationNode>> {
         if let Some(n) = self.started() {
             return Ok(n);
         }
@@ -168,7 +135,7 @@ impl Replication {
     /// else `rf` nodes chosen by rendezvous hashing on the group id (stable
     /// as nodes come and go; the catalog issue replaces this with placement).
     pub fn members(&self, group: u64, rf: usize) -> Vec<u64> {
-        coordinator::placement::replicas(&self.cfg.node_ids(), group, rf)
+        crate::placement::replicas(&self.cfg.node_ids(), group, rf)
     }
 
     /// Stops the node.
@@ -176,5 +143,14 @@ impl Replication {
         if let Some(n) = self.started() {
             n.shutdown().await;
         }
+    }
+}
+
+/// Before the server sets its catalog: no table is known.
+struct NoTables;
+
+impl TableResolver for NoTables {
+    fn table(&self, _name: &str) -> Option<Arc<storage::Table>> {
+        None
     }
 }
