@@ -3,6 +3,8 @@
 //! * [`config`] — the cluster's configuration and this node's identity;
 //! * [`placement`] — where a group's replicas live;
 //! * [`cluster`] — this node's replication node, started on first use;
+//! * [`catalog`] — databases and table definitions behind the [`catalog::Catalog`]
+//!   trait (on disk today; a Raft group next, issue 19);
 
 //! * [`engine`] — the async [`engine::TableEngine`] interface and the engines:
 //!   one-node MergeTree, and `ReplicatedMergeTree` over Raft groups (the
@@ -12,6 +14,7 @@
 //! `query` (SQL) and the server. No openraft type is used here: what the
 //! groups show comes as `replication::status` values.
 
+pub mod catalog;
 pub mod cluster;
 pub mod config;
 pub mod engine;

@@ -13,6 +13,8 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use coordinator::catalog::Catalog;
+
 use crate::error::QueryError;
 use crate::parse::{Statement, parse_statement};
 use crate::table::{EngineProvider, LocalEngine, ReplicatedTable, Table};
@@ -35,6 +37,8 @@ pub struct Server {
     users: Mutex<BTreeMap<String, String>>,
     /// Settings every query starts from (the configuration's `[settings]`).
     pub(crate) default_settings: super::settings::Settings,
+    /// Databases and table definitions.
+    catalog: Arc<dyn coordinator::catalog::Catalog>,
     /// The cluster and this node's replication (Replicated* tables).
     pub(crate) replication: Arc<coordinator::cluster::Replication>,
 }
@@ -65,16 +69,6 @@ pub(crate) fn unknown_database(db: &str) -> QueryError {
 /// The hidden name under which `t FINAL` is registered.
 pub(crate) fn final_name(table: &str) -> String {
     format!("{table} FINAL")
-}
-
-/// Writes a file atomically and durably (temp file, fsync, rename, fsync dir).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), QueryError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .and_then(|_| std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all())
-        .map_err(|e| io(path, e))
 }
 
 impl Server {
@@ -113,6 +107,7 @@ impl Server {
                 Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(value.clone()))))),
             ));
         }
+        let disk = coordinator::catalog::DiskCatalog::open(&data_dir.join("metadata"))?;
         let server = Arc::new(Server {
             data_dir: data_dir.to_path_buf(),
             ctx,
@@ -122,33 +117,17 @@ impl Server {
             query_log: Default::default(),
             users: Mutex::new(cfg.user_passwords()),
             default_settings: cfg.default_settings()?,
+            catalog: Arc::new(disk.clone()),
             replication: Arc::new(coordinator::cluster::Replication::new(
                 cfg.cluster.clone(),
                 data_dir.join("replication"),
             )),
         });
         server.replication.set_tables(Arc::new(ServerTables(Arc::downgrade(&server))));
-        let meta = data_dir.join("metadata");
-        std::fs::create_dir_all(meta.join("default")).map_err(|e| io(&meta, e))?;
-        let mut dbs: Vec<String> = std::fs::read_dir(&meta)
-            .map_err(|e| io(&meta, e))?
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().to_string())
-            .collect();
-        dbs.sort();
-        for db in dbs {
+        for db in disk.databases()? {
             server.register_database(&db)?;
-            let dir = meta.join(&db);
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map_err(|e| io(&dir, e))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-                .collect();
-            files.sort();
-            for f in files {
-                let create = server.load_metadata(&db, &f)?;
+            for (name, sql) in disk.tables(&db)? {
+                let create = server.load_metadata(&disk, &db, &name, &sql)?;
                 let table = server.open_engine(&db, &server.table_dir(&create), create.clone())?;
                 server.register_table(&db, &create.name, table)?;
             }
@@ -199,24 +178,28 @@ impl Server {
         }
     }
 
-    /// Reads `metadata/<db>/<name>.sql`. The file name is the table's name
-    /// (a RENAME is one atomic rename of this file). A table of the layout
-    /// before UUIDs (data in `data/<db>/<name>`) gets one: the metadata is
-    /// rewritten with it first, then the data directory moves to
-    /// `store/<uuid>` — and a start after a crash in between finishes the move.
-    fn load_metadata(&self, db: &str, file: &Path) -> Result<crate::parse::CreateTable, QueryError> {
-        let sql = std::fs::read_to_string(file).map_err(|e| io(file, e))?;
-        let Statement::CreateTable(create) = parse_statement(&sql)? else {
-            return Err(QueryError::bad_arguments(format!("{} is not a CREATE TABLE", file.display())));
+    /// Parses the catalog's definition of `db.name` (the catalog's name
+    /// wins over the one inside the text: a RENAME changes the name first).
+    /// A table of the layout before UUIDs (data in `data/<db>/<name>`) gets
+    /// one: the definition is rewritten with it first, then the data
+    /// directory moves to `store/<uuid>` — and a start after a crash in
+    /// between finishes the move.
+    fn load_metadata(
+        &self,
+        disk: &coordinator::catalog::DiskCatalog,
+        db: &str,
+        name: &str,
+        sql: &str,
+    ) -> Result<crate::parse::CreateTable, QueryError> {
+        let Statement::CreateTable(create) = parse_statement(sql)? else {
+            return Err(QueryError::bad_arguments(format!("the definition of {db}.{name} is not a CREATE TABLE")));
         };
         let mut create = *create;
-        if let Some(stem) = file.file_stem().and_then(|s| s.to_str()) {
-            create.name = stem.to_string();
-        }
+        create.name = name.to_string();
         create.database = None;
         if create.uuid.is_none() {
             create.uuid = Some(super::session::new_query_id());
-            write_atomic(file, super::execute::render_metadata(&create).as_bytes())?;
+            disk.put_table_blocking(db, name, &super::execute::render_metadata(&create))?;
         }
         let legacy = self.data_dir.join("data").join(db).join(&create.name);
         let dir = self.table_dir(&create);
@@ -230,8 +213,9 @@ impl Server {
         Ok(create)
     }
 
-    pub(crate) fn metadata_path(&self, db: &str, table: &str) -> PathBuf {
-        self.data_dir.join("metadata").join(db).join(format!("{table}.sql"))
+    /// Databases and table definitions.
+    pub(crate) fn catalog(&self) -> &Arc<dyn coordinator::catalog::Catalog> {
+        &self.catalog
     }
 
     pub(crate) fn tables(&self) -> MutexGuard<'_, Tables> {

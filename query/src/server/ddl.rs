@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use super::catalog::{Server, write_atomic};
-use super::execute::render_metadata;
+use super::catalog::Server;
+use super::execute::{blocking, render_metadata};
 use super::session::QueryContext;
 use crate::error::QueryError;
 use crate::parse::ColumnDef;
@@ -36,9 +36,15 @@ impl Server {
             .collect())
     }
 
-    /// Renames `from_db.from` to `to_db.to`: its metadata file moves (its
+    /// Renames `from_db.from` to `to_db.to`: its catalog entry moves (its
     /// data stays where its UUID puts it) and it is reopened under the new name.
-    pub(crate) fn rename_table(&self, from_db: &str, from: &str, to_db: &str, to: &str) -> Result<(), QueryError> {
+    pub(crate) async fn rename_table(
+        self: &Arc<Self>,
+        from_db: &str,
+        from: &str,
+        to_db: &str,
+        to: &str,
+    ) -> Result<(), QueryError> {
         let table = self.table(from_db, from)?;
         if self.table(to_db, to).is_ok() {
             return Err(QueryError {
@@ -65,18 +71,12 @@ impl Server {
         table.set_merges_stopped(true);
         self.deregister_table(from_db, from);
         drop(table);
-        let io = |p: &std::path::Path, e| QueryError::storage(&storage::StorageError::io(p, e));
-        // One atomic rename of the metadata file is the whole RENAME on
-        // disk (the file's name is the table's name; the data stays in
-        // `store/<uuid>`): a crash leaves the old table or the new one.
-        let (old_meta, new_meta) = (self.metadata_path(from_db, from), self.metadata_path(to_db, to));
-        std::fs::rename(&old_meta, &new_meta).map_err(|e| io(&old_meta, e))?;
-        for d in [old_meta.parent(), new_meta.parent()].into_iter().flatten() {
-            std::fs::File::open(d).and_then(|f| f.sync_all()).map_err(|e| io(d, e))?;
-        }
-        // The name inside the file follows (only a reader of the file sees it).
-        write_atomic(&new_meta, render_metadata(&create).as_bytes())?;
-        let reopened = self.open_engine(to_db, &dir, create)?;
+        // The catalog's rename is the whole RENAME on disk (the data stays
+        // in `store/<uuid>`): a crash leaves the old table or the new one.
+        self.catalog().rename_table((from_db, from), (to_db, to), &render_metadata(&create)).await?;
+        let server = self.clone();
+        let db = to_db.to_string();
+        let reopened = blocking(move || server.open_engine(&db, &dir, create)).await?;
         self.register_table(to_db, to, reopened)
     }
 }

@@ -12,7 +12,7 @@ use storage::mutation::MutationCommand;
 
 use datafusion::prelude::SessionContext;
 
-use super::catalog::{Server, unknown_database, write_atomic};
+use super::catalog::{Server, unknown_database};
 use super::mutations::statement_setting;
 use super::session::QueryContext;
 use super::settings::Settings;
@@ -319,8 +319,7 @@ impl Server {
                         message: format!("Database {name} already exists"),
                     });
                 }
-                let dir = self.data_dir.join("metadata").join(&name);
-                std::fs::create_dir_all(&dir).map_err(|e| st(storage::StorageError::io(&dir, e)))?;
+                self.catalog().create_database(&name).await?;
                 self.register_database(&name)?;
                 Ok(QueryOutput::default())
             }
@@ -366,13 +365,10 @@ impl Server {
                 let text = render_metadata(&create);
                 let dir = self.table_dir(&create);
                 let server = self.clone();
-                let (db2, name2) = (db.clone(), name.clone());
-                blocking(move || {
-                    let table = server.open_engine(&db2, &dir, *create)?;
-                    write_atomic(&server.metadata_path(&db2, &name2), text.as_bytes())?;
-                    server.register_table(&db2, &name2, table)
-                })
-                .await?;
+                let db2 = db.clone();
+                let table = blocking(move || server.open_engine(&db2, &dir, *create)).await?;
+                self.catalog().put_table(&db, &name, &text).await?;
+                self.register_table(&db, &name, table)?;
                 if let Some(sel) = select {
                     let insert = format!("INSERT INTO {}.{} {sel}", quote_ident(&db), quote_ident(&name));
                     if let Err(e) = self.execute_insert(&insert, None, q).await {
@@ -405,11 +401,11 @@ impl Server {
                 if let Some(c) = self.ctx.catalog(super::catalog::CATALOG) {
                     let _ = c.deregister_schema(&name, true);
                 }
-                let dirs = [self.data_dir.join("metadata").join(&name), self.data_dir.join("data").join(&name)];
+                self.catalog().drop_database(&name).await?;
+                // Data of tables from before UUIDs, if any is left.
+                let legacy = self.data_dir.join("data").join(&name);
                 blocking(move || {
-                    for d in dirs {
-                        let _ = std::fs::remove_dir_all(d);
-                    }
+                    let _ = std::fs::remove_dir_all(legacy);
                     Ok(())
                 })
                 .await?;
@@ -504,8 +500,7 @@ impl Server {
                 for ((fd, from), (td, to)) in pairs {
                     let fd = fd.unwrap_or_else(|| db.to_string());
                     let td = td.unwrap_or_else(|| db.to_string());
-                    let server = self.clone();
-                    blocking(move || server.rename_table(&fd, &from, &td, &to)).await?;
+                    self.rename_table(&fd, &from, &td, &to).await?;
                 }
                 Ok(QueryOutput::default())
             }
@@ -622,8 +617,7 @@ impl Server {
         if let Some(node) = self.replication.started() {
             node.remove_groups_of(&format!("{db}.{name}")).await?;
         }
-        let meta = self.metadata_path(db, name);
-        std::fs::remove_file(&meta).map_err(|e| st(storage::StorageError::io(&meta, e)))?;
+        self.catalog().drop_table(db, name).await?;
         if let Some(t) = table {
             // A table's parts can be many thousands of files: off the runtime.
             let dir = self.table_dir(t.create());
