@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use query::server::config::Config;
+use shardhouse::server::config::Config;
 
 const USAGE: &str = "shardhouse — a replicated, sharded, columnar SQL database
 
@@ -90,12 +90,12 @@ async fn shutdown_signal() {
 fn run_server(config: Config) -> Result<(), String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let server = query::server::Server::open_with(&config).map_err(|e| e.to_string())?;
+        let server = shardhouse::server::Server::open_with(&config).map_err(|e| e.to_string())?;
         // Groups must answer their peers whether or not this node gets queries.
         server.replication().start().await.map_err(|e| e.to_string())?;
         let data = config.server.data_dir.display().to_string();
         let listen = config.server.http_listen;
-        query::server::http::serve(
+        shardhouse::server::http::serve(
             server.clone(),
             listen,
             config.server.max_body_bytes,
@@ -112,7 +112,7 @@ fn run_server(config: Config) -> Result<(), String> {
 }
 
 fn run_benchmark(args: &[String]) -> Result<(), String> {
-    let mut opts = query::client::benchmark::BenchmarkOptions { hosts: Vec::new(), concurrency: 1, json: false };
+    let mut opts = shardhouse::client::benchmark::BenchmarkOptions { hosts: Vec::new(), concurrency: 1, json: false };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         match flag.as_str() {
@@ -128,11 +128,11 @@ fn run_benchmark(args: &[String]) -> Result<(), String> {
     if opts.hosts.is_empty() {
         opts.hosts.push("127.0.0.1:8123".into());
     }
-    std::process::exit(query::client::benchmark::run(&opts));
+    std::process::exit(shardhouse::client::benchmark::run(&opts));
 }
 
 fn run_client(args: &[String]) -> Result<(), String> {
-    let mut opts = query::client::ClientOptions::default();
+    let mut opts = shardhouse::client::ClientOptions::default();
     let mut query = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -146,7 +146,7 @@ fn run_client(args: &[String]) -> Result<(), String> {
             other => return Err(format!("unknown option {other}")),
         }
     }
-    std::process::exit(query::client::run(&opts, query.as_deref()));
+    std::process::exit(shardhouse::client::run(&opts, query.as_deref()));
 }
 
 fn main() {

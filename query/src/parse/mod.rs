@@ -17,7 +17,7 @@ use crate::error::QueryError;
 use cursor::Cursor;
 
 /// Splits a trailing `SETTINGS name = value, …` off a SELECT.
-pub(crate) fn split_settings(sql: &str) -> Result<(String, Option<String>), QueryError> {
+pub fn split_settings(sql: &str) -> Result<(String, Option<String>), QueryError> {
     let c = Cursor::new(sql)?;
     let mut depth = 0i32;
     for (i, t) in c.toks.iter().enumerate() {

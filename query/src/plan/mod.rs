@@ -4,4 +4,5 @@
 pub mod count;
 pub mod fast_agg;
 pub mod functions;
+pub mod numbers;
 pub mod truthiness;

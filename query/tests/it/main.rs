@@ -1,8 +1,5 @@
-//! The query crate's integration tests (one binary).
+//! The query crate's integration tests (one binary): statements as parsed
+//! and formats as read and written.
 
-mod catalog;
-mod clients;
 mod formats;
-mod http;
-mod slt;
 mod statements;

@@ -2,7 +2,7 @@
 //! the catalog and the table engines; SELECT and INSERT … SELECT/VALUES run
 //! on DataFusion.
 
-use crate::plan::truthiness::condition_text;
+use query::plan::truthiness::condition_text;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt8Array};
@@ -14,13 +14,13 @@ use datafusion::prelude::SessionContext;
 
 use super::catalog::{Server, unknown_database};
 use super::mutations::statement_setting;
-use super::session::QueryContext;
-use super::settings::Settings;
-use crate::error::QueryError;
-use crate::format::Format;
-use crate::parse::cursor::Cursor;
-use crate::parse::{AlterCommand, PartitionSpec, Statement, parse_statement, split_settings};
-use crate::table::{MutationSync, OptimizeOptions};
+use query::error::QueryError;
+use query::format::Format;
+use query::parse::cursor::Cursor;
+use query::parse::{AlterCommand, PartitionSpec, Statement, parse_statement, split_settings};
+use query::session::QueryContext;
+use query::settings::Settings;
+use query::table::{MutationSync, OptimizeOptions};
 
 /// What a statement returns.
 #[derive(Debug, Default)]
@@ -359,7 +359,7 @@ impl Server {
                 create.table_def()?;
                 create.database = None;
                 if create.uuid.is_none() {
-                    create.uuid = Some(super::session::new_query_id());
+                    create.uuid = Some(query::session::new_query_id());
                 }
                 let name = create.name.clone();
                 let text = render_metadata(&create);
@@ -467,7 +467,7 @@ impl Server {
                 Ok(QueryOutput::default())
             }
             Statement::SystemMerges { start, table } => {
-                let targets: Vec<Arc<crate::table::Table>> = match table {
+                let targets: Vec<Arc<query::table::Table>> = match table {
                     Some((d, name)) => vec![self.table(&d.unwrap_or_else(|| db.to_string()), &name)?],
                     None => self.tables().values().flat_map(|t| t.values().cloned()).collect(),
                 };
@@ -513,7 +513,7 @@ impl Server {
     /// the partition id as an inserted row with that key would get it.
     async fn partition_id(
         &self,
-        t: &crate::table::Table,
+        t: &query::table::Table,
         p: &PartitionSpec,
         q: &QueryContext,
     ) -> Result<Option<String>, QueryError> {
@@ -526,7 +526,7 @@ impl Server {
         if types.is_empty() {
             return Ok(Some("all".into()));
         }
-        let values = if types.len() == 1 { vec![text.clone()] } else { crate::parse::cursor::split_key(text)? };
+        let values = if types.len() == 1 { vec![text.clone()] } else { query::parse::cursor::split_key(text)? };
         if values.len() != types.len() {
             return Err(QueryError::arguments(format!(
                 "PARTITION {text}: the partition key has {} elements, the value {}",
@@ -572,17 +572,17 @@ impl Server {
         // (measured: count(DISTINCT user_id) on 10M rows 215 → 185 ms).
         opts.execution.skip_partial_aggregation_probe_ratio_threshold = 0.3;
         if q.settings.bool("select_sequential_consistency") {
-            state.config_mut().set_extension(Arc::new(crate::table::SequentialConsistency));
+            state.config_mut().set_extension(Arc::new(query::table::SequentialConsistency));
         }
         let mut stmt = state.sql_to_statement(sql, &datafusion::config::Dialect::ClickHouse).map_err(df)?;
         if let datafusion::sql::parser::Statement::Statement(s) = &mut stmt {
-            crate::plan::functions::rewrite_statement(s)?;
+            query::plan::functions::rewrite_statement(s)?;
         }
         let plan = state.statement_to_plan(stmt).await.map_err(df)?;
-        let plan = crate::plan::count::unsigned_counts(plan).map_err(df)?;
+        let plan = query::plan::count::unsigned_counts(plan).map_err(df)?;
         // A runtime per query: its memory pool bounds it by max_memory_usage
         // and records its peak for the query log.
-        let pool = super::metering::PeakPool::new(q.settings.u64("max_memory_usage") as usize, q.stats.clone());
+        let pool = query::metering::PeakPool::new(q.settings.u64("max_memory_usage") as usize, q.stats.clone());
         let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
             .with_memory_pool(Arc::new(pool))
             .build_arc()
@@ -607,7 +607,7 @@ impl Server {
         self.tables()
             .values()
             .flat_map(|t| t.values())
-            .any(|t| t.create().engine_kind() == crate::parse::EngineKind::Replicated)
+            .any(|t| t.create().engine_kind() == query::parse::EngineKind::Replicated)
     }
 
     pub(crate) async fn drop_table(&self, db: &str, name: &str) -> Result<(), QueryError> {
@@ -680,7 +680,7 @@ impl Server {
             let physical = if matches!(physical.name(), "AnalyzeExec" | "ExplainExec") {
                 physical
             } else {
-                super::metering::meter(physical, &q.stats).map_err(df)?
+                query::metering::meter(physical, &q.stats).map_err(df)?
             };
             Ok::<_, QueryError>((schema, datafusion::physical_plan::collect(physical, task).await.map_err(df)?))
         };
@@ -737,11 +737,11 @@ fn names_output(column: &str, names: Vec<String>) -> QueryOutput {
     }
 }
 
-fn describe(t: &crate::table::Table) -> QueryOutput {
+fn describe(t: &query::table::Table) -> QueryOutput {
     let cols = &t.create().columns;
     let names = ["name", "type", "default_type", "default_expression", "comment", "codec_expression", "ttl_expression"];
     let schema = Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect::<Vec<_>>()));
-    let col = |f: &dyn Fn(&crate::parse::ColumnDef) -> String| -> ArrayRef {
+    let col = |f: &dyn Fn(&query::parse::ColumnDef) -> String| -> ArrayRef {
         Arc::new(StringArray::from(cols.iter().map(f).collect::<Vec<_>>()))
     };
     let arrays = vec![
@@ -778,7 +778,7 @@ fn quote_str(s: &str) -> String {
 /// SHOW CREATE TABLE).
 /// The statement a table's metadata file holds: [`render_create`] with the
 /// table's UUID (which SHOW CREATE TABLE leaves out, as ClickHouse does).
-pub(crate) fn render_metadata(t: &crate::parse::CreateTable) -> String {
+pub(crate) fn render_metadata(t: &query::parse::CreateTable) -> String {
     let text = render_create(t);
     match &t.uuid {
         Some(u) => match text.split_once('\n') {
@@ -789,7 +789,7 @@ pub(crate) fn render_metadata(t: &crate::parse::CreateTable) -> String {
     }
 }
 
-pub(crate) fn render_create(t: &crate::parse::CreateTable) -> String {
+pub(crate) fn render_create(t: &query::parse::CreateTable) -> String {
     let mut s = String::from("CREATE TABLE ");
     if let Some(d) = &t.database {
         s.push_str(&quote_ident(d));

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use query::server::Server;
+use shardhouse::server::Server;
 
 struct Runner {
     dir: PathBuf,

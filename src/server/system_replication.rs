@@ -106,7 +106,7 @@ pub async fn table(server: &Server, name: &str) -> Result<Option<Arc<dyn TablePr
             // Replicated tables without data yet have no groups but are replicas too.
             for (db, ts) in server.tables().iter() {
                 for (t, engine) in ts {
-                    if engine.kind() == crate::table::EngineKind::Replicated {
+                    if engine.kind() == query::table::EngineKind::Replicated {
                         tables.entry((db.clone(), t.clone())).or_default();
                     }
                 }

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::settings::Settings;
 use crate::error::QueryError;
+use crate::settings::Settings;
 
 /// The context of one query.
 #[derive(Debug, Clone)]
@@ -21,7 +21,7 @@ pub struct QueryContext {
     /// The session the query runs in, if any.
     pub session: Option<Arc<Mutex<SessionState>>>,
     /// What the query used, for `system.query_log`.
-    pub stats: Arc<super::metering::QueryStats>,
+    pub stats: Arc<crate::metering::QueryStats>,
 }
 
 impl QueryContext {

@@ -5,8 +5,8 @@
 //! and the server decodes the compression (Content-Encoding).
 
 use super::{Answer, ClientOptions, progress::Progress};
-use crate::error::QueryError;
-use crate::parse::cursor::Cursor;
+use query::error::QueryError;
+use query::parse::cursor::Cursor;
 
 /// A parsed `FROM INFILE` insert.
 #[derive(Debug, PartialEq)]

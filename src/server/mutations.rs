@@ -7,8 +7,8 @@ use arrow::datatypes::{DataType, Field, Schema};
 
 use super::catalog::Server;
 use super::execute::QueryOutput;
-use super::session::QueryContext;
-use crate::error::QueryError;
+use query::error::QueryError;
+use query::session::QueryContext;
 
 /// A numeric setting of a statement: its own `SETTINGS` clause first, then
 /// the query's (URL, session, defaults).

@@ -16,10 +16,10 @@ use axum::routing::get;
 
 use super::catalog::Server;
 use super::execute::split_insert_format;
-use super::session::QueryContext;
-use super::settings::Settings;
-use crate::error::QueryError;
-use crate::format::{self, Format};
+use query::error::QueryError;
+use query::format::{self, Format};
+use query::session::QueryContext;
+use query::settings::Settings;
 
 /// Largest request body accepted by default.
 pub const DEFAULT_MAX_BODY: usize = 1 << 30;

@@ -39,7 +39,7 @@ fn s(name: &str) -> Field {
     Field::new(name, DataType::Utf8, false)
 }
 
-fn all_tables(server: &Server) -> Vec<(String, String, Arc<crate::table::Table>)> {
+fn all_tables(server: &Server) -> Vec<(String, String, Arc<query::table::Table>)> {
     server
         .tables()
         .iter()
@@ -70,7 +70,7 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
         }
         "tables" => {
             let ts = all_tables(server);
-            fn create(t: &Arc<crate::table::Table>) -> &crate::parse::CreateTable {
+            fn create(t: &Arc<query::table::Table>) -> &query::parse::CreateTable {
                 t.create()
             }
             let rows: Vec<u64> = ts.iter().map(|(_, _, t)| t.snapshot().iter().map(|p| p.live_rows()).sum()).collect();
@@ -167,8 +167,8 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
             )?
         }
         "settings" => {
-            use super::settings::KNOWN;
-            let col = |f: &dyn Fn(&super::settings::Known) -> String| utf8(KNOWN.iter().map(f).collect());
+            use query::settings::KNOWN;
+            let col = |f: &dyn Fn(&query::settings::Known) -> String| utf8(KNOWN.iter().map(f).collect());
             let n = KNOWN.len();
             table_of(
                 vec![
@@ -255,13 +255,13 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
                 ],
             )?
         }
-        "numbers" => Arc::new(super::numbers::Numbers { start: 0, count: None }),
+        "numbers" => Arc::new(query::plan::numbers::Numbers { start: 0, count: None }),
         "merges" => {
-            let rows: Vec<(String, String, crate::table::MergeInfo)> = all_tables(server)
+            let rows: Vec<(String, String, query::table::MergeInfo)> = all_tables(server)
                 .into_iter()
                 .flat_map(|(d, n, t)| t.merges().into_iter().map(move |m| (d.clone(), n.clone(), m)))
                 .collect();
-            let u64s = |f: &dyn Fn(&crate::table::MergeInfo) -> u64| -> ArrayRef {
+            let u64s = |f: &dyn Fn(&query::table::MergeInfo) -> u64| -> ArrayRef {
                 Arc::new(UInt64Array::from(rows.iter().map(|r| f(&r.2)).collect::<Vec<_>>()))
             };
             let mut sources = ListBuilder::new(StringBuilder::new());
@@ -308,12 +308,12 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
             )?
         }
         "mutations" => {
-            let rows: Vec<(String, String, crate::table::MutationInfo)> = all_tables(server)
+            let rows: Vec<(String, String, query::table::MutationInfo)> = all_tables(server)
                 .into_iter()
                 .flat_map(|(d, n, t)| t.mutations().into_iter().map(move |m| (d.clone(), n.clone(), m)))
                 .collect();
-            let m = |f: &dyn Fn(&crate::table::MutationInfo) -> String| utf8(rows.iter().map(|r| f(&r.2)).collect());
-            let time = |f: &dyn Fn(&crate::table::MutationInfo) -> i64| -> ArrayRef {
+            let m = |f: &dyn Fn(&query::table::MutationInfo) -> String| utf8(rows.iter().map(|r| f(&r.2)).collect());
+            let time = |f: &dyn Fn(&query::table::MutationInfo) -> i64| -> ArrayRef {
                 Arc::new(TimestampSecondArray::from(rows.iter().map(|r| f(&r.2)).collect::<Vec<_>>()))
             };
             let mut todo_names = ListBuilder::new(StringBuilder::new());
@@ -349,7 +349,7 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
                     utf8(rows.iter().map(|r| r.0.clone()).collect()),
                     utf8(rows.iter().map(|r| r.1.clone()).collect()),
                     m(&|x| x.mutation_id.clone()),
-                    m(&|x| crate::table::command_text(&x.statement)),
+                    m(&|x| query::table::command_text(&x.statement)),
                     time(&|x| x.create_time),
                     Arc::new(Int64Array::from(rows.iter().map(|r| r.2.block_number).collect::<Vec<_>>())),
                     Arc::new(todo_names.finish()),

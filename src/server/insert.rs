@@ -10,11 +10,11 @@ use arrow::datatypes::SchemaRef;
 
 use super::catalog::Server;
 use super::execute::{QueryOutput, blocking, df, st};
-use super::session::QueryContext;
-use crate::error::QueryError;
-use crate::format::{self, Format};
-use crate::parse::cursor::Cursor;
-use crate::table::InsertOptions;
+use query::error::QueryError;
+use query::format::{self, Format};
+use query::parse::cursor::Cursor;
+use query::session::QueryContext;
+use query::table::InsertOptions;
 
 impl Server {
     /// `INSERT INTO t [(cols)] FORMAT f` with its rows in `data`, or
@@ -60,7 +60,7 @@ impl Server {
             let batch = if c.eat_kws(&["FORMAT"]) {
                 let fmt = Format::from_name(&c.ident()?)?;
                 c.finish()?;
-                super::metering::measured(&q.stats, || format::read(fmt, data.unwrap_or_default(), &target))?
+                query::metering::measured(&q.stats, || format::read(fmt, data.unwrap_or_default(), &target))?
             } else {
                 let source = match values {
                     Some(v) => {
@@ -155,7 +155,7 @@ impl Server {
             // runtime workers): the engine's work is measured on them.
             let handle = tokio::runtime::Handle::current();
             let rows = blocking(move || {
-                super::metering::measured(&stats, || {
+                query::metering::measured(&stats, || {
                     let starts: Vec<usize> = (0..full.num_rows().max(1)).step_by(block).collect();
                     let insert_block = |index: usize| {
                         let start = starts[index];
@@ -185,7 +185,7 @@ impl Server {
                             .map(|_| {
                                 s.spawn(|| {
                                     // Each thread's CPU time counts for the query log.
-                                    super::metering::measured(&stats, || {
+                                    query::metering::measured(&stats, || {
                                         let mut rows = 0;
                                         loop {
                                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

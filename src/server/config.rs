@@ -26,8 +26,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::settings::Settings;
-use crate::error::QueryError;
+use query::error::QueryError;
+use query::settings::Settings;
 
 fn bad(message: String) -> QueryError {
     QueryError { code: 36, name: "BAD_ARGUMENTS", message }

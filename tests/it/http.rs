@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::mpsc;
 
-use query::server::{Server, http};
+use shardhouse::server::{Server, http};
 
 pub(crate) struct Running {
     pub(crate) addr: SocketAddr,
@@ -399,16 +399,16 @@ fn compressed_request_bodies() {
 fn the_client_talks_to_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let s = Running::start(dir.path());
-    let opts = query::client::ClientOptions { port: s.addr.port(), ..Default::default() };
-    for st in query::client::split_statements(
+    let opts = shardhouse::client::ClientOptions { port: s.addr.port(), ..Default::default() };
+    for st in shardhouse::client::split_statements(
         "CREATE TABLE c (a UInt8, s String) ENGINE = MergeTree ORDER BY a; INSERT INTO c VALUES (1, 'x;y'), (2, 'z');",
     ) {
-        assert_eq!(query::client::send(&opts, &st, "TabSeparated").unwrap().status, 200, "{st}");
+        assert_eq!(shardhouse::client::send(&opts, &st, "TabSeparated").unwrap().status, 200, "{st}");
     }
-    let a = query::client::send(&opts, "SELECT a, s FROM c ORDER BY a", "TabSeparated").unwrap();
+    let a = shardhouse::client::send(&opts, "SELECT a, s FROM c ORDER BY a", "TabSeparated").unwrap();
     assert_eq!((a.status, String::from_utf8(a.body).unwrap()), (200, "1\tx;y\n2\tz\n".to_string()));
     assert!(a.summary.unwrap().contains("\"result_rows\":\"2\""));
-    let e = query::client::send(&opts, "SELECT nope FROM c", "TabSeparated").unwrap();
+    let e = shardhouse::client::send(&opts, "SELECT nope FROM c", "TabSeparated").unwrap();
     assert_eq!(e.status, 400);
     // INSERT … FROM INFILE uploads a local file (compressed by its extension).
     let file = dir.path().join("rows.csv.gz");
@@ -416,11 +416,11 @@ fn the_client_talks_to_the_server() {
     std::io::Write::write_all(&mut gz, b"a,s\n3,\"from, file\"\n4,w\n").unwrap();
     std::fs::write(&file, gz.finish().unwrap()).unwrap();
     let sql = format!("INSERT INTO c FROM INFILE '{}'", file.display());
-    assert_eq!(query::client::run(&opts, Some(&sql)), 0);
-    let a = query::client::send(&opts, "SELECT a, s FROM c WHERE a > 2 ORDER BY a", "TabSeparated").unwrap();
+    assert_eq!(shardhouse::client::run(&opts, Some(&sql)), 0);
+    let a = shardhouse::client::send(&opts, "SELECT a, s FROM c WHERE a > 2 ORDER BY a", "TabSeparated").unwrap();
     assert_eq!(String::from_utf8(a.body).unwrap(), "3\tfrom, file\n4\tw\n");
     let missing = format!("INSERT INTO c FROM INFILE '{}'", dir.path().join("nope.csv").display());
-    assert_eq!(query::client::run(&opts, Some(&missing)), 1);
+    assert_eq!(shardhouse::client::run(&opts, Some(&missing)), 1);
 }
 
 /// `shardhouse benchmark` (clickhouse-benchmark's counterpart): every query
@@ -435,9 +435,12 @@ fn benchmark_runs_every_query_over_keep_alive_connections() {
     queries.push("SELECT count() FROM b".into());
     queries.push("SELECT nope FROM b".into());
     let host = s.addr.to_string();
-    let opts =
-        query::client::benchmark::BenchmarkOptions { hosts: vec![host.clone(), host], concurrency: 4, json: false };
-    let r = query::client::benchmark::run_benchmark(&opts, &queries);
+    let opts = shardhouse::client::benchmark::BenchmarkOptions {
+        hosts: vec![host.clone(), host],
+        concurrency: 4,
+        json: false,
+    };
+    let r = shardhouse::client::benchmark::run_benchmark(&opts, &queries);
     assert_eq!((r.queries, r.errors), (202, 1), "{r:?}");
     assert!(
         r.first_error.as_deref().is_some_and(|e| e.contains("HTTP 400") && e.contains("UNKNOWN_IDENTIFIER")),
@@ -458,8 +461,8 @@ fn regression_parallel_inserts_and_merges_lose_no_acknowledged_rows() {
     s.ok("CREATE TABLE par (k UInt64) ENGINE = MergeTree ORDER BY k");
     let queries: Vec<String> = (0..600).map(|i| format!("INSERT INTO par VALUES ({i}), ({})", i + 100_000)).collect();
     let host = s.addr.to_string();
-    let opts = query::client::benchmark::BenchmarkOptions { hosts: vec![host], concurrency: 8, json: false };
-    let r = query::client::benchmark::run_benchmark(&opts, &queries);
+    let opts = shardhouse::client::benchmark::BenchmarkOptions { hosts: vec![host], concurrency: 8, json: false };
+    let r = shardhouse::client::benchmark::run_benchmark(&opts, &queries);
     assert_eq!((r.queries, r.errors), (600, 0), "{r:?}");
     assert_eq!(s.ok("SELECT count(), uniqExact(k) FROM par"), "1200\t1200\n");
     s.ok("OPTIMIZE TABLE par FINAL");

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use super::catalog::{Server, unknown_database};
 use super::execute::{QueryOutput, split_insert_format};
-use super::params;
-use super::session::QueryContext;
-use super::settings::Settings;
-use crate::error::QueryError;
-use crate::parse::cursor::Cursor;
+use query::error::QueryError;
+use query::params;
+use query::parse::cursor::Cursor;
+use query::session::QueryContext;
+use query::settings::Settings;
 
 fn readonly_error() -> QueryError {
     QueryError { code: 164, name: "READONLY", message: "Cannot execute query in readonly mode".into() }

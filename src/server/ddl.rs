@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use super::catalog::Server;
 use super::execute::{blocking, render_metadata};
-use super::session::QueryContext;
-use crate::error::QueryError;
-use crate::parse::ColumnDef;
-use crate::parse::types::{ChType, parse_type};
+use query::error::QueryError;
+use query::parse::ColumnDef;
+use query::parse::types::{ChType, parse_type};
+use query::session::QueryContext;
 
 impl Server {
     /// The columns a SELECT would give a new table: the declared ClickHouse
@@ -26,8 +26,8 @@ impl Server {
             .fields()
             .iter()
             .map(|f| {
-                let declared = f.metadata().contains_key(crate::parse::types::CH_TYPE_KEY);
-                let mut ty = parse_type(&crate::format::ch_type_name(f)).unwrap_or(ChType::String);
+                let declared = f.metadata().contains_key(query::parse::types::CH_TYPE_KEY);
+                let mut ty = parse_type(&query::format::ch_type_name(f)).unwrap_or(ChType::String);
                 if !declared && let ChType::Nullable(inner) = ty {
                     ty = *inner;
                 }
@@ -56,7 +56,7 @@ impl Server {
         if !self.tables().contains_key(to_db) {
             return Err(super::catalog::unknown_database(to_db));
         }
-        if table.create().engine_kind() == crate::parse::EngineKind::Replicated {
+        if table.create().engine_kind() == query::parse::EngineKind::Replicated {
             // Its Raft groups are named after the table on every replica.
             return Err(QueryError {
                 code: 48,

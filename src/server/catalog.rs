@@ -15,9 +15,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use coordinator::catalog::Catalog;
 
-use crate::error::QueryError;
-use crate::parse::{Statement, parse_statement};
-use crate::table::{EngineProvider, LocalEngine, ReplicatedTable, Table};
+use query::error::QueryError;
+use query::parse::{Statement, parse_statement};
+use query::table::{EngineProvider, LocalEngine, ReplicatedTable, Table};
 
 /// Name of the catalog DataFusion resolves `db.table` in.
 pub(crate) const CATALOG: &str = "shardhouse";
@@ -31,12 +31,12 @@ pub struct Server {
     pub(crate) ctx: SessionContext,
     tables: Mutex<Tables>,
     stop: Arc<AtomicBool>,
-    pub(crate) sessions: super::session::Sessions,
+    pub(crate) sessions: query::session::Sessions,
     pub(crate) query_log: super::query_log::QueryLog,
     /// Users and their passwords (`default` with no password unless configured).
     users: Mutex<BTreeMap<String, String>>,
     /// Settings every query starts from (the configuration's `[settings]`).
-    pub(crate) default_settings: super::settings::Settings,
+    pub(crate) default_settings: query::settings::Settings,
     /// Databases and table definitions.
     catalog: Arc<dyn coordinator::catalog::Catalog>,
     /// The cluster and this node's replication (Replicated* tables).
@@ -90,13 +90,13 @@ impl Server {
         let state = datafusion::execution::SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(crate::plan::fast_agg::FastAggregate))
+            .with_physical_optimizer_rule(Arc::new(query::plan::fast_agg::FastAggregate))
             .build();
         let ctx = SessionContext::new_with_state(state);
         for udf in storage::expr::clickhouse_udfs() {
             ctx.register_udf(udf);
         }
-        ctx.register_udtf("numbers", Arc::new(super::numbers::NumbersFunction));
+        ctx.register_udtf("numbers", Arc::new(query::plan::numbers::NumbersFunction));
         for (name, value) in [("version", env!("CARGO_PKG_VERSION")), ("timezone", "UTC")] {
             let value = value.to_string();
             ctx.register_udf(create_udf(
@@ -149,15 +149,15 @@ impl Server {
         &self,
         db: &str,
         dir: &Path,
-        create: crate::parse::CreateTable,
+        create: query::parse::CreateTable,
     ) -> Result<Arc<Table>, QueryError> {
         let table = storage::Table::new(create.table_def()?).map_err(|e| QueryError::storage(&e))?;
-        let engine: Arc<dyn crate::table::TableEngine> = match create.engine_kind() {
-            crate::parse::EngineKind::Replicated => {
+        let engine: Arc<dyn query::table::TableEngine> = match create.engine_kind() {
+            query::parse::EngineKind::Replicated => {
                 Arc::new(ReplicatedTable::open(db, &create.name, table, &create.settings, self.replication.clone())?)
             }
-            crate::parse::EngineKind::Local => {
-                let parse = |text: &str| crate::table::mutation_commands(text).map_err(|e| e.to_string());
+            query::parse::EngineKind::Local => {
+                let parse = |text: &str| query::table::mutation_commands(text).map_err(|e| e.to_string());
                 Arc::new(LocalEngine::open(dir, &format!("{db}.{}", create.name), table, &parse)?)
             }
         };
@@ -171,7 +171,7 @@ impl Server {
 
     /// A table's data directory: `store/<uuid>`, named by its stable id
     /// (ClickHouse's Atomic database), so a RENAME moves no data.
-    pub(crate) fn table_dir(&self, create: &crate::parse::CreateTable) -> PathBuf {
+    pub(crate) fn table_dir(&self, create: &query::parse::CreateTable) -> PathBuf {
         match &create.uuid {
             Some(u) => self.data_dir.join("store").join(u),
             None => self.data_dir.join("data").join("_no_uuid").join(&create.name),
@@ -190,7 +190,7 @@ impl Server {
         db: &str,
         name: &str,
         sql: &str,
-    ) -> Result<crate::parse::CreateTable, QueryError> {
+    ) -> Result<query::parse::CreateTable, QueryError> {
         let Statement::CreateTable(create) = parse_statement(sql)? else {
             return Err(QueryError::bad_arguments(format!("the definition of {db}.{name} is not a CREATE TABLE")));
         };
@@ -198,7 +198,7 @@ impl Server {
         create.name = name.to_string();
         create.database = None;
         if create.uuid.is_none() {
-            create.uuid = Some(super::session::new_query_id());
+            create.uuid = Some(query::session::new_query_id());
             disk.put_table_blocking(db, name, &super::execute::render_metadata(&create))?;
         }
         let legacy = self.data_dir.join("data").join(db).join(&create.name);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use query::server::Server;
+use shardhouse::server::Server;
 
 fn run(server: &Arc<Server>, sql: &str) -> String {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
