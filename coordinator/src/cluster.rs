@@ -20,6 +20,13 @@
 //! Without a `[cluster]` section the server is a one-node cluster whose
 //! gRPC service listens on an ephemeral loopback port: the same code path,
 //! with replication factor 1.
+//!
+//! The node runs on a runtime of its own (threads named `raft`): Raft
+//! heartbeats, elections, log replication and part transfer never wait
+//! behind HTTP requests or DataFusion execution on the server's runtime.
+//! Every call into the node goes through [`Replication::run`], so whatever
+//! it spawns (a group's Raft core, its commit queue, a gRPC connection)
+//! lives there too.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -38,9 +45,24 @@ pub struct Replication {
     cfg: ClusterSection,
     dir: PathBuf,
     node: tokio::sync::OnceCell<Arc<ReplicationNode>>,
-    handle: OnceLock<tokio::runtime::Handle>,
+    runtime: OnceLock<RaftRuntime>,
     tables: OnceLock<Arc<dyn TableResolver>>,
 }
+
+/// The node's runtime; dropped without waiting (the server may drop its
+/// replication from inside another runtime, where blocking is refused).
+struct RaftRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for RaftRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Worker threads of the Raft runtime: its work is small and latency-bound.
+const RAFT_THREADS: usize = 2;
 
 impl std::fmt::Debug for Replication {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,7 +73,38 @@ impl std::fmt::Debug for Replication {
 impl Replication {
     /// The cluster `cfg` describes, its replication state under `dir`.
     pub fn new(cfg: ClusterSection, dir: PathBuf) -> Self {
-        Replication { cfg, dir, node: Default::default(), handle: OnceLock::new(), tables: OnceLock::new() }
+        Replication { cfg, dir, node: Default::default(), runtime: OnceLock::new(), tables: OnceLock::new() }
+    }
+
+    /// The Raft runtime's handle, the runtime built on first use.
+    pub fn raft_runtime(&self) -> Result<tokio::runtime::Handle> {
+        if let Some(rt) = self.runtime.get().and_then(|r| r.0.as_ref()) {
+            return Ok(rt.handle().clone());
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RAFT_THREADS)
+            .thread_name(format!("raft-{}", self.cfg.node_id))
+            .enable_all()
+            .build()
+            .map_err(|e| EngineError::Task(format!("cannot start the Raft runtime: {e}")))?;
+        // A racing caller's runtime wins; ours is dropped unused.
+        let _ = self.runtime.set(RaftRuntime(Some(rt)));
+        self.runtime
+            .get()
+            .and_then(|r| r.0.as_ref())
+            .map(|rt| rt.handle().clone())
+            .ok_or_else(|| EngineError::Task("no Raft runtime".into()))
+    }
+
+    /// Runs `f` with the node (started if needed) on the Raft runtime and
+    /// waits for it from any runtime.
+    pub async fn run<T, Fut>(&self, f: impl FnOnce(Arc<ReplicationNode>) -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let node = self.start().await?;
+        self.raft_runtime()?.spawn(f(node)).await.map_err(|e| EngineError::Task(e.to_string()))
     }
 
     /// How the node finds a table's definition when a peer creates one of
@@ -72,7 +125,10 @@ impl Replication {
 
     /// Starts the node (idempotent): its gRPC service and every group it hosts.
     pub async fn start(&self) -> Result<Arc<ReplicationNode>> {
-        let _ = self.handle.set(tokio::runtime::Handle::current());
+        if let Some(n) = self.node.get() {
+            return Ok(n.clone());
+        }
+        let rt = self.raft_runtime()?;
         self.node
             .get_or_try_init(|| async {
                 let me = self.cfg.nodes.iter().find(|n| n.id == self.cfg.node_id);
@@ -92,7 +148,10 @@ impl Replication {
                 nc.idle_after =
                     (self.cfg.quiesce_after_ms > 0).then(|| Duration::from_millis(self.cfg.quiesce_after_ms));
                 let tables = self.tables.get().cloned().unwrap_or_else(|| Arc::new(NoTables));
-                let node = ReplicationNode::start(nc, tables).await?;
+                let node = rt
+                    .spawn(ReplicationNode::start(nc, tables))
+                    .await
+                    .map_err(|e| EngineError::Task(e.to_string()))??;
                 tracing::info!(node = self.cfg.node_id, addr = %node.addr(), "replication node started");
                 Ok::<_, EngineError>(Arc::new(node))
             })
@@ -105,22 +164,18 @@ impl Replication {
         self.node.get().cloned()
     }
 
-    /// Runs a future to completion from synchronous code (table operations
-    /// run on blocking threads, merges on their own threads, system tables
-    /// on a runtime worker).
+    /// Runs a future to completion on the Raft runtime from synchronous
+    /// code (the merge threads). Not for a runtime worker's thread.
     pub fn block_on<F: Future>(&self, f: F) -> Result<F::Output> {
-        let handle = match tokio::runtime::Handle::try_current() {
-            Ok(h) => h,
-            Err(_) => {
-                self.handle.get().cloned().ok_or_else(|| EngineError::Task("no runtime for replication".into()))?
+        let rt = self.raft_runtime()?;
+        match tokio::runtime::Handle::try_current() {
+            // A worker of a multi-thread runtime hands its other tasks off
+            // first: blocking it outright panics.
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                Ok(tokio::task::block_in_place(|| rt.block_on(f)))
             }
-        };
-        // On a runtime worker (a system table built while planning), hand
-        // the worker's other tasks off first: blocking it outright panics.
-        Ok(match handle.runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| handle.block_on(f)),
-            _ => handle.block_on(f),
-        })
+            _ => Ok(rt.block_on(f)),
+        }
     }
 
     /// The node, started if needed, from a blocking thread.
@@ -140,8 +195,8 @@ impl Replication {
 
     /// Stops the node.
     pub async fn shutdown(&self) {
-        if let Some(n) = self.started() {
-            n.shutdown().await;
+        if let (Some(n), Ok(rt)) = (self.started(), self.raft_runtime()) {
+            let _ = rt.spawn(async move { n.shutdown().await }).await;
         }
     }
 }

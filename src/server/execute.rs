@@ -614,8 +614,9 @@ impl Server {
         let table = self.deregister_table(db, name);
         // A replicated table's groups go with it on this replica (other
         // replicas drop theirs with their own DROP, as in ClickHouse).
-        if let Some(node) = self.replication.started() {
-            node.remove_groups_of(&format!("{db}.{name}")).await?;
+        if self.replication.started().is_some() {
+            let table = format!("{db}.{name}");
+            self.replication.run(move |node| async move { node.remove_groups_of(&table).await }).await??;
         }
         self.catalog().drop_table(db, name).await?;
         if let Some(t) = table {

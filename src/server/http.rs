@@ -85,13 +85,26 @@ fn decode_body(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, Qu
     Ok(Bytes::from(out))
 }
 
+/// Results up to this size are encoded on the runtime's worker.
+const ENCODE_INLINE_BYTES: usize = 1 << 20;
+
 async fn handle(
     State((server, max_body)): State<(Arc<Server>, usize)>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = match decode_body(&headers, body, max_body) {
+    // Decompressing a body (up to the body limit) is CPU work: off the
+    // runtime's workers. A plain body is only checked against the limit.
+    let body = if headers.contains_key(axum::http::header::CONTENT_ENCODING) {
+        let h = headers.clone();
+        tokio::task::spawn_blocking(move || decode_body(&h, body, max_body))
+            .await
+            .unwrap_or_else(|e| Err(QueryError::bad_arguments(format!("decoding the body failed: {e}"))))
+    } else {
+        decode_body(&headers, body, max_body)
+    };
+    let body = match body {
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
@@ -115,15 +128,24 @@ async fn handle(
         Ok(out) => {
             let fmt = out.format.or_else(|| params.get("default_format").and_then(|f| Format::from_name(f).ok()));
             let fmt = fmt.unwrap_or(Format::TabSeparated);
-            let body = match &out.schema {
-                Some(schema) => match format::write(fmt, &out.batches, schema) {
-                    Ok(b) => b,
-                    Err(e) => return error_response(&e),
-                },
-                None => Vec::new(),
-            };
             let result_rows: usize = out.batches.iter().map(|b| b.num_rows()).sum();
             let result_bytes: usize = out.batches.iter().map(|b| b.get_array_memory_size()).sum();
+            let body = match &out.schema {
+                // A big result is encoded on a blocking thread; a small one
+                // costs less than the hand-off.
+                Some(schema) if result_bytes > ENCODE_INLINE_BYTES => {
+                    let (batches, schema) = (out.batches.clone(), schema.clone());
+                    tokio::task::spawn_blocking(move || format::write(fmt, &batches, &schema))
+                        .await
+                        .unwrap_or_else(|e| Err(QueryError::bad_arguments(format!("encoding the result failed: {e}"))))
+                }
+                Some(schema) => format::write(fmt, &out.batches, schema),
+                None => Ok(Vec::new()),
+            };
+            let body = match body {
+                Ok(b) => b,
+                Err(e) => return error_response(&e),
+            };
             use std::sync::atomic::Ordering::Relaxed;
             let (read_rows, read_bytes) = (q.stats.read_rows.load(Relaxed), q.stats.read_bytes.load(Relaxed));
             let written_bytes = if out.written_rows > 0 { data_len } else { 0 };

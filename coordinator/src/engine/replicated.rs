@@ -127,14 +127,20 @@ impl ReplicatedTable {
         wait: bool,
         f: impl Fn(&GroupSpec) -> Option<replication::Command> + Send,
     ) -> Result<Vec<(Arc<replication::registry::Group>, i64)>> {
-        let node = self.replication.start().await?;
         let mut out = Vec::new();
         for g in self.groups() {
             if let Some(cmd) = f(&g.spec) {
-                let r = node.propose(g.spec.group, cmd).await?;
-                if wait {
-                    node.wait_live_replicas(g.spec.group, r.index, Duration::from_secs(300)).await?;
-                }
+                let group = g.spec.group;
+                let r = self
+                    .replication
+                    .run(move |node| async move {
+                        let r = node.propose(group, cmd).await?;
+                        if wait {
+                            node.wait_live_replicas(group, r.index, Duration::from_secs(300)).await?;
+                        }
+                        Ok::<_, replication::ReplicationError>(r)
+                    })
+                    .await??;
                 if let Response::Mutation { version } = r.response {
                     out.push((g, version));
                 }
@@ -151,7 +157,6 @@ impl ReplicatedTable {
         versions: &[(Arc<replication::registry::Group>, i64)],
         sync: MutationSync,
     ) -> Result<()> {
-        let node = self.replication.start().await?;
         for (g, version) in versions {
             let id = format!("{version:010}");
             loop {
@@ -172,8 +177,13 @@ impl ReplicatedTable {
                 continue;
             }
             loop {
-                let elsewhere =
-                    node.parts_to_do_elsewhere(g.spec.group, &[*version], Duration::from_millis(500)).await?;
+                let (group, version) = (g.spec.group, *version);
+                let elsewhere = self
+                    .replication
+                    .run(move |node| async move {
+                        node.parts_to_do_elsewhere(group, &[version], Duration::from_millis(500)).await
+                    })
+                    .await??;
                 // A replica that does not answer is not waited for (as
                 // ClickHouse waits for active replicas only).
                 if elsewhere.iter().all(|(_, r)| r.as_ref().map_or(true, |todo| todo.iter().all(|n| *n == 0))) {
@@ -198,6 +208,8 @@ impl TableEngine for ReplicatedTable {
 
     async fn insert(&self, batch: &RecordBatch, opts: &InsertOptions) -> Result<usize> {
         let node = self.replication.start().await?;
+        // Reads of the node's state below run here; everything that talks
+        // to the group goes through `run`, on the Raft runtime.
         let mut inserts = Vec::new();
         for block in split_by_partition(&self.table, batch)? {
             let spec = self.spec(&block.partition_id);
@@ -217,9 +229,13 @@ impl TableEngine for ReplicatedTable {
             let quorum = self.quorum(opts, spec.members.len())?;
             let timeout = Duration::from_millis(opts.quorum_timeout_ms.max(1));
             let n = block.batch.num_rows();
-            let node = node.clone();
+            let replication = self.replication.clone();
             inserts.push(async move {
-                let out = node.insert(&spec, block.value, block.batch, block_id, quorum, timeout).await;
+                let out = replication
+                    .run(move |node| async move {
+                        node.insert(&spec, block.value, block.batch, block_id, quorum, timeout).await
+                    })
+                    .await;
                 (n, out)
             });
         }
@@ -232,15 +248,18 @@ impl TableEngine for ReplicatedTable {
         let mut first_error = None;
         for (n, out) in outcomes {
             match out {
-                Ok(out) if matches!(out.response, Response::Inserted { .. }) => rows += n,
-                Ok(_) => {}
+                Ok(Ok(out)) if matches!(out.response, Response::Inserted { .. }) => rows += n,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(EngineError::from(e));
+                }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
         match first_error {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
             None => Ok(rows),
         }
     }
@@ -266,17 +285,22 @@ impl TableEngine for ReplicatedTable {
     }
 
     async fn optimize(&self, opts: &OptimizeOptions) -> Result<()> {
-        let node = self.replication.start().await?;
         let mode = storage::ReduceMode { final_read: false, cleanup: opts.cleanup, deduplicate: opts.deduplicate };
         for g in self.groups() {
             if opts.partition_id.as_ref().is_some_and(|p| *p != g.spec.partition_id) {
                 continue;
             }
-            let merges = node.optimize_indexes(g.spec.group, opts.final_, mode).await?;
-            // alter_sync = 2: every live replica has merged too.
-            if let Some(last) = merges.into_iter().max() {
-                node.wait_live_replicas(g.spec.group, last, Duration::from_secs(300)).await?;
-            }
+            let (group, final_) = (g.spec.group, opts.final_);
+            self.replication
+                .run(move |node| async move {
+                    let merges = node.optimize_indexes(group, final_, mode).await?;
+                    // alter_sync = 2: every live replica has merged too.
+                    if let Some(last) = merges.into_iter().max() {
+                        node.wait_live_replicas(group, last, Duration::from_secs(300)).await?;
+                    }
+                    Ok::<_, replication::ReplicationError>(())
+                })
+                .await??;
         }
         Ok(())
     }
@@ -311,12 +335,12 @@ impl TableEngine for ReplicatedTable {
         }) else {
             return Ok(false);
         };
-        let node = self.replication.start().await?;
         for g in groups {
             for m in g.replica.mutations() {
                 if !m.killed && (m.create_time, &m.text) == (key.0, &key.1) {
                     let kill = replication::Command::KillMutation { version: m.version };
-                    node.propose(g.spec.group, kill).await?;
+                    let group = g.spec.group;
+                    self.replication.run(move |node| async move { node.propose(group, kill).await }).await??;
                 }
             }
         }
@@ -382,10 +406,11 @@ impl TableEngine for ReplicatedTable {
     }
 
     async fn read_barrier(&self) -> Result<()> {
-        let node = self.replication.start().await?;
         for g in self.groups() {
-            node.read_barrier(g.spec.group, Duration::from_secs(10))
-                .await
+            let group = g.spec.group;
+            self.replication
+                .run(move |node| async move { node.read_barrier(group, Duration::from_secs(10)).await })
+                .await?
                 .map_err(|e| EngineError::NotInQuorum(e.to_string()))?;
         }
         Ok(())
