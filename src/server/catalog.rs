@@ -7,20 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use arrow::datatypes::DataType;
-use datafusion::catalog::MemorySchemaProvider;
-use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
-use datafusion::prelude::{SessionConfig, SessionContext};
-
 use coordinator::catalog::Catalog;
 
 use query::error::QueryError;
 use query::parse::{Statement, parse_statement};
-use query::table::{EngineProvider, LocalEngine, ReplicatedTable, Table};
-
-/// Name of the catalog DataFusion resolves `db.table` in.
-pub(crate) const CATALOG: &str = "shardhouse";
+use query::table::{LocalEngine, ReplicatedTable, Table};
 
 /// Tables by database, then by name.
 pub(crate) type Tables = BTreeMap<String, BTreeMap<String, Arc<Table>>>;
@@ -28,7 +19,8 @@ pub(crate) type Tables = BTreeMap<String, BTreeMap<String, Arc<Table>>>;
 /// The server's state: its data directory, tables and SQL session.
 pub struct Server {
     pub data_dir: PathBuf,
-    pub(crate) ctx: SessionContext,
+    /// The SQL session and the tables it resolves.
+    pub(crate) planner: query::plan::planner::Planner,
     tables: Mutex<Tables>,
     stop: Arc<AtomicBool>,
     pub(crate) sessions: query::session::Sessions,
@@ -66,11 +58,6 @@ pub(crate) fn unknown_database(db: &str) -> QueryError {
     QueryError { code: 81, name: "UNKNOWN_DATABASE", message: format!("Database {db} does not exist") }
 }
 
-/// The hidden name under which `t FINAL` is registered.
-pub(crate) fn final_name(table: &str) -> String {
-    format!("{table} FINAL")
-}
-
 impl Server {
     /// Opens the data directory, loading every database and table, and starts
     /// the background merge thread.
@@ -83,34 +70,10 @@ impl Server {
     /// Opens the server a configuration describes.
     pub fn open_with(cfg: &super::config::Config) -> Result<Arc<Server>, QueryError> {
         let data_dir = cfg.server.data_dir.as_path();
-        let mut config =
-            SessionConfig::new().with_default_catalog_and_schema(CATALOG, "default").with_information_schema(true);
-        config.options_mut().sql_parser.enable_ident_normalization = false;
-        config.options_mut().sql_parser.dialect = datafusion::config::Dialect::ClickHouse;
-        let state = datafusion::execution::SessionStateBuilder::new()
-            .with_config(config)
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(query::plan::fast_agg::FastAggregate))
-            .build();
-        let ctx = SessionContext::new_with_state(state);
-        for udf in storage::expr::clickhouse_udfs() {
-            ctx.register_udf(udf);
-        }
-        ctx.register_udtf("numbers", Arc::new(query::plan::numbers::NumbersFunction));
-        for (name, value) in [("version", env!("CARGO_PKG_VERSION")), ("timezone", "UTC")] {
-            let value = value.to_string();
-            ctx.register_udf(create_udf(
-                name,
-                vec![],
-                DataType::Utf8,
-                Volatility::Stable,
-                Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(value.clone()))))),
-            ));
-        }
         let disk = coordinator::catalog::DiskCatalog::open(&data_dir.join("metadata"))?;
         let server = Arc::new(Server {
             data_dir: data_dir.to_path_buf(),
-            ctx,
+            planner: query::plan::planner::Planner::new(),
             tables: Mutex::new(BTreeMap::new()),
             stop: Arc::new(AtomicBool::new(false)),
             sessions: Default::default(),
@@ -132,10 +95,9 @@ impl Server {
                 server.register_table(&db, &create.name, table)?;
             }
         }
-        let catalog = server.ctx.catalog(CATALOG).ok_or_else(|| QueryError::bad_arguments("no default catalog"))?;
-        catalog
-            .register_schema("system", Arc::new(super::system::SystemSchema { server: Arc::downgrade(&server) }))
-            .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
+        server
+            .planner
+            .register_schema("system", Arc::new(super::system::SystemSchema { server: Arc::downgrade(&server) }))?;
         storage::background::set_merge_nice(cfg.server.os_threads_nice_value_merge_mutate);
         for i in 0..cfg.server.merge_threads {
             server.start_merges(i, cfg.server.merge_threads);
@@ -223,33 +185,19 @@ impl Server {
     }
 
     pub(crate) fn register_database(&self, db: &str) -> Result<(), QueryError> {
-        let catalog = self.ctx.catalog(CATALOG).ok_or_else(|| QueryError::bad_arguments("no default catalog"))?;
-        if catalog.schema(db).is_none() {
-            catalog
-                .register_schema(db, Arc::new(MemorySchemaProvider::new()))
-                .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
-        }
+        self.planner.register_database(db)?;
         self.tables().entry(db.to_string()).or_default();
         Ok(())
     }
 
     pub(crate) fn register_table(&self, db: &str, name: &str, table: Arc<Table>) -> Result<(), QueryError> {
-        let schema = self.ctx.catalog(CATALOG).and_then(|c| c.schema(db)).ok_or_else(|| unknown_database(db))?;
-        for final_ in [false, true] {
-            let provider = Arc::new(EngineProvider { engine: table.engine().clone(), final_ });
-            schema
-                .register_table(if final_ { final_name(name) } else { name.to_string() }, provider)
-                .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
-        }
+        self.planner.register_table(db, name, table.engine())?;
         self.tables().entry(db.to_string()).or_default().insert(name.to_string(), table);
         Ok(())
     }
 
     pub(crate) fn deregister_table(&self, db: &str, name: &str) -> Option<Arc<Table>> {
-        if let Some(s) = self.ctx.catalog(CATALOG).and_then(|c| c.schema(db)) {
-            let _ = s.deregister_table(name);
-            let _ = s.deregister_table(&final_name(name));
-        }
+        self.planner.deregister_table(db, name);
         self.tables().get_mut(db).and_then(|t| t.remove(name))
     }
 

@@ -20,7 +20,7 @@ impl Server {
         select: &str,
         q: &QueryContext,
     ) -> Result<Vec<ColumnDef>, QueryError> {
-        let frame = self.plan_select(select, q).await?;
+        let frame = self.planner.plan_select(select, q).await?;
         Ok(frame
             .schema()
             .fields()

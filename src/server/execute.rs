@@ -10,8 +10,6 @@ use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use storage::mutation::MutationCommand;
 
-use datafusion::prelude::SessionContext;
-
 use super::catalog::{Server, unknown_database};
 use super::mutations::statement_setting;
 use query::error::QueryError;
@@ -38,74 +36,8 @@ impl QueryOutput {
     }
 }
 
-pub(super) fn df(e: datafusion::error::DataFusionError) -> QueryError {
-    // Our own errors raised inside DataFusion (a table scan) keep their code.
-    if let Some(q) = find_query_error(&e) {
-        return q;
-    }
-    let (code, name) = classify(&e);
-    QueryError { code, name, message: e.strip_backtrace() }
-}
-
-/// ClickHouse's code for a DataFusion error, by its variant (and the
-/// Arrow error inside). Unknown tables and functions are plain `Plan`
-/// errors in DataFusion, told apart by the fixed start of their message.
-fn classify(e: &datafusion::error::DataFusionError) -> (u32, &'static str) {
-    use arrow::error::ArrowError;
-    use datafusion::common::SchemaError;
-    use datafusion::error::DataFusionError as E;
-    match e {
-        E::SQL(..) => (62, "SYNTAX_ERROR"),
-        E::SchemaError(s, _) if matches!(**s, SchemaError::FieldNotFound { .. }) => (47, "UNKNOWN_IDENTIFIER"),
-        E::SchemaError(s, _) if matches!(**s, SchemaError::AmbiguousReference { .. }) => (207, "AMBIGUOUS_IDENTIFIER"),
-        E::ResourcesExhausted(_) => (241, "MEMORY_LIMIT_EXCEEDED"),
-        E::ArrowError(a, _) => match **a {
-            ArrowError::DivideByZero => (153, "ILLEGAL_DIVISION"),
-            ArrowError::CastError(_) | ArrowError::ParseError(_) => (6, "CANNOT_PARSE_TEXT"),
-            ArrowError::ArithmeticOverflow(_) => (69, "ARGUMENT_OUT_OF_BOUND"),
-            _ => (1002, "UNKNOWN_EXCEPTION"),
-        },
-        E::Plan(m) if m.starts_with("Invalid function") => (46, "UNKNOWN_FUNCTION"),
-        E::Plan(m) if m.starts_with("table '") && m.ends_with("not found") => (60, "UNKNOWN_TABLE"),
-        E::Plan(m) if m.starts_with("table function '") => (46, "UNKNOWN_FUNCTION"),
-        E::Context(_, inner) | E::Diagnostic(_, inner) => classify(inner),
-        E::Shared(inner) => classify(inner),
-        E::Collection(all) => all.first().map_or((1002, "UNKNOWN_EXCEPTION"), classify),
-        _ => (1002, "UNKNOWN_EXCEPTION"),
-    }
-}
-
-#[cfg(test)]
-mod classify_tests {
-    use datafusion::error::DataFusionError as E;
-
-    use super::classify;
-
-    /// Issue 18: errors were classified by words anywhere in the message
-    /// (a column named `table_not_found` made an UNKNOWN_TABLE).
-    #[test]
-    fn regression_errors_map_by_variant_not_by_words_in_the_message() {
-        assert_eq!(classify(&E::Execution("table x not found in column names".into())).1, "UNKNOWN_EXCEPTION");
-        assert_eq!(classify(&E::Plan("table 'db.t' not found".into())).1, "UNKNOWN_TABLE");
-        let wrapped = E::Context("planning".into(), Box::new(E::Plan("Invalid function 'nope'".into())));
-        assert_eq!(classify(&wrapped).1, "UNKNOWN_FUNCTION");
-        let div = E::ArrowError(Box::new(arrow::error::ArrowError::DivideByZero), None);
-        assert_eq!(classify(&div), (153, "ILLEGAL_DIVISION"));
-        assert_eq!(classify(&E::ResourcesExhausted("x".into())).0, 241);
-    }
-}
-
 pub(super) fn st(e: storage::StorageError) -> QueryError {
     QueryError::storage(&e)
-}
-
-fn find_query_error(e: &datafusion::error::DataFusionError) -> Option<QueryError> {
-    match e {
-        datafusion::error::DataFusionError::External(b) => b.downcast_ref::<QueryError>().cloned(),
-        datafusion::error::DataFusionError::Context(_, inner) => find_query_error(inner),
-        datafusion::error::DataFusionError::Shared(inner) => find_query_error(inner),
-        _ => None,
-    }
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -398,9 +330,7 @@ impl Server {
                     self.drop_table(&name, &t).await?;
                 }
                 self.tables().remove(&name);
-                if let Some(c) = self.ctx.catalog(super::catalog::CATALOG) {
-                    let _ = c.deregister_schema(&name, true);
-                }
+                self.planner.deregister_database(&name);
                 self.catalog().drop_database(&name).await?;
                 // Data of tables from before UUIDs, if any is left.
                 let legacy = self.data_dir.join("data").join(&name);
@@ -534,8 +464,8 @@ impl Server {
                 values.len()
             )));
         }
-        let frame = self.plan(&format!("SELECT {}", values.join(", ")), q).await?;
-        let batches = frame.collect().await.map_err(df)?;
+        let frame = self.planner.plan(&format!("SELECT {}", values.join(", ")), q).await?;
+        let batches = frame.collect().await?;
         let row =
             batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| QueryError::arguments("empty PARTITION value"))?;
         let keys = row
@@ -551,56 +481,6 @@ impl Server {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(storage::partition::partition_id_of(&keys, 0).map_err(st)?.0))
-    }
-
-    /// Plans a SELECT as written by a user (FINAL included).
-    pub(crate) async fn plan_select(&self, sql: &str, q: &QueryContext) -> Result<Planned, QueryError> {
-        self.plan(&rewrite_final(sql)?, q).await
-    }
-
-    /// Plans a query on DataFusion after rewriting ClickHouse functions.
-    pub(super) async fn plan(&self, sql: &str, q: &QueryContext) -> Result<Planned, QueryError> {
-        let mut state = self.ctx.state();
-        let opts = state.config_mut().options_mut();
-        opts.catalog.default_schema = q.database.clone();
-        let threads = q.settings.u64("max_threads");
-        if threads > 0 {
-            opts.execution.target_partitions = threads as usize;
-        }
-        // High-cardinality GROUP BYs (user ids) gain nothing from partial
-        // aggregation; hand their rows straight to the final one sooner
-        // (measured: count(DISTINCT user_id) on 10M rows 215 → 185 ms).
-        opts.execution.skip_partial_aggregation_probe_ratio_threshold = 0.3;
-        if q.settings.bool("select_sequential_consistency") {
-            state.config_mut().set_extension(Arc::new(query::table::SequentialConsistency));
-        }
-        let mut stmt = state.sql_to_statement(sql, &datafusion::config::Dialect::ClickHouse).map_err(df)?;
-        if let datafusion::sql::parser::Statement::Statement(s) = &mut stmt {
-            query::plan::functions::rewrite_statement(s)?;
-        }
-        let plan = state.statement_to_plan(stmt).await.map_err(df)?;
-        let plan = query::plan::count::unsigned_counts(plan).map_err(df)?;
-        // A runtime per query: its memory pool bounds it by max_memory_usage
-        // and records its peak for the query log.
-        let pool = query::metering::PeakPool::new(q.settings.u64("max_memory_usage") as usize, q.stats.clone());
-        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
-            .with_memory_pool(Arc::new(pool))
-            .build_arc()
-            .map_err(df)?;
-        if matches!(
-            plan,
-            datafusion::logical_expr::LogicalPlan::Ddl(_) | datafusion::logical_expr::LogicalPlan::Statement(_)
-        ) {
-            let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
-                .with_runtime_env(runtime.clone())
-                .build();
-            let frame = SessionContext::new_with_state(state).execute_logical_plan(plan).await.map_err(df)?;
-            return Ok(Planned { frame, runtime });
-        }
-        // A query runs with the session's state as it is and the runtime
-        // given to its task context: rebuilding a SessionState around the
-        // runtime re-registered every function, a third of `SELECT 1`.
-        Ok(Planned { frame: datafusion::dataframe::DataFrame::new(state, plan), runtime })
     }
 
     fn has_replicated_tables(&self) -> bool {
@@ -671,20 +551,7 @@ impl Server {
         if let Some(clause) = clause {
             q.settings.merge(&Settings::parse_assignments(&clause)?);
         }
-        let text = rewrite_final(&text)?;
-        let run = async {
-            let frame = self.plan(&text, &q).await?;
-            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-            let task = Arc::new(frame.task_ctx());
-            let physical = frame.frame.create_physical_plan().await.map_err(df)?;
-            // EXPLAIN ANALYZE prints the plan it ran: leave it unwrapped.
-            let physical = if matches!(physical.name(), "AnalyzeExec" | "ExplainExec") {
-                physical
-            } else {
-                query::metering::meter(physical, &q.stats).map_err(df)?
-            };
-            Ok::<_, QueryError>((schema, datafusion::physical_plan::collect(physical, task).await.map_err(df)?))
-        };
+        let run = async { self.planner.plan_select(&text, &q).await?.collect_metered(&q.stats).await };
         let limit = q.settings.u64("max_execution_time");
         let (schema, mut batches) = if limit > 0 {
             tokio::time::timeout(std::time::Duration::from_secs(limit), run).await.map_err(|_| QueryError {
@@ -698,34 +565,6 @@ impl Server {
         limit_result(&mut batches, &q.settings)?;
         Ok(QueryOutput::rows(schema, batches, None))
     }
-}
-
-/// Rewrites `FROM [db.]t FINAL` to the table's FINAL provider; FINAL
-/// anywhere else is an error rather than silently ignored.
-fn rewrite_final(sql: &str) -> Result<String, QueryError> {
-    let c = Cursor::new(sql)?;
-    let mut out = String::new();
-    let mut copied = 0;
-    for (i, t) in c.toks.iter().enumerate() {
-        if !t.is_kw("FINAL") {
-            continue;
-        }
-        let name_tok = i.checked_sub(1).and_then(|j| c.toks.get(j)).filter(|n| n.ident().is_some());
-        let Some(name) = name_tok else {
-            return Err(QueryError::syntax("FINAL must follow a table name"));
-        };
-        let qualified = i >= 3 && c.toks[i - 2].is_punct(".") && c.toks[i - 3].ident().is_some();
-        let before = if qualified { i.checked_sub(4) } else { i.checked_sub(2) };
-        if !before.and_then(|j| c.toks.get(j)).is_some_and(|b| b.is_kw("FROM") || b.is_kw("JOIN")) {
-            return Err(QueryError::bad_arguments("FINAL is supported directly after a table name in FROM or JOIN"));
-        }
-        let table = name.ident().unwrap_or_default();
-        out.push_str(&sql[copied..name.start]);
-        out.push_str(&format!("`{}`", super::catalog::final_name(table).replace('`', "\\`")));
-        copied = t.end;
-    }
-    out.push_str(&sql[copied..]);
-    Ok(out)
 }
 
 /// The partition id a `PARTITION …` clause names; `None` for ALL.
@@ -846,31 +685,6 @@ pub(crate) fn render_create(t: &query::parse::CreateTable) -> String {
         s.push_str(&format!("\nCOMMENT {}", quote_str(c)));
     }
     s
-}
-
-/// A planned statement and the runtime (memory pool) it must execute with.
-pub(crate) struct Planned {
-    frame: datafusion::dataframe::DataFrame,
-    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
-}
-
-impl Planned {
-    /// The result's schema.
-    pub(crate) fn schema(&self) -> &datafusion::common::DFSchema {
-        self.frame.schema()
-    }
-
-    /// The context to execute with: the query's memory pool.
-    pub(crate) fn task_ctx(&self) -> datafusion::execution::TaskContext {
-        self.frame.task_ctx().with_runtime(self.runtime.clone())
-    }
-
-    /// Runs the statement to the end.
-    pub(crate) async fn collect(self) -> datafusion::error::Result<Vec<arrow::array::RecordBatch>> {
-        let task = Arc::new(self.task_ctx());
-        let plan = self.frame.create_physical_plan().await?;
-        datafusion::physical_plan::collect(plan, task).await
-    }
 }
 
 #[cfg(test)]

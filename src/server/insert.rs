@@ -9,7 +9,7 @@ use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::SchemaRef;
 
 use super::catalog::Server;
-use super::execute::{QueryOutput, blocking, df, st};
+use super::execute::{QueryOutput, blocking, st};
 use query::error::QueryError;
 use query::format::{self, Format};
 use query::parse::cursor::Cursor;
@@ -73,8 +73,8 @@ impl Server {
                 if let Some(batch) = values.and_then(|v| format::values::read_values(v, &target)) {
                     batch
                 } else {
-                    let frame = self.plan(&source, q).await?;
-                    let batches = frame.collect().await.map_err(df)?;
+                    let frame = self.planner.plan(&source, q).await?;
+                    let batches = frame.collect().await?;
                     let n: usize = batches.iter().map(|b| b.num_rows()).sum();
                     let mut cols: Vec<Vec<ArrayRef>> = vec![Vec::new(); target.fields().len()];
                     for b in &batches {

@@ -5,4 +5,5 @@ pub mod count;
 pub mod fast_agg;
 pub mod functions;
 pub mod numbers;
+pub mod planner;
 pub mod truthiness;

@@ -1,0 +1,238 @@
+//! The planner: one DataFusion session with ClickHouse's functions, the
+//! catalog of databases and tables DataFusion resolves `db.table` in, and
+//! the step from SQL text to a [`Planned`] statement with its own memory
+//! pool. The server registers tables here and runs what comes back.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+use datafusion::common::ScalarValue;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::{ColumnarValue, LogicalPlan, Volatility, create_udf};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::error::{QueryError, df};
+use crate::parse::cursor::Cursor;
+use crate::session::QueryContext;
+use crate::table::EngineProvider;
+use crate::table::TableEngine;
+
+/// Name of the catalog DataFusion resolves `db.table` in.
+const CATALOG: &str = "shardhouse";
+
+/// The hidden name under which `t FINAL` is registered.
+pub fn final_name(table: &str) -> String {
+    format!("{table} FINAL")
+}
+
+/// The SQL session every query is planned in.
+pub struct Planner {
+    ctx: SessionContext,
+}
+
+impl Default for Planner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Planner {
+    /// A session with ClickHouse's dialect, functions, `numbers()` and an
+    /// empty catalog.
+    pub fn new() -> Planner {
+        let mut config =
+            SessionConfig::new().with_default_catalog_and_schema(CATALOG, "default").with_information_schema(true);
+        config.options_mut().sql_parser.enable_ident_normalization = false;
+        config.options_mut().sql_parser.dialect = datafusion::config::Dialect::ClickHouse;
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(crate::plan::fast_agg::FastAggregate))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        for udf in storage::expr::clickhouse_udfs() {
+            ctx.register_udf(udf);
+        }
+        ctx.register_udtf("numbers", Arc::new(crate::plan::numbers::NumbersFunction));
+        for (name, value) in [("version", env!("CARGO_PKG_VERSION")), ("timezone", "UTC")] {
+            let value = value.to_string();
+            ctx.register_udf(create_udf(
+                name,
+                vec![],
+                DataType::Utf8,
+                Volatility::Stable,
+                Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(value.clone()))))),
+            ));
+        }
+        Planner { ctx }
+    }
+
+    /// Makes `db` known (empty) if it is not yet.
+    pub fn register_database(&self, db: &str) -> Result<(), QueryError> {
+        if self.schema(db).is_none() {
+            self.register_schema(db, Arc::new(MemorySchemaProvider::new()))?;
+        }
+        Ok(())
+    }
+
+    /// Serves database `name` from `schema` (e.g. the system tables).
+    pub fn register_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) -> Result<(), QueryError> {
+        let catalog = self.ctx.catalog(CATALOG).ok_or_else(|| QueryError::bad_arguments("no default catalog"))?;
+        catalog.register_schema(name, schema).map_err(|e| QueryError::bad_arguments(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Forgets database `db` and every table in it.
+    pub fn deregister_database(&self, db: &str) {
+        if let Some(c) = self.ctx.catalog(CATALOG) {
+            let _ = c.deregister_schema(db, true);
+        }
+    }
+
+    /// Serves `db.name` (and `db.name FINAL`) from `engine`.
+    pub fn register_table(&self, db: &str, name: &str, engine: &Arc<dyn TableEngine>) -> Result<(), QueryError> {
+        let schema = self.schema(db).ok_or_else(|| QueryError {
+            code: 81,
+            name: "UNKNOWN_DATABASE",
+            message: format!("Database {db} does not exist"),
+        })?;
+        for final_ in [false, true] {
+            let provider = Arc::new(EngineProvider { engine: engine.clone(), final_ });
+            schema
+                .register_table(if final_ { final_name(name) } else { name.to_string() }, provider)
+                .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Stops serving `db.name`.
+    pub fn deregister_table(&self, db: &str, name: &str) {
+        if let Some(s) = self.schema(db) {
+            let _ = s.deregister_table(name);
+            let _ = s.deregister_table(&final_name(name));
+        }
+    }
+
+    fn schema(&self, db: &str) -> Option<Arc<dyn SchemaProvider>> {
+        self.ctx.catalog(CATALOG).and_then(|c| c.schema(db))
+    }
+
+    /// Plans a SELECT as written by a user (FINAL included).
+    pub async fn plan_select(&self, sql: &str, q: &QueryContext) -> Result<Planned, QueryError> {
+        self.plan(&rewrite_final(sql)?, q).await
+    }
+
+    /// Plans a query on DataFusion after rewriting ClickHouse functions.
+    /// FINAL must have been rewritten already ([`Planner::plan_select`]).
+    pub async fn plan(&self, sql: &str, q: &QueryContext) -> Result<Planned, QueryError> {
+        let mut state = self.ctx.state();
+        let opts = state.config_mut().options_mut();
+        opts.catalog.default_schema = q.database.clone();
+        let threads = q.settings.u64("max_threads");
+        if threads > 0 {
+            opts.execution.target_partitions = threads as usize;
+        }
+        // High-cardinality GROUP BYs (user ids) gain nothing from partial
+        // aggregation; hand their rows straight to the final one sooner.
+        opts.execution.skip_partial_aggregation_probe_ratio_threshold = 0.3;
+        if q.settings.bool("select_sequential_consistency") {
+            state.config_mut().set_extension(Arc::new(crate::table::SequentialConsistency));
+        }
+        let mut stmt = state.sql_to_statement(sql, &datafusion::config::Dialect::ClickHouse).map_err(df)?;
+        if let datafusion::sql::parser::Statement::Statement(s) = &mut stmt {
+            crate::plan::functions::rewrite_statement(s)?;
+        }
+        let plan = state.statement_to_plan(stmt).await.map_err(df)?;
+        let plan = crate::plan::count::unsigned_counts(plan).map_err(df)?;
+        // A runtime per query: its memory pool bounds it by max_memory_usage
+        // and records its peak for the query log.
+        let pool = crate::metering::PeakPool::new(q.settings.u64("max_memory_usage") as usize, q.stats.clone());
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()
+            .map_err(df)?;
+        if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) {
+            let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+                .with_runtime_env(runtime.clone())
+                .build();
+            let frame = SessionContext::new_with_state(state).execute_logical_plan(plan).await.map_err(df)?;
+            return Ok(Planned { frame, runtime });
+        }
+        // A query runs with the session's state as it is and the runtime
+        // given to its task context: rebuilding a SessionState around the
+        // runtime re-registered every function, a third of `SELECT 1`.
+        Ok(Planned { frame: datafusion::dataframe::DataFrame::new(state, plan), runtime })
+    }
+}
+
+/// Rewrites `FROM [db.]t FINAL` to the table's FINAL provider; FINAL
+/// anywhere else is an error rather than silently ignored.
+pub fn rewrite_final(sql: &str) -> Result<String, QueryError> {
+    let c = Cursor::new(sql)?;
+    let mut out = String::new();
+    let mut copied = 0;
+    for (i, t) in c.toks.iter().enumerate() {
+        if !t.is_kw("FINAL") {
+            continue;
+        }
+        let name_tok = i.checked_sub(1).and_then(|j| c.toks.get(j)).filter(|n| n.ident().is_some());
+        let Some(name) = name_tok else {
+            return Err(QueryError::syntax("FINAL must follow a table name"));
+        };
+        let qualified = i >= 3 && c.toks[i - 2].is_punct(".") && c.toks[i - 3].ident().is_some();
+        let before = if qualified { i.checked_sub(4) } else { i.checked_sub(2) };
+        if !before.and_then(|j| c.toks.get(j)).is_some_and(|b| b.is_kw("FROM") || b.is_kw("JOIN")) {
+            return Err(QueryError::bad_arguments("FINAL is supported directly after a table name in FROM or JOIN"));
+        }
+        let table = name.ident().unwrap_or_default();
+        out.push_str(&sql[copied..name.start]);
+        out.push_str(&format!("`{}`", final_name(table).replace('`', "\\`")));
+        copied = t.end;
+    }
+    out.push_str(&sql[copied..]);
+    Ok(out)
+}
+
+/// A planned statement and the runtime (memory pool) it must execute with.
+pub struct Planned {
+    frame: datafusion::dataframe::DataFrame,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl Planned {
+    /// The result's schema.
+    pub fn schema(&self) -> &datafusion::common::DFSchema {
+        self.frame.schema()
+    }
+
+    /// The context to execute with: the query's memory pool.
+    pub fn task_ctx(&self) -> datafusion::execution::TaskContext {
+        self.frame.task_ctx().with_runtime(self.runtime.clone())
+    }
+
+    /// Runs the statement to the end.
+    pub async fn collect(self) -> Result<Vec<arrow::array::RecordBatch>, QueryError> {
+        let task = Arc::new(self.task_ctx());
+        let plan = self.frame.create_physical_plan().await.map_err(df)?;
+        datafusion::physical_plan::collect(plan, task).await.map_err(df)
+    }
+
+    /// Runs the statement to the end with its rows, bytes and time counted
+    /// into `stats` (for the query log and `X-ClickHouse-Summary`).
+    pub async fn collect_metered(
+        self,
+        stats: &Arc<crate::metering::QueryStats>,
+    ) -> Result<(SchemaRef, Vec<arrow::array::RecordBatch>), QueryError> {
+        let schema: SchemaRef = Arc::new(self.schema().as_arrow().clone());
+        let task = Arc::new(self.task_ctx());
+        let physical = self.frame.create_physical_plan().await.map_err(df)?;
+        // EXPLAIN ANALYZE prints the plan it ran: leave it unwrapped.
+        let physical = if matches!(physical.name(), "AnalyzeExec" | "ExplainExec") {
+            physical
+        } else {
+            crate::metering::meter(physical, stats).map_err(df)?
+        };
+        Ok((schema, datafusion::physical_plan::collect(physical, task).await.map_err(df)?))
+    }
+}
