@@ -131,7 +131,7 @@ impl Replica {
                 tracing::error!(group = self.group, part = %name, index = u.index, "unsynced part lost and its log entry is gone");
                 continue;
             };
-            let bytes = crate::staging::decode_inline(&inline)?;
+            let bytes = crate::command::inline::decode(&inline)?;
             let part =
                 write_in_memory(&adopt_in_memory(&bytes, &files, &self.parts_dir(), &name).map_err(st)?).map_err(st)?;
             part.verify().map_err(st)?;

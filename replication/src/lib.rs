@@ -5,7 +5,8 @@
 //! crate (`.ci/layering.py` checks it): what others see of a group is
 //! [`status::GroupStatus`].
 //!
-//! * [`command`] — the log entries and their outcomes;
+//! * [`command`] — the log entries and their outcomes, and (`command::inline`)
+//!   the codec of a small part riding inside its `Insert`;
 //! * [`log_store`] — one RocksDB per node shared by every group, with group commit;
 //! * [`replica`] — the applied state of one group over the storage engine:
 //!   state and persistence, applying entries (and the block-count
@@ -14,6 +15,8 @@
 //!   rewrites running in the background on every replica;
 //! * `merge_assign` — the leader's merge and mutation assignment, OPTIMIZE;
 //! * [`state_machine`] — openraft's state machine and snapshots around a replica;
+//! * [`fetch`] — part bytes from peers: what a command lacks, and merge results
+//!   a peer makes (the replica reports what it needs and does no network I/O);
 //! * [`transport`] — one tonic service per node multiplexing every group;
 //! * [`registry`] — the node: groups created on demand and removed; the
 //!   write path (`write_path`: proposals, forwarding, inserts with quorum;
@@ -26,6 +29,7 @@ pub mod checkpoint;
 pub mod command;
 pub mod dedup;
 pub mod error;
+pub mod fetch;
 mod forward;
 mod group_commit;
 mod hibernate;

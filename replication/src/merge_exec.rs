@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use storage::part::adopt::adopt_part;
 use storage::part_set;
@@ -14,9 +14,28 @@ use storage::{Part, PartName};
 use crate::NodeId;
 use crate::error::Result;
 use crate::replica::{Replica, part_dir_in};
-use crate::state_machine::PartFetcher;
+
+/// A merge whose result a peer makes: the state machine fetches it
+/// ([`crate::fetch::spawn_peer_merges`]), so the replica itself does no
+/// network I/O.
+pub(crate) struct PeerMerge {
+    pub from: NodeId,
+    pub result: PartName,
+    pub names: Vec<PartName>,
+    pub parts: Vec<Arc<Part>>,
+    pub mode: storage::ReduceMode,
+}
 
 impl Replica {
+    /// Merges started since the last call whose result a peer makes.
+    pub(crate) fn take_peer_merges(&self) -> Vec<PeerMerge> {
+        std::mem::take(&mut *self.lock_peer_merges())
+    }
+
+    fn lock_peer_merges(&self) -> std::sync::MutexGuard<'_, Vec<PeerMerge>> {
+        self.peer_merges.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Starts the merge of `parts` (named `names`) in the background:
     /// fetched from `merger` when set, else merged here.
     pub(crate) fn start_merge(
@@ -28,11 +47,10 @@ impl Replica {
     ) {
         let Some(result) = PartName::merged(&names) else { return };
         self.merges.start(result.clone(), names.clone());
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        match (merger, self.fetcher.get().cloned(), runtime) {
-            (Some(from), Some(fetcher), Some(rt)) => {
-                let me = self.clone();
-                rt.spawn(async move { me.fetch_merge(from, fetcher, result, names, parts, mode).await });
+        match merger {
+            // The state machine fetches it once this apply returns.
+            Some(from) if self.fetches_merges.load(Ordering::SeqCst) => {
+                self.lock_peer_merges().push(PeerMerge { from, result, names, parts, mode })
             }
             _ => self.spawn_local_merge(result, names, parts, mode),
         }
@@ -40,7 +58,7 @@ impl Replica {
 
     /// Runs a registered merge on its own thread, retrying failures, and
     /// swaps the result in if its sources are all still active.
-    fn spawn_local_merge(
+    pub(crate) fn spawn_local_merge(
         self: &Arc<Self>,
         result: PartName,
         names: Vec<PartName>,
@@ -102,81 +120,9 @@ impl Replica {
         }
     }
 
-    /// Waits for `from`'s result of a merge, polling it with backoff, and
-    /// swaps it in; merges here instead once the threshold has passed, when
-    /// a command waits for this merge, or when `from` has already merged the
-    /// result further (its covering part cannot replace our sources), or
-    /// when a live mutation still has to rewrite the sources.
-    async fn fetch_merge(
-        self: Arc<Self>,
-        from: NodeId,
-        fetcher: Arc<dyn PartFetcher>,
-        result: PartName,
-        names: Vec<PartName>,
-        parts: Vec<Arc<Part>>,
-        mode: storage::ReduceMode,
-    ) {
-        let threshold = Duration::from_secs(self.settings.execute_merges_on_single_replica_time_threshold);
-        let start = Instant::now();
-        let mut backoff = Duration::from_millis(50);
-        let mut attempt = 0u64;
-        loop {
-            if self.stopped.load(Ordering::SeqCst) {
-                // Still pending in the persisted state: resumed at restart.
-                self.merges.finish(&result);
-                return;
-            }
-            // A mutation waiting for these parts would wait for the peer too.
-            if self.merges.is_urgent() || start.elapsed() >= threshold || self.mutation_needs(&names) {
-                break;
-            }
-            attempt += 1;
-            let dest = self.parts_dir().join(format!("tmp_fetch_merge_{result}_{attempt}"));
-            match fetcher.fetch(self.group, from, &result.to_string(), &dest).await {
-                Ok(()) => {
-                    let (me, res, srcs, d) = (self.clone(), result.clone(), names.clone(), dest.clone());
-                    let done = tokio::task::spawn_blocking(move || {
-                        let part = me.adopt_fetched_merge(&d, &res);
-                        let _ = std::fs::remove_dir_all(&d);
-                        match part? {
-                            Some(p) => {
-                                me.swap_in_merge(&srcs, p);
-                                Ok(true)
-                            }
-                            None => Ok::<_, crate::ReplicationError>(false),
-                        }
-                    })
-                    .await;
-                    match done {
-                        Ok(Ok(true)) => {
-                            self.merges.fetched.fetch_add(1, Ordering::Relaxed);
-                            self.merges.finish(&result);
-                            return;
-                        }
-                        Ok(Ok(false)) => break,
-                        Ok(Err(e)) => {
-                            tracing::warn!(group = self.group, part = %result, error = %e, "fetched merge result unusable")
-                        }
-                        Err(e) => {
-                            tracing::warn!(group = self.group, part = %result, error = %e, "fetched merge result task")
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_dir_all(&dest);
-                    tracing::debug!(group = self.group, part = %result, node = from, error = %e, "merge result not there yet");
-                }
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
-        }
-        tracing::debug!(group = self.group, part = %result, "merging here instead of fetching");
-        self.spawn_local_merge(result, names, parts, mode);
-    }
-
     /// The fetched part in `dir` as our result, or `None` when the peer sent
     /// a part covering more than `result`.
-    fn adopt_fetched_merge(&self, dir: &Path, result: &PartName) -> Result<Option<Part>> {
+    pub(crate) fn adopt_fetched_merge(&self, dir: &Path, result: &PartName) -> Result<Option<Part>> {
         let Some(src) = part_dir_in(dir) else { return Ok(None) };
         let name = src.file_name().and_then(|n| n.to_str()).unwrap_or_default().parse::<PartName>()?;
         if name != *result {

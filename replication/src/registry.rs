@@ -421,10 +421,10 @@ impl NodeInner {
             .await
             .map_err(|e| ReplicationError::Raft(format!("opening group {group}: {e}")))??;
         let replica = Arc::new(replica);
-        let fetcher = Arc::new(TransportFetcher { peers: self.peers.clone() });
-        let _ = replica.fetcher.set(fetcher.clone());
+        let fetcher: Arc<dyn crate::fetch::PartFetcher> = Arc::new(TransportFetcher { peers: self.peers.clone() });
+        let sm = GroupStateMachine::new(replica.clone(), fetcher.clone(), spec.members.clone());
         replica.resume_merges()?;
-        let sm = GroupStateMachine::new(replica.clone(), fetcher, spec.members.clone());
+        crate::fetch::spawn_peer_merges(&replica, &fetcher);
         let last_error = sm.last_error.clone();
         let retries = sm.retries.clone();
         let network = self.peers.network(spec.clone());

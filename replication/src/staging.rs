@@ -8,8 +8,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use storage::PartName;
 use storage::part::checksum::FileChecksum;
 use storage::part::writer::{Durability, write_block_with};
@@ -76,17 +74,5 @@ pub fn encode_inline(
         rows: meta.rows,
         files: meta.files.clone(),
     };
-    Ok(Some((staged, bytes.iter().map(|(f, b)| (f.clone(), B64.encode(b))).collect())))
-}
-
-/// Decodes the files of an inline `Insert`.
-pub fn decode_inline(files: &BTreeMap<String, String>) -> Result<BTreeMap<String, Vec<u8>>> {
-    files
-        .iter()
-        .map(|(name, b64)| {
-            let bytes =
-                B64.decode(b64).map_err(|e| ReplicationError::Corrupted(format!("inline part file {name}: {e}")))?;
-            Ok((name.clone(), bytes))
-        })
-        .collect()
+    Ok(Some((staged, crate::command::inline::encode(&bytes))))
 }

@@ -4,7 +4,7 @@
 //! the parts this replica lacks.
 
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,21 +15,9 @@ use openraft::{
 
 use crate::command::Response;
 use crate::error::{ReplicationError, Result};
+pub use crate::fetch::PartFetcher;
 use crate::replica::{Manifest, Missing, Replica, Step};
-use crate::{GroupId, NodeId, StorageError, TypeConfig};
-
-/// Fetches part bytes from peers (implemented by the transport).
-#[async_trait::async_trait]
-pub trait PartFetcher: Send + Sync + 'static {
-    /// Streams the staged block `want` (a staging id) or the active part
-    /// covering `want` (a part name) of `group` from node `from` into a new
-    /// subdirectory of `dest`, checking every file's checksum.
-    async fn fetch(&self, group: GroupId, from: NodeId, want: &str, dest: &Path) -> Result<()>;
-}
-
-/// Rounds of every member answering that it has no such part after which a
-/// merge result is taken not to exist (about 10 s with the backoff).
-const GIVE_UP_ROUNDS: u32 = 10;
+use crate::{NodeId, StorageError, TypeConfig};
 
 /// The latest snapshot: its meta and the manifest bytes.
 type Current = Arc<Mutex<Option<(SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>)>>>;
@@ -49,6 +37,7 @@ pub struct GroupStateMachine {
 impl GroupStateMachine {
     /// A state machine applying to `replica`, fetching from `members`.
     pub fn new(replica: Arc<Replica>, fetcher: Arc<dyn PartFetcher>, members: Vec<NodeId>) -> Self {
+        replica.fetches_merges.store(true, std::sync::atomic::Ordering::SeqCst);
         GroupStateMachine {
             replica,
             fetcher,
@@ -66,65 +55,9 @@ impl GroupStateMachine {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
     }
 
-    /// Fetches what a command needs, from each candidate in turn, retrying
-    /// with backoff until one succeeds: a command cannot be skipped. The
-    /// one exception is a merge result no member has (see
-    /// [`Missing::may_not_exist`]): `None` once every member said so for
-    /// [`GIVE_UP_ROUNDS`] rounds in a row.
+    /// Fetches what a command needs (see [`crate::fetch::fetch_missing`]).
     async fn fetch(&self, missing: &Missing) -> Option<PathBuf> {
-        let mut from = missing.from.clone();
-        for m in &self.members {
-            if *m != self.replica.node && !from.contains(m) {
-                from.push(*m);
-            }
-        }
-        // One directory per part across attempts: a transfer that broke off
-        // resumes where it stopped (the sender skips the bytes kept, if it
-        // sends the same part).
-        let dest = self.replica.parts_dir().join(format!("tmp_fetch_{}", missing.part));
-        let mut backoff = Duration::from_millis(20);
-        let mut round = 0u64;
-        let mut nowhere = 0u32;
-        loop {
-            round += 1;
-            let mut all_said_no = !from.is_empty();
-            for node in &from {
-                let wants = missing.staged_id.iter().cloned().chain([missing.part.to_string()]);
-                for want in wants {
-                    match self.fetcher.fetch(self.replica.group, *node, &want, &dest).await {
-                        Ok(()) => {
-                            self.set_error(None);
-                            return Some(dest.clone());
-                        }
-                        Err(e) => {
-                            if matches!(e, ReplicationError::Corrupted(_) | ReplicationError::Storage(_)) {
-                                // What was kept does not check out: start over.
-                                let _ = std::fs::remove_dir_all(&dest);
-                            }
-                            all_said_no &= matches!(e, ReplicationError::PartNotFound { .. });
-                            let msg = format!("fetching {want} from node {node}: {e}");
-                            // A fetch that keeps failing holds up the group's
-                            // log (at startup: the node): say so where an
-                            // operator looks, without flooding the log.
-                            if round == 5 || round.is_multiple_of(30) {
-                                tracing::warn!(group = self.replica.group, round, "{msg}; retrying");
-                            } else {
-                                tracing::debug!(group = self.replica.group, "{msg}");
-                            }
-                            self.set_error(Some(msg));
-                        }
-                    }
-                }
-            }
-            nowhere = if all_said_no { nowhere + 1 } else { 0 };
-            if missing.may_not_exist && nowhere >= GIVE_UP_ROUNDS {
-                let _ = std::fs::remove_dir_all(&dest);
-                self.set_error(None);
-                return None;
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        }
+        crate::fetch::fetch_missing(&self.replica, &*self.fetcher, &self.members, missing, |e| self.set_error(e)).await
     }
 
     async fn apply_one(&self, log_id: LogId<NodeId>, cmd: crate::Command) -> Result<Response> {
@@ -150,7 +83,10 @@ impl GroupStateMachine {
                 let _ = std::fs::remove_dir_all(f);
             }
             match step {
-                Ok(Step::Done(resp)) => return Ok(resp),
+                Ok(Step::Done(resp)) => {
+                    crate::fetch::spawn_peer_merges(&self.replica, &self.fetcher);
+                    return Ok(resp);
+                }
                 Ok(Step::Need(missing)) => match self.fetch(&missing).await {
                     Some(dir) => fetched = Some(dir),
                     None => {

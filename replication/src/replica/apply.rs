@@ -176,7 +176,7 @@ impl Replica {
             let part = if let (Some(files), None) = (b.inline, fetched) {
                 // Kept in memory: the log holds these bytes until a merge
                 // absorbs the part or the next checkpoint writes it out.
-                let bytes = crate::staging::decode_inline(files)?;
+                let bytes = crate::command::inline::decode(files)?;
                 let part = adopt_in_memory(&bytes, b.files, &self.parts_dir(), &name).map_err(st)?;
                 let unsynced = crate::checkpoint::UnsyncedPart { index: index as u64, part: name.to_string() };
                 self.state().persisted.unsynced.push(unsynced);

@@ -159,7 +159,12 @@ pub struct Replica {
     /// Serializes writing in-memory parts out (checkpoints, fetches).
     pub(crate) store_lock: Mutex<()>,
     /// Fetches merge results from the replica that merged them.
-    pub(crate) fetcher: std::sync::OnceLock<Arc<dyn crate::state_machine::PartFetcher>>,
+    /// Set by the state machine that fetches merge results from peers
+    /// (without one, e.g. in unit tests, every merge runs here).
+    pub(crate) fetches_merges: std::sync::atomic::AtomicBool,
+    /// Merges started by applying whose result a peer makes, for the state
+    /// machine to fetch.
+    pub(crate) peer_merges: Mutex<Vec<crate::merge_exec::PeerMerge>>,
     /// Set when the node stops: background fetches give up.
     pub(crate) stopped: std::sync::atomic::AtomicBool,
     /// Set when the replica found its invariant broken: the group stopped
@@ -247,7 +252,8 @@ impl Replica {
             staging_swept: Mutex::new(None),
             dedup_rows: Mutex::new(dedup_rows),
             store_lock: Mutex::new(()),
-            fetcher: Default::default(),
+            fetches_merges: Default::default(),
+            peer_merges: Default::default(),
             stopped: Default::default(),
             broken: Default::default(),
             failures: Default::default(),

@@ -8,6 +8,8 @@
 //! [`crate::log_store`]); fields added later must be `#[serde(default)]` so
 //! logs written by older versions stay readable.
 
+pub mod inline;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
