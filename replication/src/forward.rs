@@ -3,10 +3,9 @@
 //! With each node batching only its own clients' blocks, a group had one
 //! stream of entries per node: three times the entries, parts and merges of
 //! one stream, and a follower's block waited for its node's previous entry
-//! and then a forwarded proposal anyway. Measured on the 3-node benchmark
-//! (16 clients), sending every insert to the leader instead halved the CPU
-//! per insert and the median latency; forwarding the block costs one small
-//! RPC, which the forwarded proposal cost already.
+//! and then a forwarded proposal anyway. Sending every insert to the leader
+//! costs one small RPC, which the forwarded proposal cost already (the
+//! measurement: `benches/results/DECISIONS.md`).
 //!
 //! A forward that gets no answer (the leader died or is cut off) falls back
 //! to this node's own group commit with the same block id: if the leader did

@@ -27,8 +27,9 @@ impl Group {
     /// replica applied every insert it acknowledged. The insert itself is
     /// acknowledged once committed and applied on the leader; making it
     /// also wait for this follower's apply (it learns the commit on the
-    /// leader's next AppendEntries, behind its own fsync) cost every
-    /// forwarded insert 3–11 ms at p99, while a read that follows an
+    /// leader's next AppendEntries, behind its own fsync) put a follower's
+    /// fsync in every forwarded insert's latency (see
+    /// `benches/results/DECISIONS.md`), while a read that follows an
     /// insert rarely finds anything left to wait for. Bounded: a replica
     /// cut off right after the commit serves its applied state and drops
     /// the fence (it lags, as any replica may), so it does not stall every

@@ -134,7 +134,8 @@ impl Planner {
             opts.execution.target_partitions = threads as usize;
         }
         // High-cardinality GROUP BYs (user ids) gain nothing from partial
-        // aggregation; hand their rows straight to the final one sooner.
+        // aggregation; hand their rows straight to the final one sooner
+        // (benches/results/DECISIONS.md).
         opts.execution.skip_partial_aggregation_probe_ratio_threshold = 0.3;
         if q.settings.bool("select_sequential_consistency") {
             state.config_mut().set_extension(Arc::new(crate::table::SequentialConsistency));

@@ -198,8 +198,7 @@ impl LogDb {
         b.put_cf(cf, meta_key(group, MetaTag::Applied), state);
         // The few rows one apply pushes out of the window go as point
         // deletes: a range tombstone per apply (thousands per memtable)
-        // made every flush of this column family re-fragment them all —
-        // measured at 45% of the CPU of a cluster taking small inserts.
+        // made every flush of this column family re-fragment them all.
         if delete.end.saturating_sub(delete.start) <= MAX_POINT_DELETES {
             for seq in delete {
                 b.delete_cf(cf, dedup_key(group, seq));

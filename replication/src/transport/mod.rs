@@ -24,8 +24,8 @@ pub(crate) mod pb {
 /// Size of one streamed chunk of part bytes.
 pub(crate) const CHUNK: usize = 1 << 20;
 /// HTTP/2 flow-control windows. The 64 KiB default makes a part stream
-/// wait for a window update every 64 KiB: a 4 MB part took ~50 ms to push
-/// over loopback, more than writing and fsyncing it.
+/// wait for a window update every 64 KiB: pushing a part over loopback took
+/// longer than writing and fsyncing it.
 pub(crate) const STREAM_WINDOW: u32 = 8 << 20;
 pub(crate) const CONNECTION_WINDOW: u32 = 32 << 20;
 

@@ -48,7 +48,7 @@ pub(crate) fn serve(
 /// builder's `tcp_nodelay` applies only to listeners tonic binds itself:
 /// accepted sockets had Nagle on, and a small reply held back until the ACK
 /// of the previous one (delayed up to 40 ms) stalled forwarded proposals and
-/// appends by ~45 ms — the whole p99 of small inserts.
+/// appends.
 fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
