@@ -4,10 +4,12 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, PrimitiveArray, UInt32Array, UInt64Array};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, PrimitiveArray, UInt32Array};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Date32Type, Int64Type, TimeUnit, UInt64Type};
+use arrow::datatypes::{DataType, Date32Type, Int64Type, TimeUnit};
 use chrono::{Datelike, NaiveDate};
+
+use super::hash::HashFn;
 use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
@@ -97,16 +99,11 @@ pub fn clickhouse_udfs() -> Vec<ScalarUDF> {
         ),
         udf("toStartOfDay", 1, ts_sec, |a| trunc_seconds(&a[0], 86400)),
         udf("toStartOfHour", 1, ts_sec, |a| trunc_seconds(&a[0], 3600)),
-        udf(
-            "intHash64",
-            1,
-            |_| DataType::UInt64,
-            |a| {
-                let v = as_u64(&a[0])?;
-                Ok(Arc::new(v.unary::<_, UInt64Type>(int_hash64)))
-            },
-        ),
-        udf("xxHash64", 1, |_| DataType::UInt64, |a| xx_hash64(&a[0])),
+        udf("intHash64", 1, |_| DataType::UInt64, |a| super::hash::int_hash64_array(&a[0])),
+        udf("cityHash64", 1, |_| DataType::UInt64, |a| HashFn::CityHash64.hash_array(&a[0])),
+        udf("xxHash64", 1, |_| DataType::UInt64, |a| HashFn::XxHash64.hash_array(&a[0])),
+        udf("sipHash64", 1, |_| DataType::UInt64, |a| HashFn::SipHash64.hash_array(&a[0])),
+        udf("murmurHash3_64", 1, |_| DataType::UInt64, |a| HashFn::MurmurHash3_64.hash_array(&a[0])),
         udf(
             "modulo",
             2,
@@ -121,16 +118,6 @@ pub fn clickhouse_udfs() -> Vec<ScalarUDF> {
 
 fn ts_sec(_: &[DataType]) -> DataType {
     DataType::Timestamp(TimeUnit::Second, None)
-}
-
-/// ClickHouse's intHash64 (the 64-bit Murmur finaliser).
-pub fn int_hash64(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51afd7ed558ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ceb9fe1a85ec53);
-    x ^= x >> 33;
-    x
 }
 
 fn from_days(days: i32) -> NaiveDate {
@@ -159,50 +146,4 @@ fn trunc_seconds(a: &ArrayRef, unit: i64) -> Result<ArrayRef> {
     let secs = cast(&secs, &DataType::Int64)?;
     let out: Int64Array = secs.as_primitive::<Int64Type>().unary(|v| v - v.rem_euclid(unit));
     Ok(cast(&(Arc::new(out) as ArrayRef), &DataType::Timestamp(TimeUnit::Second, None))?)
-}
-
-/// Integers reinterpreted as u64 (negative values wrap, as ClickHouse does).
-fn as_u64(a: &ArrayRef) -> Result<UInt64Array> {
-    let t = a.data_type();
-    if t.is_signed_integer() {
-        let i = cast(a, &DataType::Int64)?;
-        Ok(i.as_primitive::<Int64Type>().unary(|v| v as u64))
-    } else if t.is_unsigned_integer() {
-        Ok(cast(a, &DataType::UInt64)?.as_primitive::<UInt64Type>().clone())
-    } else if matches!(t, DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _)) {
-        let i = cast(a, &DataType::Int64)?;
-        Ok(i.as_primitive::<Int64Type>().unary(|v| v as u64))
-    } else {
-        exec_err!("expected an integer, got {t}")
-    }
-}
-
-fn xx_hash64(a: &ArrayRef) -> Result<ArrayRef> {
-    use xxhash_rust::xxh64::xxh64;
-    match a.data_type() {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            let s = cast(a, &DataType::Utf8)?;
-            let s = s.as_string::<i32>();
-            let out: UInt64Array = s.iter().map(|v| v.map(|v| xxh64(v.as_bytes(), 0))).collect();
-            Ok(Arc::new(out))
-        }
-        _ => {
-            let v = as_u64(a)?;
-            let out: UInt64Array =
-                (0..v.len()).map(|i| (!v.is_null(i)).then(|| xxh64(&v.value(i).to_le_bytes(), 0))).collect();
-            Ok(Arc::new(out))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn int_hash64_matches_clickhouse() {
-        // SELECT intHash64(0), intHash64(1) in ClickHouse.
-        assert_eq!(int_hash64(0), 0);
-        assert_eq!(int_hash64(1), 12994781566227106604);
-    }
 }

@@ -3,6 +3,7 @@
 //! ClickHouse functions they use registered.
 
 mod functions;
+pub mod hash;
 
 use std::sync::Arc;
 
@@ -14,7 +15,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Result, StorageError};
 
-pub use functions::{clickhouse_udfs, int_hash64};
+pub use functions::clickhouse_udfs;
+pub use hash::int_hash64;
 
 /// Compiles SQL expression text against one table schema.
 pub struct ExprCompiler {
