@@ -25,6 +25,10 @@ USAGE:
         id = 1
         raft = \"127.0.0.1:9234\"       # gRPC: Raft and part transfer
         http = \"127.0.0.1:8123\"
+        [remote_servers.c]            # a logical cluster of shards (system.clusters)
+        shards = [ { weight = 1, replicas = [1, 2] }, { weight = 2, replicas = [3, 4] } ]
+        [macros]                      # {shard}/{replica} default to this node's place
+        layer = \"eu\"
         [settings]                    # default query settings, e.g.
         max_threads = 2
         [users.default]               # users and passwords (default: default, no password)

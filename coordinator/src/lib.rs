@@ -2,10 +2,12 @@
 //!
 //! * [`config`] — the cluster's configuration and this node's identity;
 //! * [`placement`] — where a group's replicas live;
+//! * [`topology`] — logical clusters of weighted shards (`remote_servers`),
+//!   the slot rule a Distributed insert routes by, and the `{shard}` /
+//!   `{replica}` macros;
 //! * [`cluster`] — this node's replication node, started on first use;
 //! * [`catalog`] — databases and table definitions behind the [`catalog::Catalog`]
 //!   trait (on disk today; a Raft group next, issue 19);
-
 //! * [`engine`] — the async [`engine::TableEngine`] interface and the engines:
 //!   one-node MergeTree, and `ReplicatedMergeTree` over Raft groups (the
 //!   Distributed engine goes here next).
@@ -20,6 +22,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod placement;
+pub mod topology;
 
 pub use error::EngineError;
 pub use replication;

@@ -29,6 +29,12 @@ pub struct Server {
     users: Mutex<BTreeMap<String, String>>,
     /// Settings every query starts from (the configuration's `[settings]`).
     pub(crate) default_settings: query::settings::Settings,
+    /// Logical clusters of shards (`[remote_servers]`).
+    pub(crate) remote_servers: coordinator::topology::RemoteServers,
+    /// This node's macros (`system.macros`).
+    pub(crate) macros: BTreeMap<String, String>,
+    /// Where this server's HTTP interface listens.
+    pub(crate) http_address: String,
     /// Databases and table definitions.
     catalog: Arc<dyn coordinator::catalog::Catalog>,
     /// The cluster and this node's replication (Replicated* tables).
@@ -80,6 +86,9 @@ impl Server {
             query_log: Default::default(),
             users: Mutex::new(cfg.user_passwords()),
             default_settings: cfg.default_settings()?,
+            remote_servers: cfg.remote_servers.clone(),
+            macros: cfg.node_macros(),
+            http_address: cfg.server.http_listen.to_string(),
             catalog: Arc::new(disk.clone()),
             replication: Arc::new(coordinator::cluster::Replication::new(
                 cfg.cluster.clone(),
@@ -124,6 +133,37 @@ impl Server {
             }
         };
         Ok(Arc::new(Table::new(create, engine)))
+    }
+
+    /// A Replicated table's replication path and replica name (its first
+    /// two engine arguments, ClickHouse's defaults when absent) with this
+    /// node's macros and `{database}`, `{table}`, `{uuid}` expanded; `None`
+    /// for other engines. An unknown macro fails the CREATE, as in
+    /// ClickHouse.
+    pub(crate) fn replica_path(
+        &self,
+        db: &str,
+        create: &query::parse::CreateTable,
+    ) -> Result<Option<(String, String)>, QueryError> {
+        if create.engine_kind() != query::parse::EngineKind::Replicated {
+            return Ok(None);
+        }
+        let args = create.engine.as_ref().map(|e| e.args.clone()).unwrap_or_default();
+        let text = |i: usize, default: &str| {
+            args.get(i).map_or(default.to_string(), |a| a.trim().trim_matches('\'').to_string())
+        };
+        let mut macros = self.macros.clone();
+        macros.insert("database".into(), db.to_string());
+        macros.insert("table".into(), create.name.clone());
+        macros.insert("uuid".into(), create.uuid.clone().unwrap_or_default());
+        let expand = |t: String| {
+            coordinator::topology::expand_macros(&t, &macros).map_err(|message| QueryError {
+                code: 139,
+                name: "NO_ELEMENTS_IN_CONFIG",
+                message,
+            })
+        };
+        Ok(Some((expand(text(0, "/clickhouse/tables/{uuid}/{shard}"))?, expand(text(1, "{replica}"))?)))
     }
 
     /// The cluster and this node's replication.

@@ -18,6 +18,12 @@
 //!
 //! [cluster]                     # see `cluster.rs`; absent: a one-node cluster
 //! node_id = 1
+//!
+//! [remote_servers.c]            # logical clusters of shards (system.clusters)
+//! shards = [ { weight = 1, replicas = [1, 2] }, { weight = 2, replicas = [3, 4] } ]
+//!
+//! [macros]                      # {shard} and {replica} default to this node's place
+//! shard = "01"
 //! ```
 
 use std::collections::BTreeMap;
@@ -74,6 +80,10 @@ pub struct Config {
     pub settings: BTreeMap<String, toml::Value>,
     pub users: BTreeMap<String, User>,
     pub cluster: coordinator::config::ClusterSection,
+    /// Logical clusters of weighted shards, by name.
+    pub remote_servers: coordinator::topology::RemoteServers,
+    /// Substitutions for `{name}` in ReplicatedMergeTree paths.
+    pub macros: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -90,7 +100,14 @@ impl Config {
         }
         c.default_settings()?;
         c.cluster.validate().map_err(|e| bad(format!("Invalid configuration: {e}")))?;
+        coordinator::topology::validate(&c.remote_servers, &c.cluster)
+            .map_err(|e| bad(format!("Invalid configuration: {e}")))?;
         Ok(c)
+    }
+
+    /// This node's macros (configured, with `shard` and `replica` filled in).
+    pub fn node_macros(&self) -> BTreeMap<String, String> {
+        coordinator::topology::macros(&self.macros, &self.remote_servers, self.cluster.node_id)
     }
 
     /// Reads and parses a configuration file.
@@ -148,6 +165,23 @@ mod tests {
         assert!(Config::parse("[server]\nos_threads_nice_value_merge_mutate = 20").is_err());
         let c = Config::parse("[server]\nos_threads_nice_value_merge_mutate = 0").unwrap();
         assert_eq!(c.server.os_threads_nice_value_merge_mutate, 0);
+    }
+
+    #[test]
+    fn remote_servers_list_weighted_shards_of_known_nodes() {
+        let nodes = "[cluster]\nnode_id = 2\nnodes = [{ id = 1, raft = \"127.0.0.1:1\" }, { id = 2, raft = \"127.0.0.1:2\" }, { id = 3, raft = \"127.0.0.1:3\" }]\n";
+        let c = Config::parse(&format!(
+            "{nodes}[remote_servers.c]\nshards = [{{ replicas = [1, 2] }}, {{ weight = 2, replicas = [3] }}]\n"
+        ))
+        .unwrap();
+        let cl = &c.remote_servers["c"];
+        assert_eq!((cl.shards[0].weight, cl.shards[1].weight), (1, 2));
+        assert_eq!(c.node_macros()["shard"], "1");
+        assert_eq!(c.node_macros()["replica"], "2");
+        let e = Config::parse(&format!("{nodes}[remote_servers.c]\nshards = [{{ replicas = [7] }}]\n")).unwrap_err();
+        assert!(e.message.contains("node 7"), "{}", e.message);
+        let e = Config::parse(&format!("{nodes}[remote_servers.c]\nshards = [{{ replica = [1] }}]\n")).unwrap_err();
+        assert!(e.message.contains("replica"), "{}", e.message);
     }
 
     #[test]

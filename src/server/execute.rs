@@ -293,6 +293,7 @@ impl Server {
                 if create.uuid.is_none() {
                     create.uuid = Some(query::session::new_query_id());
                 }
+                self.replica_path(&db, &create)?;
                 let name = create.name.clone();
                 let text = render_metadata(&create);
                 let dir = self.table_dir(&create);

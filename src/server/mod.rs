@@ -14,6 +14,7 @@ mod insert;
 mod mutations;
 pub mod query_log;
 mod system;
+mod system_cluster;
 mod system_replication;
 
 pub use catalog::Server;

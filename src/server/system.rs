@@ -371,13 +371,21 @@ fn build(server: &Server, name: &str) -> Result<Option<Arc<dyn TableProvider>>> 
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        TABLES.iter().chain(super::system_replication::TABLES).map(|t| t.to_string()).collect()
+        TABLES
+            .iter()
+            .chain(super::system_replication::TABLES)
+            .chain(super::system_cluster::TABLES)
+            .map(|t| t.to_string())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         match self.server.upgrade() {
             Some(server) if super::system_replication::TABLES.contains(&name) => {
                 super::system_replication::table(&server, name).await
+            }
+            Some(server) if super::system_cluster::TABLES.contains(&name) => {
+                super::system_cluster::table(&server, name)
             }
             Some(server) => {
                 if matches!(name, "parts" | "tables") {
@@ -392,6 +400,8 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        TABLES.contains(&name) || super::system_replication::TABLES.contains(&name)
+        TABLES.contains(&name)
+            || super::system_replication::TABLES.contains(&name)
+            || super::system_cluster::TABLES.contains(&name)
     }
 }

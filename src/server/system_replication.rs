@@ -112,6 +112,13 @@ pub async fn table(server: &Server, name: &str) -> Result<Option<Arc<dyn TablePr
                 }
             }
             let t: Vec<_> = tables.into_iter().collect();
+            let paths: Vec<(String, String)> = t
+                .iter()
+                .map(|((d, n), _)| {
+                    let create = server.table(d, n).ok().map(|t| t.create().clone());
+                    create.and_then(|c| server.replica_path(d, &c).ok().flatten()).unwrap_or_default()
+                })
+                .collect();
             let agg = |f: &dyn Fn(&GroupRow) -> u64| -> ArrayRef {
                 u64s(t.iter().map(|(_, gs)| gs.iter().map(|g| f(g)).sum()).collect())
             };
@@ -143,6 +150,8 @@ pub async fn table(server: &Server, name: &str) -> Result<Option<Arc<dyn TablePr
                     s("last_queue_update_exception"),
                     u("groups"),
                     u("checksum_mismatches"),
+                    s("zookeeper_path"),
+                    s("replica_name"),
                 ],
                 vec![
                     utf8(t.iter().map(|((d, _), _)| d.clone()).collect()),
@@ -170,6 +179,8 @@ pub async fn table(server: &Server, name: &str) -> Result<Option<Arc<dyn TablePr
                     ),
                     u64s(t.iter().map(|(_, gs)| gs.len() as u64).collect()),
                     agg(&|g| g.group.replica.mismatches().0),
+                    utf8(paths.iter().map(|p| p.0.clone()).collect()),
+                    utf8(paths.iter().map(|p| p.1.clone()).collect()),
                 ],
             )?
         }

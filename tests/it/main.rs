@@ -5,3 +5,4 @@ mod catalog;
 mod clients;
 mod http;
 mod slt;
+mod topology;
