@@ -56,6 +56,8 @@ fn replication_code(e: &ReplicationError) -> (u32, &'static str) {
             (285, "TOO_FEW_LIVE_REPLICAS")
         }
         ReplicationError::UnknownStatus(_) => (319, "UNKNOWN_STATUS_OF_INSERT"),
+        // ClickHouse's distributed DDL timeout.
+        ReplicationError::MetaTimeout { .. } => (159, "TIMEOUT_EXCEEDED"),
         ReplicationError::NoSuchTable(_) => (60, "UNKNOWN_TABLE"),
         ReplicationError::Unreachable { .. } => (210, "NETWORK_ERROR"),
         ReplicationError::QueueFull { .. } => (202, "TOO_MANY_SIMULTANEOUS_QUERIES"),

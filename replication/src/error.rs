@@ -38,6 +38,11 @@ pub enum ReplicationError {
     Raft(String),
     #[error("Node is shutting down")]
     ShuttingDown,
+    /// A metadata (catalog) entry was not committed or applied in time: no
+    /// quorum of the catalog group's voters. Whether it will still commit
+    /// is unknown (ClickHouse's distributed DDL timeout).
+    #[error("Catalog change not done within {seconds} s: {reason}")]
+    MetaTimeout { seconds: u64, reason: String },
     /// A group's queue of blocks waiting to commit is full (it cannot commit
     /// as fast as blocks arrive, or has no quorum): retry later.
     #[error("Too many bytes ({bytes}) of inserts wait to commit in group {group} (limit {limit}): retry later")]
@@ -78,6 +83,7 @@ impl ReplicationError {
             E::NoSuchTable(t) => E::NoSuchTable(t.clone()),
             E::Raft(s) => E::Raft(s.clone()),
             E::ShuttingDown => E::ShuttingDown,
+            E::MetaTimeout { seconds, reason } => E::MetaTimeout { seconds: *seconds, reason: reason.clone() },
             E::QueueFull { group, bytes, limit } => E::QueueFull { group: *group, bytes: *bytes, limit: *limit },
             E::InvariantViolated(s) => E::InvariantViolated(s.clone()),
             E::Io { path, source } => {

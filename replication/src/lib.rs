@@ -22,6 +22,9 @@
 //!   write path (`write_path`: proposals, forwarding, inserts with quorum;
 //!   `group_commit`, `forward`) and the read path (`read_path`: read
 //!   barriers, read-your-writes, waiting for replicas);
+//! * [`meta_group`] — the cluster's metadata group (the catalog's log):
+//!   at most five voters, every other node a learner, opaque entries applied
+//!   by the layer above;
 //! * `hibernate` — quiescing idle groups; [`checkpoint`] — writing inline
 //!   parts out; [`dedup`] — the deduplication window; [`status`].
 
@@ -37,6 +40,7 @@ pub mod log_store;
 mod merge_assign;
 mod merge_exec;
 pub mod merge_jobs;
+pub mod meta_group;
 pub mod mutation_exec;
 mod read_path;
 pub mod registry;

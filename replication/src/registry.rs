@@ -123,13 +123,15 @@ pub(crate) struct NodeInner {
     groups: RwLock<HashMap<GroupId, Arc<Group>>>,
     creating: tokio::sync::Mutex<()>,
     tables: Arc<dyn TableResolver>,
-    raft_config: Arc<openraft::Config>,
+    pub(crate) raft_config: Arc<openraft::Config>,
     pub(crate) propose_timeout: Duration,
     stopped: std::sync::atomic::AtomicBool,
     /// Small inserts waiting to share an entry, per group.
     pub(crate) group_commit: crate::group_commit::Queues,
     /// Small blocks this node handed to another node's group commit.
     pub(crate) forwarded: std::sync::atomic::AtomicU64,
+    /// The metadata group, once started ([`ReplicationNode::start_meta`]).
+    pub(crate) meta: RwLock<Option<Arc<crate::meta_group::MetaGroup>>>,
 }
 
 /// How long a read waits for this node to apply an insert it acknowledged.
@@ -218,6 +220,7 @@ impl ReplicationNode {
             stopped: Default::default(),
             group_commit: Default::default(),
             forwarded: Default::default(),
+            meta: Default::default(),
         });
         // Reopen every group before serving: a peer's request must never
         // find a group missing and recreate it while it is being reopened
@@ -254,6 +257,39 @@ impl ReplicationNode {
         let server = crate::transport::serve(inner.clone(), listener, rx);
         let hibernate = cfg.idle_after.map(|idle| crate::hibernate::spawn(Arc::downgrade(&inner), idle));
         Ok(ReplicationNode { inner, addr, server: Mutex::new(Some((tx, server))), hibernate: Mutex::new(hibernate) })
+    }
+
+    /// Starts this node's replica of the metadata group over `nodes` (every
+    /// node of the cluster; the lowest ids vote), applying its entries with
+    /// `applier`. Once per node.
+    pub async fn start_meta(
+        &self,
+        nodes: Vec<NodeId>,
+        applier: Arc<dyn crate::meta_group::MetaApplier>,
+    ) -> Result<Arc<crate::meta_group::MetaGroup>> {
+        if let Some(m) = self.meta() {
+            return Ok(m);
+        }
+        let m = self.inner.open_meta(nodes, applier).await?;
+        *self.inner.meta.write().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
+        Ok(m)
+    }
+
+    /// The metadata group, once started.
+    pub fn meta(&self) -> Option<Arc<crate::meta_group::MetaGroup>> {
+        self.inner.meta.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Proposes a metadata entry; its index and the applier's reply (on the
+    /// node that applied it first). Fails with
+    /// [`ReplicationError::MetaTimeout`] without a quorum within `timeout`.
+    pub async fn propose_meta(
+        &self,
+        entry: String,
+        timeout: Duration,
+    ) -> Result<(u64, std::result::Result<String, String>)> {
+        let meta = self.meta().ok_or(ReplicationError::NoSuchGroup(crate::meta_group::META_GROUP))?;
+        self.inner.propose_meta(&meta, entry, timeout).await
     }
 
     /// Small blocks this node handed to their group leader's group commit
@@ -365,6 +401,10 @@ impl ReplicationNode {
         for g in groups {
             g.replica.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = g.raft.shutdown().await;
+        }
+        let meta = self.inner.meta.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(m) = meta {
+            m.shutdown().await;
         }
     }
 }

@@ -3,6 +3,8 @@
 //! partitions and restarts. Each test is seeded by its own fixed inputs.
 
 mod common;
+#[path = "cluster/meta_group.rs"]
+mod meta_group;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -76,6 +76,7 @@ fn kind(c: &Command) -> &'static str {
         Command::DropPartition { .. } => "DROP_RANGE",
         Command::Offload { .. } => "OFFLOAD",
         Command::CheckPart { .. } => "CHECK_PART",
+        Command::Meta { .. } => "METADATA",
     }
 }
 

@@ -84,6 +84,9 @@ pub enum Command {
     /// The leader's checksums of a merge result: a replica whose own result
     /// differs records the mismatch and replaces its part with `source`'s.
     CheckPart { part: String, files: BTreeMap<String, FileChecksum>, source: NodeId },
+    /// An entry of the metadata group (the catalog's DDL), opaque here:
+    /// only [`crate::meta_group`] applies it.
+    Meta { entry: String },
 }
 
 /// What applying a command did, as the proposer reports it.
@@ -108,6 +111,8 @@ pub enum Response {
     },
     /// The mutation's version.
     Mutation { version: i64 },
+    /// A metadata entry's outcome as its applier reported it.
+    Meta { reply: std::result::Result<String, String> },
     /// The command was applied and changed nothing (a drop of an empty partition,
     /// a merge whose sources are gone).
     Done,

@@ -39,7 +39,7 @@ impl Replica {
         // Only those: merges run at a lower CPU priority, and the log (and
         // every insert behind it) must not wait on unrelated ones.
         match cmd {
-            Command::Insert { .. } | Command::Offload { .. } | Command::KillMutation { .. } => {}
+            Command::Insert { .. } | Command::Offload { .. } | Command::KillMutation { .. } | Command::Meta { .. } => {}
             // A merge of parts a running merge takes. (One of a running
             // merge's result fetches its own result instead, see `apply_merge`.)
             // And the rewrite of a part it takes, if that still runs here
@@ -76,6 +76,8 @@ impl Replica {
             Command::KillMutation { version } => self.apply_kill(*version),
             Command::DropPartition { partition_id } => self.apply_drop(index, partition_id)?,
             Command::Offload { .. } => Step::Done(Response::Done),
+            // Never proposed to a data group.
+            Command::Meta { .. } => Step::Done(Response::Done),
             Command::CheckPart { part, files, source } => self.apply_check(part, files, *source, fetched)?,
         };
         if let Step::Done(_) = step {

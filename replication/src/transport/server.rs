@@ -67,6 +67,17 @@ impl Service {
     fn group(&self, group: u64) -> Result<Arc<Group>, Status> {
         self.node.group(group).ok_or_else(|| Status::not_found(format!("group {group} is not hosted here")))
     }
+
+    /// The Raft of a data group or of the metadata group.
+    fn raft(&self, group: u64) -> Result<crate::Raft, Status> {
+        if group == crate::meta_group::META_GROUP {
+            let meta = self.node.meta.read().unwrap_or_else(|p| p.into_inner()).clone();
+            return meta
+                .map(|m| m.raft.clone())
+                .ok_or_else(|| Status::not_found("the metadata group is not started here"));
+        }
+        Ok(self.group(group)?.raft.clone())
+    }
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<PartChunk, Status>> + Send>>;
@@ -75,26 +86,28 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<PartChunk, Status>> + Send>>
 impl RaftTransport for Service {
     async fn append_entries(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
         let r = req.into_inner();
-        let g = self.group(r.group)?;
-        reply(&g.raft.append_entries(parse(&r.payload)?).await)
+        reply(&self.raft(r.group)?.append_entries(parse(&r.payload)?).await)
     }
 
     async fn vote(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
         let r = req.into_inner();
-        let g = self.group(r.group)?;
-        reply(&g.raft.vote(parse(&r.payload)?).await)
+        reply(&self.raft(r.group)?.vote(parse(&r.payload)?).await)
     }
 
     async fn install_snapshot(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
         let r = req.into_inner();
-        let g = self.group(r.group)?;
-        reply(&g.raft.install_snapshot(parse(&r.payload)?).await)
+        reply(&self.raft(r.group)?.install_snapshot(parse(&r.payload)?).await)
     }
 
     async fn propose(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
         let r = req.into_inner();
-        let g = self.group(r.group)?;
         let cmd: crate::Command = parse(&r.payload)?;
+        if r.group == crate::meta_group::META_GROUP {
+            let raft = self.raft(r.group)?;
+            let out = raft.client_write(cmd).await.map(|w| (w.data, w.log_id.index)).map_err(|e| e.to_string());
+            return reply(&out);
+        }
+        let g = self.group(r.group)?;
         crate::hibernate::wake(&g);
         // Only the local Raft: forwarding again could bounce between nodes.
         let out = g.raft.client_write(cmd).await.map(|w| (w.data, w.log_id.index)).map_err(|e| e.to_string());
