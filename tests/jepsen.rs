@@ -331,3 +331,71 @@ fn a_big_insert_and_a_long_query_on_the_leader_cause_no_election() {
         assert_eq!(now, (leader, term), "node on port {p}: an election happened during the load");
     }
 }
+
+/// Polls `sql` on `port` until it answers `want` (10 s at most); the last
+/// answer otherwise.
+fn eventually(port: u16, sql: &str, want: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        match post(port, "", sql, b"", T) {
+            Ok((200, b)) if b.trim() == want => return want.to_string(),
+            Ok((_, b)) => last = b,
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    last
+}
+
+/// Issue 19, item 1 on real processes: a statement issued ON CLUSTER once
+/// reaches every node with the same definition — a node that was down
+/// applies what it missed when it comes back, a node cut off applies it
+/// after the heal — and without a quorum it fails with ClickHouse's DDL
+/// timeout instead of leaving a table on some nodes only.
+#[test]
+fn ddl_on_cluster_reaches_every_node_and_never_half_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = ProcCluster::start(&bin(), dir.path(), 3).unwrap();
+    let [p1, p2, p3] = c.ports()[..] else { unreachable!() };
+    let has = |t: &str| format!("SELECT count() FROM system.tables WHERE database = 'default' AND name = '{t}'");
+    let create = |t: &str| format!("CREATE TABLE {t} ON CLUSTER shardhouse (k UInt64) ENGINE = MergeTree ORDER BY k");
+    let r = post(p1, "", &create("t"), b"", T).unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    let shown = post(p1, "", "SHOW CREATE TABLE t", b"", T).unwrap().1;
+    for p in [p2, p3] {
+        assert_eq!(eventually(p, "SHOW CREATE TABLE t", shown.trim()), shown.trim(), "node on port {p}");
+    }
+    // The data of such a table is each node's own (MergeTree, not replicated).
+    assert_eq!(post(p2, "", "INSERT INTO t VALUES (1)", b"", T).unwrap().0, 200);
+    assert_eq!(post(p1, "", "SELECT count() FROM t", b"", T).unwrap().1.trim(), "0");
+
+    // A node down: it applies what it missed when it comes back.
+    c.node(3).kill9();
+    assert_eq!(post(p2, "", &create("u"), b"", T).unwrap().0, 200);
+    let r = post(p1, "", "DROP TABLE t ON CLUSTER shardhouse", b"", T).unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    c.node(3).start().unwrap();
+    assert_eq!(eventually(p3, &has("u"), "1"), "1");
+    assert_eq!(eventually(p3, &has("t"), "0"), "0");
+
+    // One node cut off: no quorum there, a clear error in time, nothing applied.
+    c.partition(&[1]);
+    let t0 = std::time::Instant::now();
+    let r = post(p1, "distributed_ddl_task_timeout=2", &create("v"), b"", T).unwrap();
+    assert!(r.1.contains("Code: 159") && r.1.contains("TIMEOUT_EXCEEDED"), "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(15), "answered after {:?}", t0.elapsed());
+    // The majority goes on; the cut-off node applies it after the heal.
+    let r = post(p2, "", &create("w"), b"", T).unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    c.heal();
+    assert_eq!(eventually(p1, &has("w"), "1"), "1");
+    let v: Vec<String> = [p1, p2, p3].iter().map(|p| post(*p, "", &has("v"), b"", T).unwrap().1).collect();
+    assert!(v.iter().all(|x| *x == v[0]), "v on some nodes only: {v:?}");
+
+    let r = post(p1, "", "CREATE TABLE x ON CLUSTER nowhere (k UInt64) ENGINE = MergeTree ORDER BY k", b"", T).unwrap();
+    assert!(r.1.contains("Code: 701") && r.1.contains("CLUSTER_DOESNT_EXIST"), "{r:?}");
+    for i in 1..=3 {
+        let problems = c.node(i).log_problems(5);
+        assert!(!problems.contains("panicked"), "node {i}: {problems}");
+    }
+}

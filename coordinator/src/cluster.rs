@@ -47,6 +47,9 @@ pub struct Replication {
     node: tokio::sync::OnceCell<Arc<ReplicationNode>>,
     runtime: OnceLock<RaftRuntime>,
     tables: OnceLock<Arc<dyn TableResolver>>,
+    /// The applier of the metadata group (distributed DDL), started with
+    /// the node when set.
+    meta: OnceLock<Arc<dyn replication::meta_group::MetaApplier>>,
 }
 
 /// The node's runtime; dropped without waiting (the server may drop its
@@ -73,7 +76,14 @@ impl std::fmt::Debug for Replication {
 impl Replication {
     /// The cluster `cfg` describes, its replication state under `dir`.
     pub fn new(cfg: ClusterSection, dir: PathBuf) -> Self {
-        Replication { cfg, dir, node: Default::default(), runtime: OnceLock::new(), tables: OnceLock::new() }
+        Replication {
+            cfg,
+            dir,
+            node: Default::default(),
+            runtime: OnceLock::new(),
+            tables: OnceLock::new(),
+            meta: OnceLock::new(),
+        }
     }
 
     /// The Raft runtime's handle, the runtime built on first use.
@@ -111,6 +121,33 @@ impl Replication {
     /// its groups here (the server's catalog); set once, before `start`.
     pub fn set_tables(&self, tables: Arc<dyn TableResolver>) {
         let _ = self.tables.set(tables);
+    }
+
+    /// What applies the metadata group's entries here; set once, before
+    /// `start` (the group starts with the node).
+    pub fn set_meta_applier(&self, applier: Arc<dyn replication::meta_group::MetaApplier>) {
+        let _ = self.meta.set(applier);
+    }
+
+    /// Every node of the cluster (this one alone without `[[cluster.nodes]]`).
+    pub fn node_ids(&self) -> Vec<u64> {
+        if self.cfg.nodes.is_empty() { vec![self.cfg.node_id] } else { self.cfg.nodes.iter().map(|n| n.id).collect() }
+    }
+
+    /// Proposes a metadata entry and waits until this node applied it:
+    /// its index. Without a quorum of the metadata group's voters within
+    /// `timeout`: [`replication::ReplicationError::MetaTimeout`].
+    pub async fn propose_meta(&self, entry: String, timeout: Duration) -> Result<u64> {
+        self.run(move |node| async move {
+            let t0 = tokio::time::Instant::now();
+            let (index, _) = node.propose_meta(entry, timeout).await?;
+            let meta =
+                node.meta().ok_or(replication::ReplicationError::NoSuchGroup(replication::meta_group::META_GROUP))?;
+            meta.wait_applied(index, timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(100))).await?;
+            Ok::<_, replication::ReplicationError>(index)
+        })
+        .await?
+        .map_err(EngineError::from)
     }
 
     /// This node's id.
@@ -152,8 +189,15 @@ impl Replication {
                     .spawn(ReplicationNode::start(nc, tables))
                     .await
                     .map_err(|e| EngineError::Task(e.to_string()))??;
+                let node = Arc::new(node);
                 tracing::info!(node = self.cfg.node_id, addr = %node.addr(), "replication node started");
-                Ok::<_, EngineError>(Arc::new(node))
+                if let Some(applier) = self.meta.get().cloned() {
+                    let (n, ids) = (node.clone(), self.node_ids());
+                    rt.spawn(async move { n.start_meta(ids, applier).await.map(|_| ()) })
+                        .await
+                        .map_err(|e| EngineError::Task(e.to_string()))??;
+                }
+                Ok::<_, EngineError>(node)
             })
             .await
             .cloned()

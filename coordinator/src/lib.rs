@@ -8,6 +8,8 @@
 //! * [`cluster`] — this node's replication node, started on first use;
 //! * [`catalog`] — databases and table definitions behind the [`catalog::Catalog`]
 //!   trait (on disk today; a Raft group next, issue 19);
+//! * [`ddl_log`] — `ON CLUSTER` statements through the metadata Raft group:
+//!   every host of the cluster runs each one in log order;
 //! * [`engine`] — the async [`engine::TableEngine`] interface and the engines:
 //!   one-node MergeTree, and `ReplicatedMergeTree` over Raft groups (the
 //!   Distributed engine goes here next).
@@ -19,6 +21,7 @@
 pub mod catalog;
 pub mod cluster;
 pub mod config;
+pub mod ddl_log;
 pub mod engine;
 pub mod error;
 pub mod placement;

@@ -34,6 +34,12 @@ pub const KNOWN: &[Known] = &[
     k("max_result_rows", "0", "UInt64", "Most rows a result may have (0: no limit)"),
     k("result_overflow_mode", "throw", "OverflowMode", "throw or break when max_result_rows is exceeded"),
     k("max_execution_time", "0", "Seconds", "Longest a query may run, in seconds (0: no limit)"),
+    k(
+        "distributed_ddl_task_timeout",
+        "180",
+        "Int64",
+        "Seconds an ON CLUSTER statement waits for the catalog group's quorum and this node's apply",
+    ),
     k("insert_deduplicate", "1", "Bool", "Deduplicate inserted blocks within the table's window"),
     k("insert_deduplication_token", "", "String", "Deduplicate by this token instead of the block's bytes"),
     k(

@@ -35,6 +35,8 @@ pub struct Server {
     pub(crate) macros: BTreeMap<String, String>,
     /// Where this server's HTTP interface listens.
     pub(crate) http_address: String,
+    /// `ON CLUSTER` statements applied here (the metadata group's applier).
+    pub(crate) ddl_log: Arc<coordinator::ddl_log::DdlLog>,
     /// Databases and table definitions.
     catalog: Arc<dyn coordinator::catalog::Catalog>,
     /// The cluster and this node's replication (Replicated* tables).
@@ -89,6 +91,7 @@ impl Server {
             remote_servers: cfg.remote_servers.clone(),
             macros: cfg.node_macros(),
             http_address: cfg.server.http_listen.to_string(),
+            ddl_log: coordinator::ddl_log::DdlLog::open(&data_dir.join("ddl")).map_err(QueryError::bad_arguments)?,
             catalog: Arc::new(disk.clone()),
             replication: Arc::new(coordinator::cluster::Replication::new(
                 cfg.cluster.clone(),
@@ -96,6 +99,8 @@ impl Server {
             )),
         });
         server.replication.set_tables(Arc::new(ServerTables(Arc::downgrade(&server))));
+        server.ddl_log.set_executor(Arc::new(super::on_cluster::ServerDdl(Arc::downgrade(&server))));
+        server.replication.set_meta_applier(server.ddl_log.clone());
         for db in disk.databases()? {
             server.register_database(&db)?;
             for (name, sql) in disk.tables(&db)? {

@@ -206,6 +206,9 @@ impl Server {
         if data.is_empty() && split_insert_values(sql).is_some() {
             return self.execute_insert(sql, None, q).await;
         }
+        if let Some(oc) = query::parse::on_cluster::on_cluster(sql, &query::session::new_query_id())? {
+            return self.execute_on_cluster(oc, q).await;
+        }
         if let Some((head, inline)) = split_insert_format(sql) {
             let mut rows = inline.as_bytes().to_vec();
             if !data.is_empty() {

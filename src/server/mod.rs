@@ -12,6 +12,7 @@ mod front;
 pub mod http;
 mod insert;
 mod mutations;
+mod on_cluster;
 pub mod query_log;
 mod system;
 mod system_cluster;

@@ -6,6 +6,7 @@
 pub mod create;
 pub mod cursor;
 pub mod lexer;
+pub mod on_cluster;
 pub mod statement;
 pub mod types;
 
