@@ -399,3 +399,44 @@ fn ddl_on_cluster_reaches_every_node_and_never_half_applies() {
         assert!(!problems.contains("panicked"), "node {i}: {problems}");
     }
 }
+
+/// Issue 19, item 2: a ReplicatedMergeTree created ON CLUSTER c (2 shards
+/// of 2 replicas, the tutorial's `{shard}`/`{replica}` path) has, per shard,
+/// its own groups on that shard's replicas: rows inserted on one shard are
+/// on both its replicas and on neither replica of the other shard.
+#[test]
+fn a_replicated_table_on_a_cluster_has_groups_per_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[remote_servers.c]\nshards = [{ replicas = [1, 2] }, { weight = 2, replicas = [3, 4] }]\n";
+    let c = ProcCluster::start_with(&bin(), dir.path(), 4, extra).unwrap();
+    let [p1, p2, p3, p4] = c.ports()[..] else { unreachable!() };
+    let ddl = "CREATE TABLE hits_local ON CLUSTER c (k UInt64) \
+               ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/hits', '{replica}') ORDER BY k";
+    let r = post(p1, "", ddl, b"", T).unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    let paths = "SELECT zookeeper_path, replica_name FROM system.replicas WHERE table = 'hits_local'";
+    assert_eq!(eventually(p4, paths, "/clickhouse/tables/2/hits\t4"), "/clickhouse/tables/2/hits\t4");
+    assert_eq!(eventually(p2, paths, "/clickhouse/tables/1/hits\t2"), "/clickhouse/tables/1/hits\t2");
+    let rows = |from: u64, n: u64| (from..from + n).map(|k| format!("{k}\n")).collect::<String>();
+    let r = post(p1, "", "INSERT INTO hits_local FORMAT TSV", rows(0, 100).as_bytes(), T).unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    let r = post(p4, "", "INSERT INTO hits_local FORMAT TSV", rows(1000, 30).as_bytes(), T).unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    let count = "SELECT count(), min(k) FROM hits_local";
+    let sc = "select_sequential_consistency=1";
+    for (port, want) in [(p1, "100\t0"), (p2, "100\t0"), (p3, "30\t1000"), (p4, "30\t1000")] {
+        let mut got = String::new();
+        for _ in 0..50 {
+            got = post(port, sc, count, b"", T).map(|r| r.1.trim().to_string()).unwrap_or_default();
+            if got == want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(got, want, "node on port {port}");
+    }
+    let groups = "SELECT count() FROM system.raft_groups";
+    for port in [p1, p2, p3, p4] {
+        assert_eq!(post(port, "", groups, b"", T).unwrap().1.trim(), "1", "one group (its shard's) on port {port}");
+    }
+}

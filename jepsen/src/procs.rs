@@ -157,6 +157,12 @@ pub fn free_port() -> Result<u16, String> {
 impl ProcCluster {
     /// Starts `n` nodes of `bin` with data under `root`.
     pub fn start(bin: &Path, root: &Path, n: u64) -> Result<ProcCluster, String> {
+        Self::start_with(bin, root, n, "")
+    }
+
+    /// Starts `n` nodes whose configuration also holds `extra` (TOML
+    /// sections such as `[remote_servers.c]`).
+    pub fn start_with(bin: &Path, root: &Path, n: u64, extra: &str) -> Result<ProcCluster, String> {
         let mut raft = BTreeMap::new();
         let mut http = BTreeMap::new();
         for i in 1..=n {
@@ -188,6 +194,7 @@ impl ProcCluster {
                     http[&j]
                 ));
             }
+            toml.push_str(extra);
             let config = dir.join("shardhouse.toml");
             std::fs::write(&config, toml).map_err(|e| e.to_string())?;
             let mut node = Node {

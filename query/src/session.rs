@@ -22,6 +22,9 @@ pub struct QueryContext {
     pub session: Option<Arc<Mutex<SessionState>>>,
     /// What the query used, for `system.query_log`.
     pub stats: Arc<crate::metering::QueryStats>,
+    /// The statement is an applied `ON CLUSTER` entry: run it here, do not
+    /// distribute it again.
+    pub from_ddl_log: bool,
 }
 
 impl QueryContext {
@@ -35,6 +38,7 @@ impl QueryContext {
             user: "default".to_string(),
             session: None,
             stats: Default::default(),
+            from_ddl_log: false,
         }
     }
 }

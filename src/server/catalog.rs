@@ -130,7 +130,15 @@ impl Server {
         let table = storage::Table::new(create.table_def()?).map_err(|e| QueryError::storage(&e))?;
         let engine: Arc<dyn query::table::TableEngine> = match create.engine_kind() {
             query::parse::EngineKind::Replicated => {
-                Arc::new(ReplicatedTable::open(db, &create.name, table, &create.settings, self.replication.clone())?)
+                let shard = self.shard_of(&create);
+                Arc::new(ReplicatedTable::open(
+                    db,
+                    &create.name,
+                    table,
+                    &create.settings,
+                    self.replication.clone(),
+                    shard,
+                )?)
             }
             query::parse::EngineKind::Local => {
                 let parse = |text: &str| query::table::mutation_commands(text).map_err(|e| e.to_string());
@@ -138,6 +146,18 @@ impl Server {
             }
         };
         Ok(Arc::new(Table::new(create, engine)))
+    }
+
+    /// The shard of its cluster a table created `ON CLUSTER` holds here
+    /// (none for the `[cluster]` name itself or a node outside the cluster:
+    /// today's placement).
+    fn shard_of(&self, create: &query::parse::CreateTable) -> Option<coordinator::engine::ShardPlacement> {
+        let cluster = self.remote_servers.get(create.cluster.as_deref()?)?;
+        let (shard_num, _) = cluster.position_of(self.replication.node_id())?;
+        Some(coordinator::engine::ShardPlacement {
+            shard_num,
+            replicas: cluster.shards[shard_num - 1].replicas.clone(),
+        })
     }
 
     /// A Replicated table's replication path and replica name (its first

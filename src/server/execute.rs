@@ -206,7 +206,9 @@ impl Server {
         if data.is_empty() && split_insert_values(sql).is_some() {
             return self.execute_insert(sql, None, q).await;
         }
-        if let Some(oc) = query::parse::on_cluster::on_cluster(sql, &query::session::new_query_id())? {
+        if !q.from_ddl_log
+            && let Some(oc) = query::parse::on_cluster::on_cluster(sql, &query::session::new_query_id())?
+        {
             return self.execute_on_cluster(oc, q).await;
         }
         if let Some((head, inline)) = split_insert_format(sql) {
@@ -624,12 +626,16 @@ fn quote_str(s: &str) -> String {
 /// table's UUID (which SHOW CREATE TABLE leaves out, as ClickHouse does).
 pub(crate) fn render_metadata(t: &query::parse::CreateTable) -> String {
     let text = render_create(t);
-    match &t.uuid {
-        Some(u) => match text.split_once('\n') {
-            Some((head, rest)) => format!("{head} UUID '{u}'\n{rest}"),
-            None => text,
-        },
-        None => text,
+    let mut hidden = String::new();
+    if let Some(u) = &t.uuid {
+        hidden.push_str(&format!(" UUID '{u}'"));
+    }
+    if let Some(c) = &t.cluster {
+        hidden.push_str(&format!(" ON CLUSTER {}", quote_str(c)));
+    }
+    match text.split_once('\n') {
+        Some((head, rest)) if !hidden.is_empty() => format!("{head}{hidden}\n{rest}"),
+        _ => text,
     }
 }
 

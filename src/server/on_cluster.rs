@@ -118,7 +118,9 @@ impl DdlExecutor for ServerDdl {
         let (tx, rx) = std::sync::mpsc::channel();
         let (sql, db) = (entry.sql.clone(), entry.database.clone());
         handle.spawn(async move {
-            let _ = tx.send(server.execute(&sql, &db).await.map(|_| ()));
+            let mut q = QueryContext::new(&db);
+            q.from_ddl_log = true;
+            let _ = tx.send(server.execute_in(&sql, &[], &mut q).await.map(|_| ()));
         });
         match rx.recv() {
             Ok(Ok(())) => Ok(()),

@@ -21,7 +21,7 @@ use storage::Part;
 use storage::mutation::MutationCommand;
 
 pub use local::LocalEngine;
-pub use replicated::ReplicatedTable;
+pub use replicated::{ReplicatedTable, ShardPlacement};
 pub use storage::local::{MergeInfo, MutationInfo, OptimizeOptions};
 
 use crate::error::Result;

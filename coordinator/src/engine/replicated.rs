@@ -25,6 +25,15 @@ use super::{EngineKind, InsertOptions, MergeInfo, MutationInfo, MutationSync, Op
 use crate::cluster::Replication;
 use crate::error::{EngineError, Result};
 
+/// The shard of a logical cluster a table created `ON CLUSTER` holds on
+/// this node: its groups are that shard's, on that shard's replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardPlacement {
+    /// 1-based, in the cluster's order.
+    pub shard_num: usize,
+    pub replicas: Vec<u64>,
+}
+
 /// A replicated table on this node.
 #[derive(Debug)]
 pub struct ReplicatedTable {
@@ -35,6 +44,9 @@ pub struct ReplicatedTable {
     replication_factor: usize,
     settings: replication::replica::ReplicaSettings,
     merges_stopped: AtomicBool,
+    /// Set for a table on a logical cluster's shard; else groups are
+    /// placed over every node by rendezvous hashing.
+    shard: Option<ShardPlacement>,
     /// When outdated parts and staging were last swept: at most once a
     /// second, so a thousand idle groups cost nothing between sweeps.
     swept: std::sync::Mutex<Option<std::time::Instant>>,
@@ -49,6 +61,7 @@ impl ReplicatedTable {
         table: Arc<storage::Table>,
         table_settings: &[(String, String)],
         replication: Arc<Replication>,
+        shard: Option<ShardPlacement>,
     ) -> Result<ReplicatedTable> {
         let mut settings = replication::replica::ReplicaSettings::default();
         let mut rf = 0;
@@ -76,13 +89,20 @@ impl ReplicatedTable {
             replication_factor: rf,
             settings,
             merges_stopped: AtomicBool::new(false),
+            shard,
             swept: std::sync::Mutex::new(None),
         })
     }
 
-    /// The group of a partition: a stable hash of table and partition.
+    /// The group of a partition: a stable hash of table and partition (and
+    /// shard: each shard's partition is a group of its own).
     pub fn group_id(&self, partition_id: &str) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(format!("{}\0{partition_id}", self.name).as_bytes())
+        match &self.shard {
+            None => xxhash_rust::xxh3::xxh3_64(format!("{}\0{partition_id}", self.name).as_bytes()),
+            Some(s) => {
+                xxhash_rust::xxh3::xxh3_64(format!("{}\0{partition_id}\0shard{}", self.name, s.shard_num).as_bytes())
+            }
+        }
     }
 
     fn spec(&self, partition_id: &str) -> GroupSpec {
@@ -91,7 +111,10 @@ impl ReplicatedTable {
             group,
             table: self.name.clone(),
             partition_id: partition_id.to_string(),
-            members: self.replication.members(group, self.replication_factor),
+            members: match &self.shard {
+                Some(s) => s.replicas.clone(),
+                None => self.replication.members(group, self.replication_factor),
+            },
             settings: self.settings.clone(),
         }
     }

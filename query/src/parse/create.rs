@@ -70,6 +70,10 @@ pub struct CreateTable {
     /// `CREATE TABLE t UUID '…'`: the table's stable id, which names its
     /// data directory (`store/<uuid>`), so a RENAME moves no data.
     pub uuid: Option<String>,
+    /// `ON CLUSTER c` of a table created on a cluster: kept in its metadata
+    /// (not in SHOW CREATE) so a Replicated table's groups are placed on
+    /// the replicas of this node's shard of `c`.
+    pub cluster: Option<String>,
 }
 
 const CLAUSES: &[&str] = &["PARTITION", "ORDER", "PRIMARY", "SAMPLE", "TTL", "SETTINGS", "COMMENT", "AS", "ENGINE"];
@@ -99,7 +103,11 @@ pub(super) fn parse_create_table(c: &mut Cursor<'_>, or_replace: bool) -> Result
         t.uuid = Some(c.string()?);
     }
     if c.eat_kws(&["ON", "CLUSTER"]) {
-        c.ident()?;
+        t.cluster = Some(if matches!(c.peek().map(|t| &t.tok), Some(crate::parse::lexer::Tok::Str(_))) {
+            c.string()?
+        } else {
+            c.ident()?
+        });
     }
     if c.eat_punct("(") {
         loop {

@@ -1,7 +1,8 @@
 //! `… ON CLUSTER name …` in a DDL statement: ClickHouse's distributed DDL.
 //! The clause is taken out and the rest is what every host of the cluster
-//! runs; a CREATE TABLE without a UUID gets one in its place, so every
-//! host's table has the same UUID (and `SHOW CREATE TABLE` the same text).
+//! runs — except CREATE TABLE, which keeps it (a table remembers its
+//! cluster) and, without a UUID, gets one: every host's table has the same
+//! UUID (and `SHOW CREATE TABLE` the same text).
 
 use crate::error::QueryError;
 use crate::parse::cursor::Cursor;
@@ -41,11 +42,16 @@ pub fn on_cluster(sql: &str, uuid: &str) -> Result<Option<OnCluster>, QueryError
         Tok::Str(s) => s.clone(),
         _ => name_tok.ident().ok_or_else(|| QueryError::syntax("ON CLUSTER needs a cluster name"))?.to_string(),
     };
-    let is_create_table = toks[0].is_kw("CREATE")
-        && toks[1..at].iter().any(|t| t.is_kw("TABLE"))
-        && !toks[1..at].iter().any(|t| t.is_kw("UUID"));
-    let replacement = if is_create_table { format!("UUID '{uuid}'") } else { String::new() };
-    let local_sql = format!("{}{}{}", &sql[..toks[at].start], replacement, &sql[name_tok.end..]);
+    let is_create_table = toks[0].is_kw("CREATE") && toks[1..at].iter().any(|t| t.is_kw("TABLE"));
+    // A table keeps its cluster (see CreateTable::cluster); anything else
+    // loses the clause.
+    let local_sql = if is_create_table {
+        let with_uuid =
+            if toks[1..at].iter().any(|t| t.is_kw("UUID")) { String::new() } else { format!("UUID '{uuid}' ") };
+        format!("{}{with_uuid}{}", &sql[..toks[at].start], &sql[toks[at].start..])
+    } else {
+        format!("{}{}", &sql[..toks[at].start], &sql[name_tok.end..])
+    };
     Ok(Some(OnCluster { cluster, local_sql }))
 }
 
@@ -61,13 +67,15 @@ mod tests {
             oc,
             Some(OnCluster {
                 cluster: "c".into(),
-                local_sql: format!("CREATE TABLE db.t UUID '{u}' (k UInt64) ENGINE = MergeTree ORDER BY k")
+                local_sql: format!(
+                    "CREATE TABLE db.t UUID '{u}' ON CLUSTER c (k UInt64) ENGINE = MergeTree ORDER BY k"
+                )
             })
         );
         let oc = on_cluster("DROP TABLE IF EXISTS t ON CLUSTER 'my-c' SYNC", u).unwrap().unwrap();
         assert_eq!((oc.cluster.as_str(), oc.local_sql.as_str()), ("my-c", "DROP TABLE IF EXISTS t  SYNC"));
         let oc = on_cluster("CREATE TABLE t UUID 'x' ON CLUSTER c AS s", u).unwrap().unwrap();
-        assert_eq!(oc.local_sql, "CREATE TABLE t UUID 'x'  AS s");
+        assert_eq!(oc.local_sql, "CREATE TABLE t UUID 'x' ON CLUSTER c AS s");
         let oc = on_cluster("ALTER TABLE t ON CLUSTER `c` DELETE WHERE k = 1", u).unwrap().unwrap();
         assert_eq!(oc.local_sql, "ALTER TABLE t  DELETE WHERE k = 1");
         let oc = on_cluster("CREATE DATABASE d ON CLUSTER c", u).unwrap().unwrap();
