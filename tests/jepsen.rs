@@ -440,3 +440,63 @@ fn a_replicated_table_on_a_cluster_has_groups_per_shard() {
         assert_eq!(post(port, "", groups, b"", T).unwrap().1.trim(), "1", "one group (its shard's) on port {port}");
     }
 }
+
+/// Issue 19, items 3 and 4 on real processes: ClickHouse's tutorial flow
+/// over 2 shards × 2 replicas with weights 1 and 2 — a ReplicatedMergeTree
+/// and a Distributed table over it created once ON CLUSTER, rows inserted
+/// through the Distributed table land 1/3 – 2/3 by slot, a retried insert
+/// duplicates nothing on any shard, every node reads all rows through it,
+/// and a shard with no replica up is an error, never missing rows.
+#[test]
+fn distributed_tables_route_by_weight_and_read_every_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[remote_servers.c]\nshards = [{ replicas = [1, 2] }, { weight = 2, replicas = [3, 4] }]\n";
+    let mut c = ProcCluster::start_with(&bin(), dir.path(), 4, extra).unwrap();
+    let [p1, p2, p3, p4] = c.ports()[..] else { unreachable!() };
+    let ok = |port: u16, sql: &str, body: &[u8]| {
+        let r = post(port, "", sql, body, T).unwrap();
+        assert_eq!(r.0, 200, "{sql}: {}", r.1);
+        r.1.trim().to_string()
+    };
+    ok(
+        p1,
+        "CREATE TABLE hits_local ON CLUSTER c (k UInt64, v String) \
+         ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/hits', '{replica}') ORDER BY k",
+        b"",
+    );
+    ok(p2, "CREATE TABLE hits ON CLUSTER c AS hits_local ENGINE = Distributed(c, default, hits_local, rand())", b"");
+    let rows: String = (0..30_000u64).map(|k| format!("{k}\tv{}\n", k % 1000)).collect();
+    ok(p1, "INSERT INTO hits FORMAT TSV", rows.as_bytes());
+    // The same block again (a client retrying after a lost answer).
+    ok(p3, "INSERT INTO hits FORMAT TSV", rows.as_bytes());
+    let sc = "select_sequential_consistency=1";
+    let local =
+        |port: u16| post(port, sc, "SELECT count() FROM hits_local", b"", T).unwrap().1.trim().parse::<u64>().unwrap();
+    let (s1, s2) = (local(p1), local(p3));
+    assert_eq!(s1 + s2, 30_000, "every row once: shard 1 {s1}, shard 2 {s2}");
+    assert!((9_400..=10_600).contains(&s1), "shard 1 (weight 1 of 3) holds {s1}");
+    assert_eq!(local(p2), s1, "both replicas of shard 1");
+    assert_eq!(local(p4), s2, "both replicas of shard 2");
+    let want = format!("30000\t{}\t1000", (0..30_000u64).sum::<u64>());
+    for port in [p1, p2, p3, p4] {
+        assert_eq!(ok(port, "SELECT count(), sum(k), uniqExact(v) FROM hits", b""), want, "through node on {port}");
+    }
+    assert_eq!(ok(p4, "SELECT k FROM hits WHERE k >= 29998 ORDER BY k", b""), "29998\n29999");
+
+    // By a column: slot = k % 3, slot 0 is shard 1's, slots 1 and 2 shard 2's.
+    ok(p1, "CREATE TABLE byk ON CLUSTER c AS hits_local ENGINE = Distributed(c, default, hits_local, k)", b"");
+    ok(p1, "TRUNCATE TABLE hits_local ON CLUSTER c", b"");
+    let rows: String = (0..300u64).map(|k| format!("{k}\tx\n")).collect();
+    ok(p2, "INSERT INTO byk FORMAT TSV", rows.as_bytes());
+    assert_eq!(ok(p1, "SELECT count(), countIf(k % 3 = 0) FROM hits_local", b""), "100\t100");
+    assert_eq!(ok(p3, "SELECT count(), countIf(k % 3 = 0) FROM hits_local", b""), "200\t0");
+
+    // A whole shard down: an error naming it, not a partial answer.
+    c.node(3).kill9();
+    c.node(4).kill9();
+    let r = post(p1, "", "SELECT count() FROM hits", b"", T).unwrap();
+    assert_ne!(r.0, 200, "{r:?}");
+    assert!(r.1.contains("ALL_CONNECTION_TRIES_FAILED") && r.1.contains("shard 2"), "{r:?}");
+    let r = post(p1, "", "INSERT INTO byk FORMAT TSV", b"1\tx\n", T).unwrap();
+    assert!(r.1.contains("ALL_CONNECTION_TRIES_FAILED") && r.1.contains("shard 2"), "{r:?}");
+}

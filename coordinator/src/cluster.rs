@@ -134,8 +134,8 @@ impl Replication {
         if self.cfg.nodes.is_empty() { vec![self.cfg.node_id] } else { self.cfg.nodes.iter().map(|n| n.id).collect() }
     }
 
-    /// Proposes a metadata entry and waits until this node applied it:
-    /// its index. Without a quorum of the metadata group's voters within
+    /// Proposes a metadata entry and waits until this node and every other
+    /// node that is up applied it: its index. Without a quorum of the metadata group's voters within
     /// `timeout`: [`replication::ReplicationError::MetaTimeout`].
     pub async fn propose_meta(&self, entry: String, timeout: Duration) -> Result<u64> {
         self.run(move |node| async move {
@@ -144,6 +144,8 @@ impl Replication {
             let meta =
                 node.meta().ok_or(replication::ReplicationError::NoSuchGroup(replication::meta_group::META_GROUP))?;
             meta.wait_applied(index, timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(100))).await?;
+            // As ClickHouse's ON CLUSTER: done once every live host ran it.
+            node.wait_meta_hosts(index, timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(100))).await?;
             Ok::<_, replication::ReplicationError>(index)
         })
         .await?

@@ -31,6 +31,32 @@ pub enum EngineError {
     /// A task the engine ran its work on failed (panicked or was cancelled).
     #[error("engine task failed: {0}")]
     Task(String),
+    /// A shard's replica refused a Distributed table's statement.
+    #[error("Shard {shard}: {message}")]
+    Shard { shard: usize, code: u32, message: String },
+    /// No replica of a shard could be reached.
+    #[error("All connection tries failed for shard {shard} of cluster {cluster}: {tried}")]
+    ShardUnreachable { shard: usize, cluster: String, tried: String },
+    #[error(
+        "Method write is not supported by storage Distributed with more than one shard and no sharding key \
+         provided (cluster {cluster}; set insert_distributed_one_random_shard = 1 to pick one per block)"
+    )]
+    NoShardingKey { cluster: String },
+    #[error("{0} is not supported")]
+    NotSupported(String),
+}
+
+/// A name that lives as long as the process: the few distinct error names
+/// other nodes answer with are kept once each.
+fn static_name(name: String) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = names.iter().find(|n| **n == name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    names.push(leaked);
+    leaked
 }
 
 impl EngineError {
@@ -44,6 +70,18 @@ impl EngineError {
             EngineError::MutationFailed { .. } | EngineError::MutationKilled { .. } => (341, "UNFINISHED"),
             EngineError::NotInQuorum(_) => (289, "REPLICA_IS_NOT_IN_QUORUM"),
             EngineError::Broken(_) | EngineError::Task(_) => (49, "LOGICAL_ERROR"),
+            // The shard's own code; its name is in its message's tail.
+            EngineError::Shard { code, message, .. } => {
+                let name = message
+                    .rsplit_once('(')
+                    .and_then(|(_, n)| n.strip_suffix(')'))
+                    .filter(|n| n.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+                    .unwrap_or("UNKNOWN_EXCEPTION");
+                (*code, static_name(name.to_string()))
+            }
+            EngineError::ShardUnreachable { .. } => (279, "ALL_CONNECTION_TRIES_FAILED"),
+            EngineError::NoShardingKey { .. } => (55, "STORAGE_REQUIRES_PARAMETER"),
+            EngineError::NotSupported(_) => (48, "NOT_IMPLEMENTED"),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod ddl_log;
 pub mod engine;
 pub mod error;
 pub mod placement;
+pub mod remote;
 pub mod topology;
 
 pub use error::EngineError;

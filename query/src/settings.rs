@@ -62,6 +62,19 @@ pub const KNOWN: &[Known] = &[
     ),
     k("insert_quorum_timeout", "600000", "UInt64", "Milliseconds an insert waits for its quorum"),
     k(
+        "insert_distributed_one_random_shard",
+        "0",
+        "Bool",
+        "Distributed tables without a sharding key: each block to one shard (by weight)",
+    ),
+    k(
+        "distributed_foreground_insert",
+        "1",
+        "Bool",
+        "Distributed inserts are acknowledged once every shard committed (always: there is no background spool)",
+    ),
+    k("insert_distributed_sync", "1", "Bool", "Alias of distributed_foreground_insert"),
+    k(
         "select_sequential_consistency",
         "0",
         "Bool",

@@ -292,6 +292,35 @@ impl ReplicationNode {
         self.inner.propose_meta(&meta, entry, timeout).await
     }
 
+    /// Waits until every node of the metadata group that answers a ping
+    /// applied `index` (a node that is down applies it when it is back).
+    pub async fn wait_meta_hosts(&self, index: u64, timeout: Duration) -> Result<()> {
+        let meta = self.meta().ok_or(ReplicationError::NoSuchGroup(crate::meta_group::META_GROUP))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        for &m in meta.nodes() {
+            loop {
+                let applied = if m == self.inner.id {
+                    meta.raft.metrics().borrow().last_applied.map(|l| l.index)
+                } else if !self.inner.peers.ping(m, Duration::from_millis(300)).await {
+                    break;
+                } else {
+                    self.inner.peers.applied(m, crate::meta_group::META_GROUP).await.ok().flatten()
+                };
+                if applied.is_some_and(|a| a >= index) {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ReplicationError::MetaTimeout {
+                        seconds: timeout.as_secs(),
+                        reason: format!("node {m} is up but did not apply catalog entry {index} in time"),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Small blocks this node handed to their group leader's group commit
     /// since it started.
     pub fn forwarded_blocks(&self) -> u64 {

@@ -140,12 +140,59 @@ impl Server {
                     shard,
                 )?)
             }
+            query::parse::EngineKind::Distributed => Arc::new(self.open_distributed(db, &create, table)?),
             query::parse::EngineKind::Local => {
                 let parse = |text: &str| query::table::mutation_commands(text).map_err(|e| e.to_string());
                 Arc::new(LocalEngine::open(dir, &format!("{db}.{}", create.name), table, &parse)?)
             }
         };
         Ok(Arc::new(Table::new(create, engine)))
+    }
+
+    /// A Distributed table over the shards of its cluster: `[remote_servers]`
+    /// or, for the `[cluster]` name, every node as a shard of its own.
+    fn open_distributed(
+        &self,
+        db: &str,
+        create: &query::parse::CreateTable,
+        table: Arc<storage::Table>,
+    ) -> Result<coordinator::engine::distributed::DistributedTable, QueryError> {
+        use coordinator::engine::distributed::{DistributedTable, ShardTarget};
+        let (cluster, remote_db, remote_table, key) = create.distributed_args()?;
+        let remote_db = if remote_db.eq_ignore_ascii_case("currentDatabase()") { db.to_string() } else { remote_db };
+        let cfg = self.replication.config();
+        let http = |node: u64| -> String {
+            cfg.nodes
+                .iter()
+                .find(|n| n.id == node)
+                .and_then(|n| n.http.clone())
+                .unwrap_or_else(|| self.http_address.clone())
+        };
+        let shards: Vec<ShardTarget> = if let Some(c) = self.remote_servers.get(&cluster) {
+            c.shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| ShardTarget {
+                    num: i + 1,
+                    weight: s.weight,
+                    replicas: s.replicas.iter().map(|r| (*r, http(*r))).collect(),
+                })
+                .collect()
+        } else if cluster == cfg.name {
+            self.replication
+                .node_ids()
+                .iter()
+                .enumerate()
+                .map(|(i, n)| ShardTarget { num: i + 1, weight: 1, replicas: vec![(*n, http(*n))] })
+                .collect()
+        } else {
+            return Err(QueryError {
+                code: 701,
+                name: "CLUSTER_DOESNT_EXIST",
+                message: format!("Requested cluster '{cluster}' not found"),
+            });
+        };
+        Ok(DistributedTable::new(table, &cluster, &remote_db, &remote_table, key, shards, self.replication.node_id())?)
     }
 
     /// The shard of its cluster a table created `ON CLUSTER` holds here

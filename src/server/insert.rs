@@ -151,6 +151,7 @@ impl Server {
             let stats = q.stats.clone();
             let quorum = q.settings.get("insert_quorum").unwrap_or("0").to_string();
             let quorum_timeout_ms = q.settings.u64("insert_quorum_timeout");
+            let one_random_shard = q.settings.bool("insert_distributed_one_random_shard");
             // The blocks' inserts are awaited from the threads below (not
             // runtime workers): the engine's work is measured on them.
             let handle = tokio::runtime::Handle::current();
@@ -166,6 +167,7 @@ impl Server {
                             index,
                             quorum: quorum.clone(),
                             quorum_timeout_ms,
+                            distributed_one_random_shard: one_random_shard,
                         };
                         handle.block_on(table.insert(&full.slice(start, len), &opts)).map_err(QueryError::from)
                     };

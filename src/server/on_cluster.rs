@@ -72,17 +72,26 @@ impl Server {
 
     /// Whether `entry` runs here: on every host of its cluster, except that
     /// a statement changing a replicated table's data (ALTER, OPTIMIZE,
-    /// TRUNCATE) runs once — on the initiator — since its Raft groups
-    /// already span the replicas (ClickHouse runs these on one replica per
-    /// shard).
+    /// TRUNCATE) runs once per shard, since the shard's Raft groups already
+    /// span its replicas (as ClickHouse runs these on one replica per
+    /// shard): on the initiator in its own shard, on the first replica in
+    /// the others (one that was down runs it when it is back).
     fn runs_here(&self, entry: &DdlEntry) -> bool {
         if self.hosts(&entry.cluster) != Some(true) {
             return false;
         }
-        if entry.initiator == self.replication.node_id() {
+        if !self.changes_replicated_data(entry) {
             return true;
         }
-        !self.changes_replicated_data(entry)
+        let me = self.replication.node_id();
+        let shard = self.remote_servers.get(&entry.cluster).and_then(|c| {
+            let (s, _) = c.position_of(me)?;
+            c.shards.get(s - 1).map(|s| s.replicas.clone())
+        });
+        match shard {
+            Some(replicas) if !replicas.contains(&entry.initiator) => replicas.first() == Some(&me),
+            _ => entry.initiator == me,
+        }
     }
 
     fn changes_replicated_data(&self, entry: &DdlEntry) -> bool {

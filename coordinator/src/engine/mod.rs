@@ -10,6 +10,7 @@
 //! the exception: the server calls them on its merge thread, never on a
 //! runtime worker, and they may block.
 
+pub mod distributed;
 mod local;
 mod replicated;
 
@@ -33,6 +34,8 @@ pub enum EngineKind {
     Local,
     /// `Replicated*MergeTree`: its partitions are Raft groups.
     Replicated,
+    /// `Distributed`: no data here; inserts and reads go to a cluster's shards.
+    Distributed,
 }
 
 /// How an insert is deduplicated (`insert_deduplicate`,
@@ -47,11 +50,21 @@ pub struct InsertOptions {
     /// `all` or a number of replicas that must have applied the block.
     pub quorum: String,
     pub quorum_timeout_ms: u64,
+    /// `insert_distributed_one_random_shard`: a Distributed table without a
+    /// sharding key sends each block to one shard.
+    pub distributed_one_random_shard: bool,
 }
 
 impl Default for InsertOptions {
     fn default() -> Self {
-        InsertOptions { deduplicate: true, token: None, index: 0, quorum: "0".into(), quorum_timeout_ms: 600_000 }
+        InsertOptions {
+            deduplicate: true,
+            token: None,
+            index: 0,
+            quorum: "0".into(),
+            quorum_timeout_ms: 600_000,
+            distributed_one_random_shard: false,
+        }
     }
 }
 
@@ -129,5 +142,9 @@ pub trait TableEngine: Send + Sync + std::fmt::Debug {
     /// parts no longer hold what its log committed stops serving them.
     fn check_readable(&self) -> Result<()> {
         Ok(())
+    }
+    /// The Distributed table this is, if it is one (its reads go to shards).
+    fn distributed(&self) -> Option<&distributed::DistributedTable> {
+        None
     }
 }

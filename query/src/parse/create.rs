@@ -87,7 +87,30 @@ impl CreateTable {
     pub fn engine_kind(&self) -> EngineKind {
         match &self.engine {
             Some(e) if e.name.starts_with("Replicated") => EngineKind::Replicated,
+            Some(e) if e.name == "Distributed" => EngineKind::Distributed,
             _ => EngineKind::Local,
+        }
+    }
+
+    /// `Distributed(cluster, database, table[, sharding_key])`'s arguments:
+    /// names unquoted, the key as expression text.
+    pub fn distributed_args(&self) -> Result<(String, String, String, Option<String>), QueryError> {
+        let spec = self.engine.as_ref().ok_or_else(|| QueryError::bad_arguments("ENGINE is required"))?;
+        let name = |s: &str| {
+            let s = s.trim();
+            let unq = s.strip_prefix('\'').and_then(|x| x.strip_suffix('\''));
+            let unq = unq.or_else(|| s.strip_prefix('`').and_then(|x| x.strip_suffix('`')));
+            unq.unwrap_or(s).to_string()
+        };
+        match spec.args.as_slice() {
+            [c, d, t] => Ok((name(c), name(d), name(t), None)),
+            [c, d, t, k] => Ok((name(c), name(d), name(t), Some(k.trim().to_string()))),
+            _ => Err(QueryError {
+                code: 42,
+                name: "NUMBER_OF_ARGUMENTS_DOESNT_MATCH",
+                message: "Storage Distributed requires from 3 to 5 parameters: cluster, database, table[, sharding_key[, policy]]"
+                    .into(),
+            }),
         }
     }
 }
@@ -365,6 +388,19 @@ impl CreateTable {
     /// functions in keys are errors here).
     pub fn table_def(&self) -> Result<TableDef, QueryError> {
         let spec = self.engine.as_ref().ok_or_else(|| QueryError::bad_arguments("ENGINE is required"))?;
+        if spec.name == "Distributed" {
+            // No data here: the columns, for reads and for routing inserts.
+            self.distributed_args()?;
+            let def = TableDef {
+                schema: self.schema(),
+                engine: Engine::MergeTree,
+                partition_by: None,
+                order_by: vec![],
+                settings: MergeTreeSettings::default(),
+            };
+            storage::Table::new(def.clone()).map_err(|e| QueryError::storage(&e))?;
+            return Ok(def);
+        }
         let engine = engine(spec)?;
         let order_by = match (&self.order_by, &self.primary_key) {
             (Some(o), _) => split_key(o)?,

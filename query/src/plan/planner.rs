@@ -98,7 +98,12 @@ impl Planner {
             message: format!("Database {db} does not exist"),
         })?;
         for final_ in [false, true] {
-            let provider = Arc::new(EngineProvider { engine: engine.clone(), final_ });
+            let provider: Arc<dyn datafusion::catalog::TableProvider> =
+                if engine.kind() == crate::table::EngineKind::Distributed {
+                    Arc::new(crate::table::distributed::DistributedProvider { engine: engine.clone() })
+                } else {
+                    Arc::new(EngineProvider { engine: engine.clone(), final_ })
+                };
             schema
                 .register_table(if final_ { final_name(name) } else { name.to_string() }, provider)
                 .map_err(|e| QueryError::bad_arguments(e.to_string()))?;

@@ -2,6 +2,7 @@
 //! CREATE statement and the engine (`coordinator::engine`) that stores it;
 //! [`EngineProvider`] shows it to DataFusion.
 
+pub mod distributed;
 mod mutation_text;
 mod provider;
 

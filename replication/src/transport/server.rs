@@ -130,7 +130,13 @@ impl RaftTransport for Service {
     }
 
     async fn applied(&self, req: Request<GroupRequest>) -> Result<Response<GroupReply>, Status> {
-        let g = self.group(req.into_inner().group)?;
+        let group = req.into_inner().group;
+        if group == crate::meta_group::META_GROUP {
+            let raft = self.raft(group)?;
+            let applied = raft.metrics().borrow().last_applied.map(|l| l.index);
+            return reply(&applied);
+        }
+        let g = self.group(group)?;
         reply(&g.replica.applied().0.map(|l| l.index))
     }
 
