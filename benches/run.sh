@@ -6,6 +6,8 @@
 #        benches/run.sh --smoke         (100k rows, 1 repetition, debug build: CI keeps it working)
 #        benches/run.sh --cluster       (only workload 6, replication: 3 server processes, RF=3, vs one node;
 #                                        writes results/CLUSTER.{md,json})
+#        benches/run.sh --distributed  (only workload 7: a Distributed table over 3 shards vs one node;
+#                                       writes results/DISTRIBUTED.{md,json})
 #        (a full run also runs mutation.py: inserts during a 10M-row ALTER DELETE, results/MUTATION.{md,json})
 # Writes benches/results/LATEST.{md,json,svg} (smoke: benches/work/smoke.*); a full run
 # (release) ends with workload 6 and appends its tables to LATEST.md
@@ -15,8 +17,13 @@ cd "$(dirname "$0")"
 PROFILE=release
 OUT=results/LATEST
 CLUSTER=""
+DISTRIBUTED=""
 if [ "${1:-}" = "--cluster" ]; then
   CLUSTER=1
+  shift
+  ROWS=10000000 REPS=1
+elif [ "${1:-}" = "--distributed" ]; then
+  DISTRIBUTED=1
   shift
   ROWS=10000000 REPS=1
 elif [ "${1:-}" = "--smoke" ]; then
@@ -55,6 +62,9 @@ fi
 if [ -n "$CLUSTER" ]; then
   exec .venv/bin/python cluster.py "$CARGO_TARGET_DIR/release/shardhouse" "$PARQUET" "$WORK" results/CLUSTER "$@"
 fi
+if [ -n "$DISTRIBUTED" ]; then
+  exec .venv/bin/python distributed.py "$CARGO_TARGET_DIR/release/shardhouse" "$PARQUET" "$WORK" results/DISTRIBUTED "$@"
+fi
 DATA="$WORK/queries_shardhouse"
 rm -rf "$DATA"
 PORT=$((20000 + RANDOM % 20000))
@@ -82,6 +92,9 @@ if [ "$PROFILE" = release ] && [ -z "${NO_CLUSTER:-}" ]; then
     echo "## Workload 6: replication, 3 server processes on loopback, RF = 3 (also results/CLUSTER.md)"
     tail -n +3 results/CLUSTER.md | sed 's/^## /### /'
   } >>"$OUT.md"
+  # Issue 19, workload 7: a Distributed table over 3 shards vs one node.
+  .venv/bin/python distributed.py "$CARGO_TARGET_DIR/release/shardhouse" "$PARQUET" "$WORK" results/DISTRIBUTED
+  { echo; sed 's/^## /### /' results/DISTRIBUTED.md; } >>"$OUT.md"
   # Issue 17: small inserts during a 10M-row ALTER DELETE, and the mutation vs chDB.
   .venv/bin/python mutation.py "$CARGO_TARGET_DIR/release/shardhouse" "$WORK" results/MUTATION --rows "$ROWS"
   { echo; sed 's/^## /### /' results/MUTATION.md; } >>"$OUT.md"
