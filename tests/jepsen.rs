@@ -497,6 +497,8 @@ fn distributed_tables_route_by_weight_and_read_every_shard() {
     let r = post(p1, "", "SELECT count() FROM hits", b"", T).unwrap();
     assert_ne!(r.0, 200, "{r:?}");
     assert!(r.1.contains("ALL_CONNECTION_TRIES_FAILED") && r.1.contains("shard 2"), "{r:?}");
+    let r = post(p2, "skip_unavailable_shards=1", "SELECT count() FROM hits", b"", T).unwrap();
+    assert_eq!((r.0, r.1.trim()), (200, "100"), "shard 1's rows alone");
     let r = post(p1, "", "INSERT INTO byk FORMAT TSV", b"1\tx\n", T).unwrap();
     assert!(r.1.contains("ALL_CONNECTION_TRIES_FAILED") && r.1.contains("shard 2"), "{r:?}");
 }

@@ -75,6 +75,12 @@ pub const KNOWN: &[Known] = &[
     ),
     k("insert_distributed_sync", "1", "Bool", "Alias of distributed_foreground_insert"),
     k(
+        "skip_unavailable_shards",
+        "0",
+        "Bool",
+        "Distributed reads: leave out a shard none of whose replicas answers instead of failing",
+    ),
+    k(
         "select_sequential_consistency",
         "0",
         "Bool",

@@ -145,6 +145,9 @@ impl Planner {
         if q.settings.bool("select_sequential_consistency") {
             state.config_mut().set_extension(Arc::new(crate::table::SequentialConsistency));
         }
+        if q.settings.bool("skip_unavailable_shards") {
+            state.config_mut().set_extension(Arc::new(crate::table::SkipUnavailableShards));
+        }
         let mut stmt = state.sql_to_statement(sql, &datafusion::config::Dialect::ClickHouse).map_err(df)?;
         if let datafusion::sql::parser::Statement::Statement(s) = &mut stmt {
             crate::plan::functions::rewrite_statement(s)?;

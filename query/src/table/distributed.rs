@@ -115,17 +115,21 @@ impl PartitionStream for ShardStream {
         &self.schema
     }
 
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (engine, shard, sql, schema) = (self.engine.clone(), self.shard, self.sql.clone(), self.schema.clone());
+        let skip = ctx.session_config().get_extension::<super::SkipUnavailableShards>().is_some();
         let out = schema.clone();
         let fut = async move {
             let dist = engine.distributed().ok_or_else(|| DataFusionError::Internal("not Distributed".into()))?;
             let target = dist.shards()[shard].clone();
-            let bytes = dist
-                .on_shard(&target, &sql, &[], b"")
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(crate::error::QueryError::engine(&e))))?;
-            decode(&bytes, &schema)
+            match dist.on_shard(&target, &sql, &[], b"").await {
+                Ok(bytes) => decode(&bytes, &schema),
+                Err(coordinator::EngineError::ShardUnreachable { shard, .. }) if skip => {
+                    tracing::warn!(shard, "skip_unavailable_shards: shard left out of the answer");
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(DataFusionError::External(Box::new(crate::error::QueryError::engine(&e)))),
+            }
         };
         let stream = futures::stream::once(fut).flat_map(|r: datafusion::error::Result<Vec<RecordBatch>>| {
             futures::stream::iter(match r {

@@ -53,3 +53,8 @@ impl std::ops::Deref for Table {
 /// session-config extension seen by table scans.
 #[derive(Debug, Default)]
 pub struct SequentialConsistency;
+
+/// `skip_unavailable_shards = 1`: a Distributed table's read leaves out a
+/// shard with no reachable replica instead of failing.
+#[derive(Debug, Default)]
+pub struct SkipUnavailableShards;
