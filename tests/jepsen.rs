@@ -482,6 +482,8 @@ fn distributed_tables_route_by_weight_and_read_every_shard() {
         assert_eq!(ok(port, "SELECT count(), sum(k), uniqExact(v) FROM hits", b""), want, "through node on {port}");
     }
     assert_eq!(ok(p4, "SELECT k FROM hits WHERE k >= 29998 ORDER BY k", b""), "29998\n29999");
+    // count() alone: each shard counts its own rows.
+    assert_eq!(ok(p2, "SELECT count() FROM hits", b""), "30000");
 
     // By a column: slot = k % 3, slot 0 is shard 1's, slots 1 and 2 shard 2's.
     ok(p1, "CREATE TABLE byk ON CLUSTER c AS hits_local ENGINE = Distributed(c, default, hits_local, k)", b"");

@@ -66,10 +66,9 @@ impl TableProvider for DistributedProvider {
             Some(p) => Arc::new(full.project(p)?),
             None => full.clone(),
         };
-        // With no column wanted (count()), the first column is fetched
-        // for its row count.
+        // With no column wanted (count()), each shard counts its rows.
         let wanted: Vec<String> = if schema.fields().is_empty() {
-            full.fields().first().map(|f| quote(f.name())).into_iter().collect()
+            vec!["count()".to_string()]
         } else {
             schema.fields().iter().map(|f| quote(f.name())).collect()
         };
@@ -151,7 +150,10 @@ fn decode(bytes: &[u8], schema: &SchemaRef) -> datafusion::error::Result<Vec<Rec
     for b in reader {
         let b = b?;
         if schema.fields().is_empty() {
-            let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+            // The shard's count(): as many rows, without columns.
+            let n = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::UInt64)?;
+            let n = n.as_any().downcast_ref::<arrow::array::UInt64Array>().map_or(0, |a| a.iter().flatten().sum());
+            let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(n as usize));
             out.push(RecordBatch::try_new_with_options(Arc::new(Schema::empty()), vec![], &opts)?);
             continue;
         }
