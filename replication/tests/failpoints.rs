@@ -348,8 +348,10 @@ fn rewriting(c: &Cluster, id: u64) -> bool {
     c.nodes[&id].group(GROUP).is_some_and(|g| g.replica.merges.rewriting())
 }
 
+/// Polls `f` for up to 30 s: a loaded 2-core machine once needed more
+/// than 10 s to build a snapshot here.
 async fn wait_until(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if f() {
             return;
         }

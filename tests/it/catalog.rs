@@ -7,20 +7,7 @@ use std::sync::Arc;
 use shardhouse::server::Server;
 
 fn run(server: &Arc<Server>, sql: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let out = rt.block_on(server.execute(sql, "default")).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    out.batches
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows()).map(move |r| {
-                (0..b.num_columns())
-                    .map(|c| arrow::util::display::array_value_to_string(b.column(c), r).unwrap())
-                    .collect::<Vec<_>>()
-                    .join("\t")
-            })
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    crate::rows(server, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn with_server<T>(dir: &Path, f: impl FnOnce(&Arc<Server>) -> T) -> T {

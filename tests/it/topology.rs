@@ -9,21 +9,7 @@ use shardhouse::server::Server;
 use shardhouse::server::config::Config;
 
 fn run(server: &Arc<Server>, sql: &str) -> Result<String, String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let out = rt.block_on(server.execute(sql, "default")).map_err(|e| e.to_string())?;
-    Ok(out
-        .batches
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows()).map(move |r| {
-                (0..b.num_columns())
-                    .map(|c| arrow::util::display::array_value_to_string(b.column(c), r).unwrap())
-                    .collect::<Vec<_>>()
-                    .join("\t")
-            })
-        })
-        .collect::<Vec<_>>()
-        .join("\n"))
+    crate::rows(server, sql)
 }
 
 #[test]
