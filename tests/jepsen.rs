@@ -504,3 +504,100 @@ fn distributed_tables_route_by_weight_and_read_every_shard() {
     let r = post(p1, "", "INSERT INTO byk FORMAT TSV", b"1\tx\n", T).unwrap();
     assert!(r.1.contains("ALL_CONNECTION_TRIES_FAILED") && r.1.contains("shard 2"), "{r:?}");
 }
+
+/// Issue 19: one replica of each shard killed (and restarted) while a
+/// writer inserts through a Distributed table, retrying every failed block
+/// with its dedup token until it is acknowledged: every acknowledged block
+/// is on its shard afterwards, exactly once. (Each shard has two replicas,
+/// so a shard with one down has no quorum: its inserts fail until the
+/// replica is back — never acknowledged early, never duplicated by a retry.)
+#[test]
+fn inserts_through_a_distributed_table_survive_a_replica_of_each_shard_killed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[remote_servers.c]\nshards = [{ replicas = [1, 2] }, { weight = 2, replicas = [3, 4] }]\n";
+    let mut c = ProcCluster::start_with(&bin(), dir.path(), 4, extra).unwrap();
+    let [p1, _, p3, _] = c.ports()[..] else { unreachable!() };
+    for ddl in [
+        "CREATE TABLE kl ON CLUSTER c (k UInt64) ENGINE = ReplicatedMergeTree('/t/{shard}/kl', '{replica}') ORDER BY k",
+        "CREATE TABLE kd ON CLUSTER c AS kl ENGINE = Distributed(c, default, kl, k)",
+    ] {
+        let r = post(p1, "", ddl, b"", T).unwrap();
+        assert_eq!(r.0, 200, "{}", r.1);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let failures = Arc::new(Mutex::new(0u64));
+    let slowest = Arc::new(Mutex::new(Duration::ZERO));
+    let writer = {
+        let (stop, acked, failures, slowest) = (stop.clone(), acked.clone(), failures.clone(), slowest.clone());
+        std::thread::spawn(move || {
+            let mut block = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let rows: String = (block * 10..block * 10 + 10).map(|k| format!("{k}\n")).collect();
+                let token = format!("insert_deduplication_token=blk{block}");
+                // The same block with the same token until acknowledged,
+                // through either node that is never killed.
+                for attempt in 0..40 {
+                    let port = if attempt % 2 == 0 { p1 } else { p3 };
+                    let t0 = std::time::Instant::now();
+                    let r = post(port, &token, "INSERT INTO kd FORMAT TSV", rows.as_bytes(), T);
+                    let took = t0.elapsed();
+                    match r {
+                        Ok((200, _)) => {
+                            let mut s = slowest.lock().unwrap();
+                            *s = (*s).max(took);
+                            acked.lock().unwrap().push(block);
+                            break;
+                        }
+                        _ => {
+                            *failures.lock().unwrap() += 1;
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                    }
+                }
+                block += 1;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let before = acked.lock().unwrap().len();
+    c.node(2).kill9();
+    c.node(4).kill9();
+    assert!(!c.node(2).is_up() && !c.node(4).is_up(), "the kills did not happen");
+    std::thread::sleep(Duration::from_secs(2));
+    c.node(2).start().unwrap();
+    c.node(4).start().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let failures = *failures.lock().unwrap();
+    let slowest = *slowest.lock().unwrap();
+    assert!(before >= 5, "only {before} blocks acknowledged before the kills");
+    assert!(acked.len() >= before + 5, "only {} blocks acknowledged after the restart", acked.len() - before);
+    // Without a quorum a shard's insert waits (or fails and is retried):
+    // the kills must show in the writer's history.
+    assert!(
+        failures >= 1 || slowest >= Duration::from_secs(1),
+        "no insert failed or waited (slowest {slowest:?}): the kills did nothing"
+    );
+    // Every acknowledged block once, read through the Distributed table
+    // from both entry nodes, each shard's replicas agreeing.
+    let want: u64 = acked.iter().map(|b| (b * 10..b * 10 + 10).sum::<u64>()).sum();
+    for port in [p1, p3] {
+        let got = post(port, "", "SELECT count() - uniqExact(k) FROM kd", b"", T).unwrap().1;
+        assert_eq!(got.trim(), "0", "duplicated rows through port {port}");
+        let keys = post(port, "", "SELECT k FROM kd ORDER BY k FORMAT TSV", b"", T).unwrap().1;
+        let have: std::collections::BTreeSet<u64> = keys.lines().filter_map(|l| l.parse().ok()).collect();
+        let missing: Vec<u64> = acked.iter().filter(|b| !have.contains(&(**b * 10))).copied().collect();
+        assert!(missing.is_empty(), "acknowledged blocks missing through port {port}: {missing:?}");
+        let sum: u64 = acked.iter().flat_map(|b| *b * 10..*b * 10 + 10).filter(|k| have.contains(k)).sum();
+        assert_eq!(sum, want, "acknowledged rows through port {port}");
+    }
+    for i in 1..=4 {
+        let problems = c.node(i).log_problems(5);
+        assert!(!problems.contains("panicked"), "node {i}: {problems}");
+    }
+}
