@@ -18,6 +18,7 @@ USAGE:
         merge_threads = 2             # background merge pool (default: cores, at most 8)
         memory_limit_bytes = 0        # default max_memory_usage of a query (0: none)
         os_threads_nice_value_merge_mutate = 10  # CPU priority of merges and mutations
+        max_concurrent_queries = 0    # statements run at once (0: no limit)
         [cluster]                     # several nodes (default: a one-node cluster)
         name = \"shardhouse\"
         node_id = 1                   # this node

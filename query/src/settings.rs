@@ -35,6 +35,13 @@ pub const KNOWN: &[Known] = &[
     k("result_overflow_mode", "throw", "OverflowMode", "throw or break when max_result_rows is exceeded"),
     k("max_execution_time", "0", "Seconds", "Longest a query may run, in seconds (0: no limit)"),
     k(
+        "queue_max_wait_ms",
+        "0",
+        "Milliseconds",
+        "How long a statement waits for a query slot when max_concurrent_queries are running",
+    ),
+    k("priority", "0", "UInt64", "Order of statements waiting for a slot: 1 first, larger later, 0 (none) last"),
+    k(
         "distributed_ddl_task_timeout",
         "180",
         "Int64",
@@ -135,7 +142,9 @@ impl Settings {
             && k.applied
         {
             let expected = match k.ty {
-                "UInt64" | "MaxThreads" | "Seconds" if value != "auto" && value.parse::<u64>().is_err() => {
+                "UInt64" | "MaxThreads" | "Seconds" | "Milliseconds"
+                    if value != "auto" && value.parse::<u64>().is_err() =>
+                {
                     Some("an unsigned integer")
                 }
                 "Bool" if !matches!(value.to_ascii_lowercase().as_str(), "0" | "1" | "true" | "false") => {

@@ -35,6 +35,8 @@ pub struct Server {
     pub(crate) macros: BTreeMap<String, String>,
     /// Where this server's HTTP interface listens.
     pub(crate) http_address: String,
+    /// Query slots (`max_concurrent_queries`).
+    pub(crate) admission: super::admission::Admission,
     /// `ON CLUSTER` statements applied here (the metadata group's applier).
     pub(crate) ddl_log: Arc<coordinator::ddl_log::DdlLog>,
     /// Databases and table definitions.
@@ -91,6 +93,7 @@ impl Server {
             remote_servers: cfg.remote_servers.clone(),
             macros: cfg.node_macros(),
             http_address: cfg.server.http_listen.to_string(),
+            admission: super::admission::Admission::new(cfg.server.max_concurrent_queries),
             ddl_log: coordinator::ddl_log::DdlLog::open(&data_dir.join("ddl")).map_err(QueryError::bad_arguments)?,
             catalog: Arc::new(disk.clone()),
             replication: Arc::new(coordinator::cluster::Replication::new(

@@ -9,6 +9,7 @@
 //! merge_threads = 2             # background merge pool
 //! os_threads_nice_value_merge_mutate = 10  # merge threads' nice value (-20..19)
 //! memory_limit_bytes = 0        # default max_memory_usage of a query (0: none)
+//! max_concurrent_queries = 0    # statements run at once (0: no limit)
 //!
 //! [settings]                    # default query settings, as in a SET
 //! max_threads = 2
@@ -50,6 +51,8 @@ pub struct ServerSection {
     /// Nice value of merge threads: inserts and queries come first.
     pub os_threads_nice_value_merge_mutate: i32,
     pub memory_limit_bytes: u64,
+    /// Statements this node runs at once (0: no limit); see `admission.rs`.
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for ServerSection {
@@ -61,6 +64,7 @@ impl Default for ServerSection {
             merge_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8),
             os_threads_nice_value_merge_mutate: storage::background::DEFAULT_MERGE_NICE,
             memory_limit_bytes: 0,
+            max_concurrent_queries: 0,
         }
     }
 }

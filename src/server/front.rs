@@ -87,6 +87,14 @@ impl Server {
         }
         merged.merge(&q.settings);
         q.settings = merged;
+        // Held until the statement is done; statements applied from the
+        // catalog group are the cluster's, not a client's, and never wait.
+        let _slot = if q.from_ddl_log {
+            None
+        } else {
+            let wait = std::time::Duration::from_millis(q.settings.u64("queue_max_wait_ms"));
+            Some(self.admission.enter(q.settings.u64("priority"), wait).await?)
+        };
         // Inline INSERT rows are data, not query text: they neither count
         // towards max_query_size nor hold parameters.
         let (head, rest) = match split_insert_format(sql) {

@@ -4,6 +4,7 @@
 //! the ClickHouse HTTP interface (`http`, `front`), system tables (`system`,
 //! `system_replication`), the query log and the configuration file.
 
+mod admission;
 mod catalog;
 pub mod config;
 mod ddl;

@@ -2,6 +2,7 @@
 //! clients, the catalog on disk, clusters of shards, and SQL behaviour as
 //! sqllogictest files.
 
+mod admission;
 mod catalog;
 mod clients;
 mod http;
