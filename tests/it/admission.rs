@@ -27,7 +27,7 @@ fn a_node_runs_at_most_max_concurrent_queries_and_the_rest_wait_or_fail() {
         let t0 = Instant::now();
         let first = tokio::spawn(run(0, slow));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let refused = run(0, "SELECT 1").await.err().expect("a second statement ran beside the first");
+        let refused = run(0, "SELECT 1").await.expect_err("a second statement ran beside the first");
         assert_eq!((refused.code, refused.name), (202, "TOO_MANY_SIMULTANEOUS_QUERIES"), "{refused}");
         let waited = run(120_000, "SELECT 1").await;
         assert!(waited.is_ok(), "{waited:?}");
