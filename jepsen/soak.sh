@@ -7,6 +7,7 @@
 #
 #   jepsen/soak.sh [MINUTES] [SECONDS_PER_RUN] [FIRST_SEED]
 #   RELEASE=1 jepsen/soak.sh 10      # against the release build
+#   SOAK_BIN=… SOAK_JEPSEN=… jepsen/soak.sh 10   # against copies of the binaries
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${1:-10}
@@ -15,10 +16,16 @@ SEED=${3:-1}
 PROFILE=debug
 FLAGS=()
 if [ "${RELEASE:-0}" = 1 ]; then PROFILE=release; FLAGS=(--release); fi
-cargo build "${FLAGS[@]}" -p shardhouse -p jepsen --bins
 TARGET="${CARGO_TARGET_DIR:-target}"
-BIN="$TARGET/$PROFILE/shardhouse"
-JEPSEN="$TARGET/$PROFILE/jepsen"
+if [ -n "${SOAK_BIN:-}" ] && [ -n "${SOAK_JEPSEN:-}" ]; then
+  # Binaries copied aside: later builds in the target dir cannot change
+  # what a long soak tests.
+  BIN="$SOAK_BIN" JEPSEN="$SOAK_JEPSEN"
+else
+  cargo build "${FLAGS[@]}" -p shardhouse -p jepsen --bins
+  BIN="$TARGET/$PROFILE/shardhouse"
+  JEPSEN="$TARGET/$PROFILE/jepsen"
+fi
 end=$(( $(date +%s) + MINUTES * 60 ))
 runs=0; failed=0
 while [ "$(date +%s)" -lt "$end" ]; do
