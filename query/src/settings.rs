@@ -82,6 +82,13 @@ pub const KNOWN: &[Known] = &[
     ),
     k("insert_distributed_sync", "1", "Bool", "Alias of distributed_foreground_insert"),
     k(
+        "load_balancing",
+        "random",
+        "LoadBalancing",
+        "Which replica of a shard a Distributed read asks: random, in_order, nearest_hostname, first_or_random",
+    ),
+    k("prefer_localhost_replica", "1", "Bool", "Distributed reads ask this node's own replica of a shard first"),
+    k(
         "skip_unavailable_shards",
         "0",
         "Bool",
@@ -151,6 +158,9 @@ impl Settings {
                     Some("0, 1, true or false")
                 }
                 "OverflowMode" if value != "throw" && value != "break" => Some("throw or break"),
+                "LoadBalancing" if coordinator::engine::distributed::LoadBalancing::parse(value).is_none() => {
+                    Some("random, in_order, nearest_hostname or first_or_random")
+                }
                 "UInt64Auto" if value != "auto" && value != "all" && value.parse::<u64>().is_err() => {
                     Some("an unsigned integer, auto or all")
                 }

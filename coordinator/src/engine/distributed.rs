@@ -37,6 +37,91 @@ pub struct ShardTarget {
     pub replicas: Vec<(u64, String)>,
 }
 
+/// How a shard's replica is chosen (`load_balancing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadBalancing {
+    /// A random replica first (ClickHouse's default).
+    #[default]
+    Random,
+    /// Replicas in configuration order.
+    InOrder,
+    /// The replica whose host name differs least from this node's, then in order.
+    NearestHostname,
+    /// The first replica, then the others in random order.
+    FirstOrRandom,
+}
+
+impl LoadBalancing {
+    /// The setting's value, if it is one of ours.
+    pub fn parse(v: &str) -> Option<LoadBalancing> {
+        match v.to_ascii_lowercase().as_str() {
+            "random" => Some(LoadBalancing::Random),
+            "in_order" => Some(LoadBalancing::InOrder),
+            "nearest_hostname" => Some(LoadBalancing::NearestHostname),
+            "first_or_random" => Some(LoadBalancing::FirstOrRandom),
+            _ => None,
+        }
+    }
+}
+
+/// Which replicas of a shard to try, in order: `load_balancing`, and
+/// `prefer_localhost_replica` putting this node's own first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaOrder {
+    pub policy: LoadBalancing,
+    pub prefer_local: bool,
+}
+
+impl Default for ReplicaOrder {
+    fn default() -> Self {
+        ReplicaOrder { policy: LoadBalancing::Random, prefer_local: true }
+    }
+}
+
+/// `replicas` in the order `order` tries them, for node `me` at `my_host`;
+/// `seed` drives the random policies.
+pub fn order_replicas(
+    replicas: &[(u64, String)],
+    order: ReplicaOrder,
+    me: u64,
+    my_host: &str,
+    seed: u64,
+) -> Vec<(u64, String)> {
+    let mut r = replicas.to_vec();
+    let mut x = seed | 1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    match order.policy {
+        LoadBalancing::InOrder => {}
+        LoadBalancing::Random => {
+            for i in (1..r.len()).rev() {
+                r.swap(i, (next() % (i as u64 + 1)) as usize);
+            }
+        }
+        LoadBalancing::FirstOrRandom => {
+            for i in (2..r.len()).rev() {
+                r.swap(i, 1 + (next() % i as u64) as usize);
+            }
+        }
+        LoadBalancing::NearestHostname => {
+            let host = |a: &str| a.rsplit_once(':').map_or(a, |(h, _)| h).to_string();
+            let differ = |h: &str| {
+                let (a, b) = (h.as_bytes(), my_host.as_bytes());
+                a.iter().zip(b).filter(|(x, y)| x != y).count() + a.len().abs_diff(b.len())
+            };
+            r.sort_by_key(|(_, addr)| differ(&host(addr)));
+        }
+    }
+    if order.prefer_local {
+        r.sort_by_key(|(n, _)| *n != me);
+    }
+    r
+}
+
 /// A Distributed table on this node.
 #[derive(Debug)]
 pub struct DistributedTable {
@@ -98,15 +183,9 @@ impl DistributedTable {
         format!("`{}`.`{}`", self.database.replace('`', "\\`"), self.table.replace('`', "\\`"))
     }
 
-    /// The shard's replicas in the order to try them: this node first.
-    fn replicas_of(&self, shard: &ShardTarget) -> Vec<(u64, String)> {
-        let mut r = shard.replicas.clone();
-        r.sort_by_key(|(n, _)| *n != self.me);
-        r
-    }
-
     /// Runs `sql` (with `body`) on one replica of `shard`, trying the next
     /// replica when one cannot be reached; a replica's own error is final.
+    /// Inserts go to this node's own replica first, then in order.
     pub async fn on_shard(
         &self,
         shard: &ShardTarget,
@@ -114,10 +193,32 @@ impl DistributedTable {
         settings: &[(String, String)],
         body: &[u8],
     ) -> Result<Vec<u8>> {
+        let order = ReplicaOrder { policy: LoadBalancing::InOrder, prefer_local: true };
+        self.on_shard_in(shard, order, sql, settings, body).await
+    }
+
+    /// [`Self::on_shard`] trying the replicas in `order`.
+    pub async fn on_shard_in(
+        &self,
+        shard: &ShardTarget,
+        order: ReplicaOrder,
+        sql: &str,
+        settings: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Vec<u8>> {
         let mut params: Vec<(&str, &str)> = vec![("query", sql)];
         params.extend(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut errors = Vec::new();
-        for (node, addr) in self.replicas_of(shard) {
+        let my_host = shard
+            .replicas
+            .iter()
+            .chain(self.shards.iter().flat_map(|s| s.replicas.iter()))
+            .find(|(n, _)| *n == self.me)
+            .map(|(_, a)| a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h).to_string())
+            .unwrap_or_default();
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        for (node, addr) in order_replicas(&shard.replicas, order, self.me, &my_host, seed) {
             match crate::remote::post(&addr, &params, body, self.timeout).await {
                 Ok(b) => return Ok(b),
                 Err(RemoteError::Unreachable(m)) => errors.push(format!("replica {node} ({addr}): {m}")),
@@ -325,6 +426,29 @@ impl TableEngine for DistributedTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_are_tried_as_load_balancing_and_prefer_localhost_replica_say() {
+        let reps: Vec<(u64, String)> =
+            vec![(1, "10.0.0.1:8123".into()), (2, "10.0.9.9:8123".into()), (3, "10.0.0.2:8123".into())];
+        let ids = |order, me, host: &str, seed| -> Vec<u64> {
+            order_replicas(&reps, order, me, host, seed).iter().map(|r| r.0).collect()
+        };
+        let o = |policy, prefer_local| ReplicaOrder { policy, prefer_local };
+        assert_eq!(ids(o(LoadBalancing::InOrder, false), 3, "", 1), [1, 2, 3]);
+        assert_eq!(ids(o(LoadBalancing::InOrder, true), 3, "", 1), [3, 1, 2]);
+        assert_eq!(ids(o(LoadBalancing::NearestHostname, false), 9, "10.0.0.3", 1), [1, 3, 2]);
+        let firsts: std::collections::BTreeSet<u64> =
+            (1..50).map(|s| ids(o(LoadBalancing::Random, false), 9, "", s)[0]).collect();
+        assert_eq!(firsts.len(), 3, "random spreads the first choice");
+        assert!((1..50).all(|s| ids(o(LoadBalancing::FirstOrRandom, false), 9, "", s)[0] == 1));
+        let mut all = ids(o(LoadBalancing::Random, true), 2, "", 7);
+        assert_eq!(all[0], 2);
+        all.sort_unstable();
+        assert_eq!(all, [1, 2, 3]);
+        assert_eq!(LoadBalancing::parse("IN_ORDER"), Some(LoadBalancing::InOrder));
+        assert_eq!(LoadBalancing::parse("round_robin"), None);
+    }
 
     #[test]
     fn sharding_values_wrap_as_clickhouse_casts() {

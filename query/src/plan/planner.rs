@@ -145,6 +145,15 @@ impl Planner {
         if q.settings.bool("select_sequential_consistency") {
             state.config_mut().set_extension(Arc::new(crate::table::SequentialConsistency));
         }
+        let policy = coordinator::engine::distributed::LoadBalancing::parse(
+            q.settings.get("load_balancing").unwrap_or("random"),
+        )
+        .unwrap_or_default();
+        let order = coordinator::engine::distributed::ReplicaOrder {
+            policy,
+            prefer_local: q.settings.bool("prefer_localhost_replica"),
+        };
+        state.config_mut().set_extension(Arc::new(crate::table::ReplicaChoice(order)));
         if q.settings.bool("skip_unavailable_shards") {
             state.config_mut().set_extension(Arc::new(crate::table::SkipUnavailableShards));
         }

@@ -117,11 +117,12 @@ impl PartitionStream for ShardStream {
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (engine, shard, sql, schema) = (self.engine.clone(), self.shard, self.sql.clone(), self.schema.clone());
         let skip = ctx.session_config().get_extension::<super::SkipUnavailableShards>().is_some();
+        let order = ctx.session_config().get_extension::<super::ReplicaChoice>().map(|c| c.0).unwrap_or_default();
         let out = schema.clone();
         let fut = async move {
             let dist = engine.distributed().ok_or_else(|| DataFusionError::Internal("not Distributed".into()))?;
             let target = dist.shards()[shard].clone();
-            match dist.on_shard(&target, &sql, &[], b"").await {
+            match dist.on_shard_in(&target, order, &sql, &[], b"").await {
                 Ok(bytes) => decode(&bytes, &schema),
                 Err(coordinator::EngineError::ShardUnreachable { shard, .. }) if skip => {
                     tracing::warn!(shard, "skip_unavailable_shards: shard left out of the answer");

@@ -58,3 +58,8 @@ pub struct SequentialConsistency;
 /// shard with no reachable replica instead of failing.
 #[derive(Debug, Default)]
 pub struct SkipUnavailableShards;
+
+/// `load_balancing` and `prefer_localhost_replica` of a query, for its
+/// Distributed reads.
+#[derive(Debug, Default)]
+pub struct ReplicaChoice(pub coordinator::engine::distributed::ReplicaOrder);
