@@ -484,6 +484,31 @@ fn distributed_tables_route_by_weight_and_read_every_shard() {
     assert_eq!(ok(p4, "SELECT k FROM hits WHERE k >= 29998 ORDER BY k", b""), "29998\n29999");
     // count() alone: each shard counts its own rows.
     assert_eq!(ok(p2, "SELECT count() FROM hits", b""), "30000");
+    // Aggregations run on the shards (partial states merged here) and
+    // answer as one node holding every row does (a plain MergeTree table
+    // created without ON CLUSTER stays on node 1).
+    ok(p1, "CREATE TABLE flat (k UInt64, v String) ENGINE = MergeTree ORDER BY k", b"");
+    ok(p1, "INSERT INTO flat FORMAT TSV", rows.as_bytes());
+    for q in [
+        "SELECT uniqExact(v), uniq(k), count(DISTINCT k % 13), avg(k), min(v), max(k) FROM {t}",
+        "SELECT argMin(v, k), argMax(v, k), groupBitmap(k % 777), sum(k) FROM {t} WHERE k % 3 = 1",
+        "SELECT v, count(), sum(k), uniqExact(k % 7) FROM {t} GROUP BY v ORDER BY count() DESC, v LIMIT 5",
+        "SELECT k % 10 AS d, avg(k), countIf(v = 'v7') FROM {t} WHERE k > 100 GROUP BY d ORDER BY d",
+        "SELECT count() FROM {t} WHERE v = 'v3'",
+        "SELECT count(DISTINCT k % 100) FROM {t}",
+    ] {
+        let (d, f) = (q.replace("{t}", "hits"), q.replace("{t}", "flat"));
+        assert_eq!(ok(p1, &d, b""), ok(p1, &f, b""), "{q}");
+        let plan = ok(p1, &format!("EXPLAIN {d}"), b"");
+        assert!(plan.contains("ShardAggregate"), "{q} aggregates on the shards:\n{plan}");
+    }
+    let (qd, qf) = ("SELECT quantile(0.9)(k) FROM hits", "SELECT quantile(0.9)(k) FROM flat");
+    let (qd, qf): (f64, f64) = (ok(p1, qd, b"").parse().unwrap(), ok(p1, qf, b"").parse().unwrap());
+    assert!((qd - qf).abs() <= 300.0 && (qd - 27_000.0).abs() <= 300.0, "quantile {qd} vs {qf}");
+    // distributed_group_by_no_merge: each shard's own groups, unmerged.
+    let r = ok(p1, "SELECT count() FROM hits SETTINGS distributed_group_by_no_merge = 1", b"");
+    let per_shard: Vec<u64> = r.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!((per_shard.len(), per_shard.iter().sum::<u64>()), (2, 30_000), "{r}");
 
     // By a column: slot = k % 3, slot 0 is shard 1's, slots 1 and 2 shard 2's.
     ok(p1, "CREATE TABLE byk ON CLUSTER c AS hits_local ENGINE = Distributed(c, default, hits_local, k)", b"");
@@ -501,6 +526,12 @@ fn distributed_tables_route_by_weight_and_read_every_shard() {
     assert!(r.1.contains("ALL_CONNECTION_TRIES_FAILED") && r.1.contains("shard 2"), "{r:?}");
     let r = post(p2, "skip_unavailable_shards=1", "SELECT count() FROM hits", b"", T).unwrap();
     assert_eq!((r.0, r.1.trim()), (200, "100"), "shard 1's rows alone");
+    // A read pinned to keys of shard 1 (slot k % 3 = 0) needs only shard 1.
+    let pinned = "SELECT count() FROM byk WHERE k IN (3, 6) OR k = 9";
+    assert!(post(p1, "", pinned, b"", T).unwrap().1.contains("ALL_CONNECTION_TRIES_FAILED"));
+    let pinned = "SELECT count() FROM byk WHERE k IN (3, 6)";
+    let r = post(p1, "optimize_skip_unused_shards=1", pinned, b"", T).unwrap();
+    assert_eq!((r.0, r.1.trim()), (200, "2"), "optimize_skip_unused_shards");
     let r = post(p1, "", "INSERT INTO byk FORMAT TSV", b"1\tx\n", T).unwrap();
     assert!(r.1.contains("ALL_CONNECTION_TRIES_FAILED") && r.1.contains("shard 2"), "{r:?}");
 }

@@ -89,6 +89,30 @@ pub const KNOWN: &[Known] = &[
     ),
     k("prefer_localhost_replica", "1", "Bool", "Distributed reads ask this node's own replica of a shard first"),
     k(
+        "optimize_skip_unused_shards",
+        "0",
+        "Bool",
+        "Distributed reads whose WHERE pins the sharding key (k = c, k IN (…)) ask only the shards those rows go to",
+    ),
+    k(
+        "distributed_group_by_no_merge",
+        "0",
+        "Bool",
+        "Distributed reads: each shard aggregates completely and the initiator concatenates the shards' groups",
+    ),
+    k(
+        "dialect",
+        "clickhouse",
+        "Dialect",
+        "The SQL dialect of queries: clickhouse, or datafusion (what a Distributed query's initiator sends its shards)",
+    ),
+    k(
+        "stage",
+        "complete",
+        "QueryStage",
+        "How far a query runs: complete, or with_mergeable_state (partial aggregation states, as a shard sends them)",
+    ),
+    k(
         "skip_unavailable_shards",
         "0",
         "Bool",
@@ -160,6 +184,10 @@ impl Settings {
                 "OverflowMode" if value != "throw" && value != "break" => Some("throw or break"),
                 "LoadBalancing" if coordinator::engine::distributed::LoadBalancing::parse(value).is_none() => {
                     Some("random, in_order, nearest_hostname or first_or_random")
+                }
+                "Dialect" if value != "clickhouse" && value != "datafusion" => Some("clickhouse or datafusion"),
+                "QueryStage" if value != "complete" && value != "with_mergeable_state" => {
+                    Some("complete or with_mergeable_state")
                 }
                 "UInt64Auto" if value != "auto" && value != "all" && value.parse::<u64>().is_err() => {
                     Some("an unsigned integer, auto or all")

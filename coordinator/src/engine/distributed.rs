@@ -178,6 +178,37 @@ impl DistributedTable {
         &self.shards
     }
 
+    /// The one column the sharding key reads, if it reads exactly one
+    /// (`rand()` reads none: no read can be pinned to a shard).
+    pub fn key_column(&self) -> Option<String> {
+        let key = self.key.as_ref().filter(|k| !is_rand(k))?;
+        let compiler = storage::expr::ExprCompiler::new(self.storage.schema().clone()).ok()?;
+        let (_, cols) = compiler.compile_with_columns(key).ok()?;
+        (cols.len() == 1).then(|| cols[0].clone())
+    }
+
+    /// The shards (indices into [`Self::shards`]) rows whose key column
+    /// holds one of `values` are sent to (`optimize_skip_unused_shards`).
+    pub fn shards_for(&self, values: &ArrayRef) -> Result<std::collections::BTreeSet<usize>> {
+        let (Some(col), Some(key), Some(slots)) = (self.key_column(), &self.key, &self.slots) else {
+            return Ok((0..self.shards.len()).collect());
+        };
+        let field = self.storage.schema().field_with_name(&col).map_err(|e| EngineError::BadConfig(e.to_string()))?;
+        let values = cast(values, field.data_type()).map_err(|e| EngineError::BadConfig(e.to_string()))?;
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![field.clone().with_nullable(true)]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![values]).map_err(|e| EngineError::BadConfig(e.to_string()))?;
+        let expr = storage::expr::ExprCompiler::new(schema)?.compile(key)?;
+        let v =
+            expr.evaluate(&batch).and_then(|c| c.into_array(batch.num_rows())).map_err(storage::StorageError::from)?;
+        Ok(as_u64(&v)?.into_iter().map(|x| slots.shard_of(x)).collect())
+    }
+
+    /// The database and table every shard holds the rows in.
+    pub fn remote_names(&self) -> (&str, &str) {
+        (&self.database, &self.table)
+    }
+
     /// `database.table` on every shard, quoted for SQL.
     pub fn remote_table(&self) -> String {
         format!("`{}`.`{}`", self.database.replace('`', "\\`"), self.table.replace('`', "\\`"))
@@ -448,6 +479,34 @@ mod tests {
         assert_eq!(all, [1, 2, 3]);
         assert_eq!(LoadBalancing::parse("IN_ORDER"), Some(LoadBalancing::InOrder));
         assert_eq!(LoadBalancing::parse("round_robin"), None);
+    }
+
+    #[test]
+    fn a_read_pinned_to_key_values_needs_only_their_shards() {
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("k", DataType::UInt64, false),
+            arrow::datatypes::Field::new("v", DataType::Utf8, false),
+        ]));
+        let def = storage::TableDef {
+            schema,
+            engine: storage::Engine::MergeTree,
+            partition_by: None,
+            order_by: vec![],
+            settings: Default::default(),
+        };
+        let storage = storage::Table::new(def).unwrap();
+        let shard = |num, weight| ShardTarget { num, weight, replicas: vec![(num as u64, String::new())] };
+        let t = |key: &str| {
+            DistributedTable::new(storage.clone(), "c", "db", "t", Some(key.into()), vec![shard(1, 1), shard(2, 2)], 1)
+                .unwrap()
+        };
+        let vals: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![3, 4]));
+        assert_eq!(t("k").key_column().as_deref(), Some("k"));
+        assert_eq!(t("k").shards_for(&vals).unwrap(), [0, 1].into());
+        let three: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![3, 6]));
+        assert_eq!(t("k").shards_for(&three).unwrap(), [0].into(), "slot 0 of 3 is shard 1's");
+        assert_eq!(t("intHash64(k)").key_column().as_deref(), Some("k"));
+        assert_eq!(t("rand()").key_column(), None);
     }
 
     #[test]

@@ -6,4 +6,5 @@ pub mod fast_agg;
 pub mod functions;
 pub mod numbers;
 pub mod planner;
+pub mod shard_agg;
 pub mod truthiness;

@@ -49,6 +49,8 @@ impl Planner {
             .with_config(config)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(crate::plan::fast_agg::FastAggregate))
+            .with_optimizer_rule(Arc::new(crate::plan::shard_agg::PushAggregateToShards))
+            .with_query_planner(Arc::new(crate::plan::shard_agg::ShardAwareQueryPlanner))
             .build();
         let ctx = SessionContext::new_with_state(state);
         for udf in storage::expr::clickhouse_udfs() {
@@ -154,11 +156,29 @@ impl Planner {
             prefer_local: q.settings.bool("prefer_localhost_replica"),
         };
         state.config_mut().set_extension(Arc::new(crate::table::ReplicaChoice(order)));
+        if q.settings.bool("optimize_skip_unused_shards") {
+            state.config_mut().set_extension(Arc::new(crate::table::SkipUnusedShards));
+        }
+        if q.settings.bool("distributed_group_by_no_merge") {
+            state.config_mut().set_extension(Arc::new(crate::plan::shard_agg::NoMerge));
+        }
         if q.settings.bool("skip_unavailable_shards") {
             state.config_mut().set_extension(Arc::new(crate::table::SkipUnavailableShards));
         }
-        let mut stmt = state.sql_to_statement(sql, &datafusion::config::Dialect::ClickHouse).map_err(df)?;
-        if let datafusion::sql::parser::Statement::Statement(s) = &mut stmt {
+        // A shard's part of a Distributed query comes as DataFusion's own SQL
+        // (its unparser's), with its functions already rewritten.
+        let datafusion_sql = q.settings.get("dialect") == Some("datafusion");
+        let dialect =
+            if datafusion_sql { datafusion::config::Dialect::Generic } else { datafusion::config::Dialect::ClickHouse };
+        let mut stmt = state.sql_to_statement(sql, &dialect).map_err(df)?;
+        // EXPLAIN shows the plan of the statement as it runs: rewritten too.
+        let inner = match &mut stmt {
+            datafusion::sql::parser::Statement::Explain(e) => &mut *e.statement,
+            other => other,
+        };
+        if let datafusion::sql::parser::Statement::Statement(s) = inner
+            && !datafusion_sql
+        {
             crate::plan::functions::rewrite_statement(s)?;
         }
         let plan = state.statement_to_plan(stmt).await.map_err(df)?;
@@ -175,12 +195,22 @@ impl Planner {
                 .with_runtime_env(runtime.clone())
                 .build();
             let frame = SessionContext::new_with_state(state).execute_logical_plan(plan).await.map_err(df)?;
-            return Ok(Planned { frame, runtime });
+            return Ok(Planned { frame, runtime, mergeable: false });
         }
         // A query runs with the session's state as it is and the runtime
         // given to its task context: rebuilding a SessionState around the
         // runtime re-registered every function, a third of `SELECT 1`.
-        Ok(Planned { frame: datafusion::dataframe::DataFrame::new(state, plan), runtime })
+        let mergeable =
+            q.settings.get(crate::plan::shard_agg::STAGE) == Some(crate::plan::shard_agg::WITH_MERGEABLE_STATE);
+        if mergeable {
+            // A count answered from statistics has no partial state to send.
+            let rules =
+                state.physical_optimizers().iter().filter(|r| r.name() != "aggregate_statistics").cloned().collect();
+            state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+                .with_physical_optimizer_rules(rules)
+                .build();
+        }
+        Ok(Planned { frame: datafusion::dataframe::DataFrame::new(state, plan), runtime, mergeable })
     }
 }
 
@@ -216,6 +246,9 @@ pub fn rewrite_final(sql: &str) -> Result<String, QueryError> {
 pub struct Planned {
     frame: datafusion::dataframe::DataFrame,
     runtime: Arc<RuntimeEnv>,
+    /// `stage = with_mergeable_state`: run up to the partial aggregation
+    /// (a shard's part of a Distributed query).
+    mergeable: bool,
 }
 
 impl Planned {
@@ -232,7 +265,10 @@ impl Planned {
     /// Runs the statement to the end.
     pub async fn collect(self) -> Result<Vec<arrow::array::RecordBatch>, QueryError> {
         let task = Arc::new(self.task_ctx());
-        let plan = self.frame.create_physical_plan().await.map_err(df)?;
+        let mut plan = self.frame.create_physical_plan().await.map_err(df)?;
+        if self.mergeable {
+            plan = crate::plan::shard_agg::mergeable_state(plan).map_err(df)?;
+        }
         datafusion::physical_plan::collect(plan, task).await.map_err(df)
     }
 
@@ -242,9 +278,13 @@ impl Planned {
         self,
         stats: &Arc<crate::metering::QueryStats>,
     ) -> Result<(SchemaRef, Vec<arrow::array::RecordBatch>), QueryError> {
-        let schema: SchemaRef = Arc::new(self.schema().as_arrow().clone());
+        let mut schema: SchemaRef = Arc::new(self.schema().as_arrow().clone());
         let task = Arc::new(self.task_ctx());
-        let physical = self.frame.create_physical_plan().await.map_err(df)?;
+        let mut physical = self.frame.create_physical_plan().await.map_err(df)?;
+        if self.mergeable {
+            physical = crate::plan::shard_agg::mergeable_state(physical).map_err(df)?;
+            schema = physical.schema();
+        }
         // EXPLAIN ANALYZE prints the plan it ran: leave it unwrapped.
         let physical = if matches!(physical.name(), "AnalyzeExec" | "ExplainExec") {
             physical

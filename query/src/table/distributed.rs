@@ -52,7 +52,7 @@ impl TableProvider for DistributedProvider {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -86,12 +86,50 @@ impl TableProvider for DistributedProvider {
             sql.push_str(&format!(" LIMIT {l}"));
         }
         sql.push_str(" FORMAT ArrowStream");
-        let parts: Vec<Arc<dyn PartitionStream>> = (0..dist.shards().len())
+        let shards = self.shards_to_ask(state, filters)?;
+        self.shard_exec(shards, sql, Vec::new(), schema)
+    }
+}
+
+impl DistributedProvider {
+    /// The shards a read with `filters` asks: all, or with
+    /// `optimize_skip_unused_shards` those the pinned key values go to.
+    pub(crate) fn shards_to_ask(&self, state: &dyn Session, filters: &[Expr]) -> datafusion::error::Result<Vec<usize>> {
+        let dist = self
+            .engine
+            .distributed()
+            .ok_or_else(|| DataFusionError::Internal("a Distributed provider over another engine".into()))?;
+        let mut shards: Vec<usize> = (0..dist.shards().len()).collect();
+        if state.config().get_extension::<super::SkipUnusedShards>().is_some()
+            && let Some(col) = dist.key_column()
+        {
+            for values in filters.iter().filter_map(|f| pinned_values(f, &col)) {
+                let keep = dist
+                    .shards_for(&values)
+                    .map_err(|e| DataFusionError::External(Box::new(crate::error::QueryError::engine(&e))))?;
+                shards.retain(|s| keep.contains(s));
+            }
+        }
+        Ok(shards)
+    }
+
+    /// One partition per shard in `shards`, each the answer of `sql` (with
+    /// `settings`) on a replica of it, as batches of `schema` by position.
+    pub(crate) fn shard_exec(
+        &self,
+        shards: Vec<usize>,
+        sql: String,
+        settings: Vec<(String, String)>,
+        schema: SchemaRef,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let parts: Vec<Arc<dyn PartitionStream>> = shards
+            .into_iter()
             .map(|i| {
                 Arc::new(ShardStream {
                     engine: self.engine.clone(),
                     shard: i,
                     sql: sql.clone(),
+                    settings: settings.clone(),
                     schema: schema.clone(),
                 }) as Arc<dyn PartitionStream>
             })
@@ -100,12 +138,46 @@ impl TableProvider for DistributedProvider {
     }
 }
 
+/// The values a filter pins `col` to: `col = c`, `c = col`, `col IN (c, …)`
+/// and ORs of those (DataFusion writes a short IN list as one).
+fn pinned_values(f: &Expr, col: &str) -> Option<arrow::array::ArrayRef> {
+    datafusion::common::ScalarValue::iter_to_array(pinned_literals(f, col)?).ok()
+}
+
+fn pinned_literals(f: &Expr, col: &str) -> Option<Vec<datafusion::common::ScalarValue>> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let is_col = |e: &Expr| matches!(e, Expr::Column(c) if c.name == col);
+    let lits: Vec<datafusion::common::ScalarValue> = match f {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => match (&**left, &**right) {
+            (l, Expr::Literal(v, _)) if is_col(l) => vec![v.clone()],
+            (Expr::Literal(v, _), r) if is_col(r) => vec![v.clone()],
+            _ => return None,
+        },
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            let mut l = pinned_literals(left, col)?;
+            l.extend(pinned_literals(right, col)?);
+            l
+        }
+        Expr::InList(i) if !i.negated && is_col(&i.expr) => i
+            .list
+            .iter()
+            .map(|e| match e {
+                Expr::Literal(v, _) => Some(v.clone()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?,
+        _ => return None,
+    };
+    Some(lits)
+}
+
 /// One shard's rows.
 #[derive(Debug)]
 struct ShardStream {
     engine: Arc<dyn TableEngine>,
     shard: usize,
     sql: String,
+    settings: Vec<(String, String)>,
     schema: SchemaRef,
 }
 
@@ -116,13 +188,14 @@ impl PartitionStream for ShardStream {
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (engine, shard, sql, schema) = (self.engine.clone(), self.shard, self.sql.clone(), self.schema.clone());
+        let settings = self.settings.clone();
         let skip = ctx.session_config().get_extension::<super::SkipUnavailableShards>().is_some();
         let order = ctx.session_config().get_extension::<super::ReplicaChoice>().map(|c| c.0).unwrap_or_default();
         let out = schema.clone();
         let fut = async move {
             let dist = engine.distributed().ok_or_else(|| DataFusionError::Internal("not Distributed".into()))?;
             let target = dist.shards()[shard].clone();
-            match dist.on_shard_in(&target, order, &sql, &[], b"").await {
+            match dist.on_shard_in(&target, order, &sql, &settings, b"").await {
                 Ok(bytes) => decode(&bytes, &schema),
                 Err(coordinator::EngineError::ShardUnreachable { shard, .. }) if skip => {
                     tracing::warn!(shard, "skip_unavailable_shards: shard left out of the answer");
@@ -148,6 +221,14 @@ use futures::StreamExt as _;
 fn decode(bytes: &[u8], schema: &SchemaRef) -> datafusion::error::Result<Vec<RecordBatch>> {
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
     let mut out = Vec::new();
+    let got = reader.schema();
+    if !schema.fields().is_empty() && got.fields().len() != schema.fields().len() {
+        return Err(DataFusionError::Internal(format!(
+            "a shard answered {} columns, {} expected ({got:?} vs {schema:?})",
+            got.fields().len(),
+            schema.fields().len()
+        )));
+    }
     for b in reader {
         let b = b?;
         if schema.fields().is_empty() {
@@ -158,14 +239,25 @@ fn decode(bytes: &[u8], schema: &SchemaRef) -> datafusion::error::Result<Vec<Rec
             out.push(RecordBatch::try_new_with_options(Arc::new(Schema::empty()), vec![], &opts)?);
             continue;
         }
-        let cols =
-            b.columns()
-                .iter()
-                .zip(schema.fields())
-                .map(|(c, f)| {
-                    if c.data_type() == f.data_type() { Ok(c.clone()) } else { arrow::compute::cast(c, f.data_type()) }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+        let cols = b
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c.clone())
+                } else {
+                    arrow::compute::cast(c, f.data_type()).map_err(|e| {
+                        DataFusionError::Internal(format!(
+                            "a shard's column {} is {}, {} expected: {e}",
+                            f.name(),
+                            c.data_type(),
+                            f.data_type()
+                        ))
+                    })
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         out.push(RecordBatch::try_new(schema.clone(), cols)?);
     }
     Ok(out)

@@ -59,6 +59,11 @@ pub struct SequentialConsistency;
 #[derive(Debug, Default)]
 pub struct SkipUnavailableShards;
 
+/// `optimize_skip_unused_shards = 1`: a Distributed read whose filters pin
+/// the sharding key asks only the shards those values go to.
+#[derive(Debug, Default)]
+pub struct SkipUnusedShards;
+
 /// `load_balancing` and `prefer_localhost_replica` of a query, for its
 /// Distributed reads.
 #[derive(Debug, Default)]

@@ -164,6 +164,13 @@ pub struct FastAggregateExec {
     layout: KeyLayout,
 }
 
+impl FastAggregateExec {
+    /// The aggregation this operator runs.
+    pub(crate) fn inner(&self) -> &AggregateExec {
+        &self.agg
+    }
+}
+
 impl DisplayAs for FastAggregateExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "FastAggregateExec: ")?;
