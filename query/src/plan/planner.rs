@@ -127,7 +127,7 @@ impl Planner {
 
     /// Plans a SELECT as written by a user (FINAL included).
     pub async fn plan_select(&self, sql: &str, q: &QueryContext) -> Result<Planned, QueryError> {
-        self.plan(&rewrite_final(sql)?, q).await
+        self.plan(&rewrite_global(&rewrite_final(sql)?)?, q).await
     }
 
     /// Plans a query on DataFusion after rewriting ClickHouse functions.
@@ -214,6 +214,26 @@ impl Planner {
     }
 }
 
+/// Drops `GLOBAL` before `IN`, `NOT IN` (and `JOIN`, which DataFusion
+/// parses and ignores): everything above a Distributed table's scan runs on
+/// the initiator, so a subquery is computed once there — what GLOBAL asks.
+pub fn rewrite_global(sql: &str) -> Result<String, QueryError> {
+    let c = Cursor::new(sql)?;
+    let mut out = String::new();
+    let mut copied = 0;
+    for (i, t) in c.toks.iter().enumerate() {
+        let next = |k: usize| c.toks.get(i + k);
+        let before_in = next(1).is_some_and(|n| n.is_kw("IN"))
+            || (next(1).is_some_and(|n| n.is_kw("NOT")) && next(2).is_some_and(|n| n.is_kw("IN")));
+        if t.is_kw("GLOBAL") && before_in {
+            out.push_str(&sql[copied..t.start]);
+            copied = t.end;
+        }
+    }
+    out.push_str(&sql[copied..]);
+    Ok(out)
+}
+
 /// Rewrites `FROM [db.]t FINAL` to the table's FINAL provider; FINAL
 /// anywhere else is an error rather than silently ignored.
 pub fn rewrite_final(sql: &str) -> Result<String, QueryError> {
@@ -267,7 +287,8 @@ impl Planned {
         let task = Arc::new(self.task_ctx());
         let mut plan = self.frame.create_physical_plan().await.map_err(df)?;
         if self.mergeable {
-            plan = crate::plan::shard_agg::mergeable_state(plan).map_err(df)?;
+            plan =
+                crate::plan::shard_agg::mergeable_state(plan).map_err(|e| QueryError::bad_arguments(e.to_string()))?;
         }
         datafusion::physical_plan::collect(plan, task).await.map_err(df)
     }
@@ -282,7 +303,8 @@ impl Planned {
         let task = Arc::new(self.task_ctx());
         let mut physical = self.frame.create_physical_plan().await.map_err(df)?;
         if self.mergeable {
-            physical = crate::plan::shard_agg::mergeable_state(physical).map_err(df)?;
+            physical = crate::plan::shard_agg::mergeable_state(physical)
+                .map_err(|e| QueryError::bad_arguments(e.to_string()))?;
             schema = physical.schema();
         }
         // EXPLAIN ANALYZE prints the plan it ran: leave it unwrapped.
