@@ -524,8 +524,13 @@ fn distributed_tables_route_by_weight_and_read_every_shard() {
     let r = post(p1, "", "SELECT count() FROM hits", b"", T).unwrap();
     assert_ne!(r.0, 200, "{r:?}");
     assert!(r.1.contains("ALL_CONNECTION_TRIES_FAILED") && r.1.contains("shard 2"), "{r:?}");
-    let r = post(p2, "skip_unavailable_shards=1", "SELECT count() FROM hits", b"", T).unwrap();
-    assert_eq!((r.0, r.1.trim()), (200, "100"), "shard 1's rows alone");
+    let skip = "SELECT count() FROM hits SETTINGS skip_unavailable_shards = 1";
+    let r = jepsen::http::post_with_headers(p2, "", skip, b"", T).unwrap();
+    assert_eq!((r.0, r.2.trim()), (200, "100"), "shard 1's rows alone");
+    assert!(r.1.to_ascii_lowercase().contains("x-shardhouse-skipped-shards: 2"), "{}", r.1);
+    let logged = "SELECT skipped_shards FROM system.query_log \
+                  WHERE query LIKE '%skip_unavailable_shards = 1' AND type = 'QueryFinish'";
+    assert_eq!(post(p2, "", logged, b"", T).unwrap().1.trim(), "2", "the query log says which shard was left out");
     // A read pinned to keys of shard 1 (slot k % 3 = 0) needs only shard 1.
     let pinned = "SELECT count() FROM byk WHERE k IN (3, 6) OR k = 9";
     assert!(post(p1, "", pinned, b"", T).unwrap().1.contains("ALL_CONNECTION_TRIES_FAILED"));

@@ -8,6 +8,17 @@ use std::time::Duration;
 /// POSTs `body` to `/?{params}&query={sql}` (the query in the body when
 /// there is no body) and returns the status and the response body.
 pub fn post(port: u16, params: &str, sql: &str, body: &[u8], timeout: Duration) -> std::io::Result<(u16, String)> {
+    post_with_headers(port, params, sql, body, timeout).map(|(status, _, body)| (status, body))
+}
+
+/// [`post`], also returning the response's header lines.
+pub fn post_with_headers(
+    port: u16,
+    params: &str,
+    sql: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<(u16, String, String)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(timeout))?;
@@ -23,7 +34,8 @@ pub fn post(port: u16, params: &str, sql: &str, body: &[u8], timeout: Duration) 
     s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out).to_string();
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Ok((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((status, head.to_string(), body.to_string()))
 }
 
 fn encode(s: &str) -> String {

@@ -32,6 +32,17 @@ pub struct QueryStats {
     pub read_rows: AtomicU64,
     pub read_bytes: AtomicU64,
     pub peak_memory: AtomicUsize,
+    /// Shards of Distributed tables left out of the answer
+    /// (`skip_unavailable_shards`), by number.
+    pub skipped_shards: std::sync::Mutex<Vec<u32>>,
+}
+
+impl QueryStats {
+    /// The shards left out, as `1,3` (empty when none).
+    pub fn skipped_shards_text(&self) -> String {
+        let s = self.skipped_shards.lock().unwrap_or_else(|e| e.into_inner());
+        s.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")
+    }
 }
 
 pub use storage::cpu::thread_cpu_ns;

@@ -72,6 +72,7 @@ impl Server {
             cpu_time_us: st.cpu_ns.load(Relaxed) / 1000,
             exception_code: r.as_ref().err().map(|e| e.code as i32).unwrap_or(0),
             exception: r.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+            skipped_shards: st.skipped_shards_text(),
         });
         r
     }

@@ -161,7 +161,12 @@ async fn handle(
                 ("X-ClickHouse-Format", fmt.name().to_string()),
                 ("X-ClickHouse-Timezone", "UTC".to_string()),
                 ("Content-Type", fmt.content_type().to_string()),
+                // Not ClickHouse's: which shards skip_unavailable_shards left out.
+                ("X-Shardhouse-Skipped-Shards", q.stats.skipped_shards_text()),
             ] {
+                if k == "X-Shardhouse-Skipped-Shards" && v.is_empty() {
+                    continue;
+                }
                 if let Ok(v) = HeaderValue::from_str(&v) {
                     headers.insert(k, v);
                 }

@@ -38,6 +38,8 @@ pub struct Entry {
     pub cpu_time_us: u64,
     pub exception_code: i32,
     pub exception: String,
+    /// Shards left out by `skip_unavailable_shards`, as `2,3`.
+    pub skipped_shards: String,
 }
 
 /// The in-memory log.
@@ -94,6 +96,7 @@ pub fn table(server: &Server) -> Result<Arc<dyn TableProvider>> {
         Field::new("cpu_time_us", DataType::UInt64, false),
         Field::new("exception_code", DataType::Int32, false),
         Field::new("exception", DataType::Utf8, false),
+        Field::new("skipped_shards", DataType::Utf8, false),
     ];
     let cols: Vec<ArrayRef> = vec![
         Arc::new(TimestampMillisecondArray::from(rows.iter().map(|e| e.event_time_ms).collect::<Vec<_>>())),
@@ -113,6 +116,7 @@ pub fn table(server: &Server) -> Result<Arc<dyn TableProvider>> {
         u(&|e| e.cpu_time_us),
         Arc::new(Int32Array::from(rows.iter().map(|e| e.exception_code).collect::<Vec<_>>())),
         s(&|e| e.exception.clone()),
+        s(&|e| e.skipped_shards.clone()),
     ];
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(schema.clone(), cols)?;

@@ -162,6 +162,8 @@ impl Planner {
         if q.settings.bool("distributed_group_by_no_merge") {
             state.config_mut().set_extension(Arc::new(crate::plan::shard_agg::NoMerge));
         }
+        // Distributed reads record the shards they leave out here.
+        state.config_mut().set_extension(q.stats.clone());
         if q.settings.bool("skip_unavailable_shards") {
             state.config_mut().set_extension(Arc::new(crate::table::SkipUnavailableShards));
         }

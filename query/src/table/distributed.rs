@@ -189,6 +189,7 @@ impl PartitionStream for ShardStream {
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (engine, shard, sql, schema) = (self.engine.clone(), self.shard, self.sql.clone(), self.schema.clone());
         let settings = self.settings.clone();
+        let stats = ctx.session_config().get_extension::<crate::metering::QueryStats>();
         let skip = ctx.session_config().get_extension::<super::SkipUnavailableShards>().is_some();
         let order = ctx.session_config().get_extension::<super::ReplicaChoice>().map(|c| c.0).unwrap_or_default();
         let out = schema.clone();
@@ -199,6 +200,13 @@ impl PartitionStream for ShardStream {
                 Ok(bytes) => decode(&bytes, &schema),
                 Err(coordinator::EngineError::ShardUnreachable { shard, .. }) if skip => {
                     tracing::warn!(shard, "skip_unavailable_shards: shard left out of the answer");
+                    if let Some(stats) = &stats {
+                        let mut s = stats.skipped_shards.lock().unwrap_or_else(|e| e.into_inner());
+                        if !s.contains(&(shard as u32)) {
+                            s.push(shard as u32);
+                            s.sort_unstable();
+                        }
+                    }
                     Ok(Vec::new())
                 }
                 Err(e) => Err(DataFusionError::External(Box::new(crate::error::QueryError::engine(&e)))),
