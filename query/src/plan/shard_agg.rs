@@ -363,3 +363,82 @@ pub fn mergeable_state(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execution
     use datafusion::physical_optimizer::PhysicalOptimizerRule as _;
     crate::plan::fast_agg::FastAggregate.optimize(partial, &datafusion::config::ConfigOptions::default())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use coordinator::engine::distributed::{DistributedTable, ShardTarget};
+
+    use crate::plan::planner::Planner;
+    use crate::session::QueryContext;
+    use crate::table::TableEngine;
+
+    /// A planner with `default.d`, a Distributed table over `db.t` on two
+    /// shards (nothing listens: these tests only plan).
+    fn planner() -> Planner {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::UInt64, false),
+            Field::new("v", DataType::Utf8, false),
+        ]));
+        let def = storage::TableDef {
+            schema,
+            engine: storage::Engine::MergeTree,
+            partition_by: None,
+            order_by: vec![],
+            settings: Default::default(),
+        };
+        let storage = storage::Table::new(def).unwrap();
+        let shard = |num| ShardTarget { num, weight: 1, replicas: vec![(num as u64, String::new())] };
+        let d = DistributedTable::new(storage, "c", "db", "t", Some("k".into()), vec![shard(1), shard(2)], 1).unwrap();
+        let p = Planner::new();
+        p.register_database("default").unwrap();
+        p.register_table("default", "d", &(Arc::new(d) as Arc<dyn TableEngine>)).unwrap();
+        p
+    }
+
+    async fn explain(p: &Planner, sql: &str) -> String {
+        let out = p.plan_select(&format!("EXPLAIN {sql}"), &QueryContext::new("default")).await.unwrap();
+        let batches = out.collect().await.unwrap();
+        batches
+            .iter()
+            .flat_map(|b| {
+                let c = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+                c.iter().map(|s| s.unwrap_or_default().to_string()).collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn aggregations_go_to_the_shards_as_sql_over_their_table() {
+        let p = planner();
+        let plan = explain(&p, "SELECT v, count(), sum(k) FROM d WHERE k > 5 GROUP BY v").await;
+        assert!(plan.contains("ShardAggregate: SELECT"), "{plan}");
+        assert!(plan.contains("FROM `db`.`t` AS `d`") || plan.contains("FROM db.t AS d"), "{plan}");
+        assert!(plan.contains("GROUP BY"), "{plan}");
+        // The final aggregation runs here, over the shards' partial states.
+        assert!(plan.contains("mode=Final"), "{plan}");
+    }
+
+    #[tokio::test]
+    async fn ordered_aggregates_keep_their_order_on_the_shards() {
+        let p = planner();
+        let plan = explain(&p, "SELECT argMin(v, k), argMax(v, k) FROM d").await;
+        let sql = plan.lines().find(|l| l.contains("ShardAggregate")).unwrap_or_default().to_string();
+        assert!(sql.contains("ORDER BY") && sql.contains("ASC") && sql.contains("DESC"), "{sql}");
+    }
+
+    #[tokio::test]
+    async fn what_the_shards_cannot_aggregate_alone_ships_rows() {
+        let p = planner();
+        // A join above the scan: rows come here, nothing is pushed.
+        let plan = explain(&p, "SELECT count() FROM d AS a JOIN d AS b ON a.k = b.k").await;
+        assert!(!plan.contains("ShardAggregate"), "{plan}");
+        // No aggregation at all: a plain scan.
+        let plan = explain(&p, "SELECT v FROM d WHERE k = 1").await;
+        assert!(!plan.contains("ShardAggregate"), "{plan}");
+    }
+}
