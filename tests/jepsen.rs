@@ -505,6 +505,20 @@ fn distributed_tables_route_by_weight_and_read_every_shard() {
     let (qd, qf) = ("SELECT quantile(0.9)(k) FROM hits", "SELECT quantile(0.9)(k) FROM flat");
     let (qd, qf): (f64, f64) = (ok(p1, qd, b"").parse().unwrap(), ok(p1, qf, b"").parse().unwrap());
     assert!((qd - qf).abs() <= 300.0 && (qd - 27_000.0).abs() <= 300.0, "quantile {qd} vs {qf}");
+    // A join with a table every node has runs on the shards (ClickHouse's
+    // plain JOIN); GLOBAL JOIN joins here. Same answers either way.
+    ok(p1, "CREATE TABLE dim ON CLUSTER c (id UInt64, name String) ENGINE = MergeTree ORDER BY id", b"");
+    for port in [p1, p2, p3, p4] {
+        ok(port, "INSERT INTO dim FORMAT TSV", b"0\tzero\n1\tone\n2\ttwo\n");
+    }
+    let join = "SELECT name, count(), sum(k) FROM {t} AS h JOIN dim ON h.k % 10 = dim.id GROUP BY name ORDER BY name";
+    let want = ok(p1, &join.replace("{t}", "flat"), b"");
+    assert_eq!(want.lines().count(), 3, "{want}");
+    assert_eq!(ok(p2, &join.replace("{t}", "hits"), b""), want);
+    assert!(ok(p2, &format!("EXPLAIN {}", join.replace("{t}", "hits")), b"").contains("ShardAggregate"));
+    assert_eq!(ok(p3, &join.replace("{t}", "hits").replace("JOIN", "GLOBAL JOIN"), b""), want);
+    let semi = "SELECT count() FROM {t} WHERE k % 10 IN (SELECT id FROM dim)";
+    assert_eq!(ok(p4, &semi.replace("{t}", "hits"), b""), ok(p1, &semi.replace("{t}", "flat"), b""));
     // distributed_group_by_no_merge: each shard's own groups, unmerged.
     let r = ok(p1, "SELECT count() FROM hits SETTINGS distributed_group_by_no_merge = 1", b"");
     let per_shard: Vec<u64> = r.lines().map(|l| l.parse().unwrap()).collect();

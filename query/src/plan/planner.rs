@@ -127,13 +127,21 @@ impl Planner {
 
     /// Plans a SELECT as written by a user (FINAL included).
     pub async fn plan_select(&self, sql: &str, q: &QueryContext) -> Result<Planned, QueryError> {
-        self.plan(&rewrite_global(&rewrite_final(sql)?)?, q).await
+        let (sql, global) = rewrite_global(&rewrite_final(sql)?)?;
+        self.plan_with(&sql, q, global).await
     }
 
     /// Plans a query on DataFusion after rewriting ClickHouse functions.
     /// FINAL must have been rewritten already ([`Planner::plan_select`]).
     pub async fn plan(&self, sql: &str, q: &QueryContext) -> Result<Planned, QueryError> {
+        self.plan_with(sql, q, false).await
+    }
+
+    async fn plan_with(&self, sql: &str, q: &QueryContext, global: bool) -> Result<Planned, QueryError> {
         let mut state = self.ctx.state();
+        if global {
+            state.config_mut().set_extension(Arc::new(crate::plan::shard_agg::GlobalJoins));
+        }
         let opts = state.config_mut().options_mut();
         opts.catalog.default_schema = q.database.clone();
         let threads = q.settings.u64("max_threads");
@@ -216,24 +224,28 @@ impl Planner {
     }
 }
 
-/// Drops `GLOBAL` before `IN`, `NOT IN` (and `JOIN`, which DataFusion
-/// parses and ignores): everything above a Distributed table's scan runs on
-/// the initiator, so a subquery is computed once there — what GLOBAL asks.
-pub fn rewrite_global(sql: &str) -> Result<String, QueryError> {
+/// Drops `GLOBAL` before `IN`, `NOT IN` and `JOIN` and says whether there
+/// was one: such a query's joins and subqueries run on this node, once
+/// (without GLOBAL, an aggregation over a join of a Distributed table with
+/// a table every node has runs on the shards).
+pub fn rewrite_global(sql: &str) -> Result<(String, bool), QueryError> {
     let c = Cursor::new(sql)?;
     let mut out = String::new();
     let mut copied = 0;
     for (i, t) in c.toks.iter().enumerate() {
         let next = |k: usize| c.toks.get(i + k);
-        let before_in = next(1).is_some_and(|n| n.is_kw("IN"))
+        const JOINS: [&str; 11] =
+            ["JOIN", "LEFT", "RIGHT", "INNER", "FULL", "CROSS", "ANY", "ALL", "SEMI", "ANTI", "ASOF"];
+        let before_in = next(1).is_some_and(|n| n.is_kw("IN") || JOINS.iter().any(|k| n.is_kw(k)))
             || (next(1).is_some_and(|n| n.is_kw("NOT")) && next(2).is_some_and(|n| n.is_kw("IN")));
         if t.is_kw("GLOBAL") && before_in {
             out.push_str(&sql[copied..t.start]);
             copied = t.end;
         }
     }
+    let global = copied > 0;
     out.push_str(&sql[copied..]);
-    Ok(out)
+    Ok((out, global))
 }
 
 /// Rewrites `FROM [db.]t FINAL` to the table's FINAL provider; FINAL

@@ -47,6 +47,11 @@ pub const WITH_MERGEABLE_STATE: &str = "with_mergeable_state";
 static DIALECT: std::sync::LazyLock<(String, String)> =
     std::sync::LazyLock::new(|| ("dialect".to_string(), "datafusion".to_string()));
 
+/// Set on a query's session when it says `GLOBAL IN` / `GLOBAL JOIN`: joins
+/// run here, on the other side's rows as this node has them.
+#[derive(Debug, Default)]
+pub struct GlobalJoins;
+
 /// Set on a query's session by `distributed_group_by_no_merge = 1`.
 #[derive(Debug, Default)]
 pub struct NoMerge;
@@ -125,16 +130,47 @@ impl OptimizerRule for PushAggregateToShards {
     }
 }
 
-/// The Distributed table `plan` reads through filters, projections and
-/// aliases only.
+/// The Distributed table `plan` reads through filters, projections,
+/// aliases and joins with tables every node has (ClickHouse's meaning of a
+/// JOIN or IN without GLOBAL: the other side is read on each shard).
 fn distributed_scan(plan: &LogicalPlan) -> Option<&TableScan> {
+    use datafusion::logical_expr::JoinType::*;
     match plan {
         LogicalPlan::Filter(f) => distributed_scan(&f.input),
         LogicalPlan::Projection(p) => distributed_scan(&p.input),
         LogicalPlan::SubqueryAlias(a) => distributed_scan(&a.input),
         LogicalPlan::TableScan(s) => provider(s).is_some().then_some(s),
+        LogicalPlan::Join(j) => {
+            // Rows of the other side that match nothing must not come back
+            // once per shard: only joins that keep the Distributed side's
+            // rows (matched or not) split by shard. Semi and anti joins
+            // (decorrelated IN subqueries) stay here: the unparser's SQL
+            // for them does not plan again.
+            match (distributed_scan(&j.left), distributed_scan(&j.right)) {
+                (Some(s), None) if local_only(&j.right) && matches!(j.join_type, Inner | Left) => Some(s),
+                (None, Some(s)) if local_only(&j.left) && matches!(j.join_type, Inner | Right) => Some(s),
+                _ => None,
+            }
+        }
         _ => None,
     }
+}
+
+/// `plan` reads only tables that are not Distributed (nor this node's
+/// system tables), through filters, projections and aliases.
+fn local_only(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Filter(f) => local_only(&f.input),
+        LogicalPlan::Projection(p) => local_only(&p.input),
+        LogicalPlan::SubqueryAlias(a) => local_only(&a.input),
+        LogicalPlan::TableScan(s) => provider(s).is_none() && s.table_name.schema() != Some("system"),
+        _ => false,
+    }
+}
+
+/// Whether `plan` joins (then `GLOBAL` keeps it here).
+fn has_join(plan: &LogicalPlan) -> bool {
+    matches!(plan, LogicalPlan::Join(_)) || plan.inputs().into_iter().any(has_join)
 }
 
 fn provider(scan: &TableScan) -> Option<Arc<dyn datafusion::catalog::TableProvider>> {
@@ -162,6 +198,16 @@ fn shard_sql(agg: &LogicalPlan, scan: &TableScan) -> Option<String> {
                 let aliased = SubqueryAlias::try_new(Arc::new(LogicalPlan::TableScan(inner)), alias.clone())?;
                 Ok(Transformed::yes(LogicalPlan::SubqueryAlias(aliased)))
             }
+            // `FROM d AS h`: the shards' table under the user's alias alone.
+            LogicalPlan::SubqueryAlias(outer) => match outer.input.as_ref() {
+                LogicalPlan::SubqueryAlias(inner)
+                    if matches!(inner.input.as_ref(), LogicalPlan::TableScan(s) if provider(s).is_some()) =>
+                {
+                    let aliased = SubqueryAlias::try_new(inner.input.clone(), outer.alias.clone())?;
+                    Ok(Transformed::yes(LogicalPlan::SubqueryAlias(aliased)))
+                }
+                _ => Ok(Transformed::no(LogicalPlan::SubqueryAlias(outer))),
+            },
             other => Ok(Transformed::no(other)),
         })
         .ok()?
@@ -270,17 +316,22 @@ impl ExtensionPlanner for ShardAggregatePlanner {
         let dist = p
             .downcast_ref::<DistributedProvider>()
             .ok_or_else(|| DataFusionError::Internal("not a Distributed table".into()))?;
+        if session.config().get_extension::<GlobalJoins>().is_some() && has_join(&node.agg) {
+            return Ok(Some(planner.create_physical_plan(&node.agg, session).await?));
+        }
         let shards = dist.shards_to_ask(session, &scan.filters)?;
+        // Tables named without a database resolve on the shard as here.
+        let database = ("database".to_string(), session.config().options().catalog.default_schema.clone());
         if session.config().get_extension::<NoMerge>().is_some() {
             let schema = Arc::new(node.agg.schema().as_arrow().clone());
-            return Ok(Some(dist.shard_exec(shards, node.sql.clone(), vec![DIALECT.clone()], schema)?));
+            return Ok(Some(dist.shard_exec(shards, node.sql.clone(), vec![DIALECT.clone(), database], schema)?));
         }
         // Planning the aggregation as DataFusion would here gives its
         // partial half: what each shard sends, and what the final half
         // merges.
         let local = planner.create_physical_plan(&node.agg, session).await?;
         let partial = partial_of(&local)?;
-        let settings = vec![(STAGE.to_string(), WITH_MERGEABLE_STATE.to_string()), DIALECT.clone()];
+        let settings = vec![(STAGE.to_string(), WITH_MERGEABLE_STATE.to_string()), DIALECT.clone(), database];
         let input = dist.shard_exec(shards, node.sql.clone(), settings, partial.schema())?;
         let groups = partial.group_expr();
         let config = session.config();
