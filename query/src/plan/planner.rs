@@ -212,14 +212,6 @@ impl Planner {
         // runtime re-registered every function, a third of `SELECT 1`.
         let mergeable =
             q.settings.get(crate::plan::shard_agg::STAGE) == Some(crate::plan::shard_agg::WITH_MERGEABLE_STATE);
-        if mergeable {
-            // A count answered from statistics has no partial state to send.
-            let rules =
-                state.physical_optimizers().iter().filter(|r| r.name() != "aggregate_statistics").cloned().collect();
-            state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
-                .with_physical_optimizer_rules(rules)
-                .build();
-        }
         Ok(Planned { frame: datafusion::dataframe::DataFrame::new(state, plan), runtime, mergeable })
     }
 }

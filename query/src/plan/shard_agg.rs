@@ -406,9 +406,24 @@ fn partial_of(plan: &Arc<dyn ExecutionPlan>) -> Result<AggregateExec> {
     }
 }
 
+/// Whether DataFusion answered the aggregation from the table's statistics
+/// (count, min, max without GROUP BY: one value per aggregate, which is
+/// also each one's partial state).
+fn from_statistics(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let children = plan.children();
+    match children.as_slice() {
+        [] => plan.name() == "PlaceholderRowExec",
+        [child] => passes_through(plan) && from_statistics(child),
+        _ => false,
+    }
+}
+
 /// A shard's side of `stage = with_mergeable_state`: `plan` cut at its
 /// aggregation's partial states.
 pub fn mergeable_state(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    if from_statistics(&plan) {
+        return Ok(plan);
+    }
     let partial: Arc<dyn ExecutionPlan> = Arc::new(partial_of(&plan)?);
     // The fast grouping operator applies to the partial half too.
     use datafusion::physical_optimizer::PhysicalOptimizerRule as _;
