@@ -44,8 +44,9 @@ pub const STAGE: &str = "stage";
 pub const WITH_MERGEABLE_STATE: &str = "with_mergeable_state";
 
 /// The SQL sent to shards is DataFusion's (its unparser's).
-static DIALECT: std::sync::LazyLock<(String, String)> =
-    std::sync::LazyLock::new(|| ("dialect".to_string(), "datafusion".to_string()));
+fn dialect() -> (String, String) {
+    ("dialect".to_string(), "datafusion".to_string())
+}
 
 /// Set on a query's session when it says `GLOBAL IN` / `GLOBAL JOIN`: joins
 /// run here, on the other side's rows as this node has them.
@@ -324,14 +325,14 @@ impl ExtensionPlanner for ShardAggregatePlanner {
         let database = ("database".to_string(), session.config().options().catalog.default_schema.clone());
         if session.config().get_extension::<NoMerge>().is_some() {
             let schema = Arc::new(node.agg.schema().as_arrow().clone());
-            return Ok(Some(dist.shard_exec(shards, node.sql.clone(), vec![DIALECT.clone(), database], schema)?));
+            return Ok(Some(dist.shard_exec(shards, node.sql.clone(), vec![dialect(), database], schema)?));
         }
         // Planning the aggregation as DataFusion would here gives its
         // partial half: what each shard sends, and what the final half
         // merges.
         let local = planner.create_physical_plan(&node.agg, session).await?;
         let partial = partial_of(&local)?;
-        let settings = vec![(STAGE.to_string(), WITH_MERGEABLE_STATE.to_string()), DIALECT.clone(), database];
+        let settings = vec![(STAGE.to_string(), WITH_MERGEABLE_STATE.to_string()), dialect(), database];
         let input = dist.shard_exec(shards, node.sql.clone(), settings, partial.schema())?;
         let groups = partial.group_expr();
         let config = session.config();
@@ -388,7 +389,7 @@ fn top_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>
 /// DataFusion combined both halves into one).
 fn partial_of(plan: &Arc<dyn ExecutionPlan>) -> Result<AggregateExec> {
     let top = top_aggregate(plan)?;
-    let Some(agg) = as_aggregate(&top) else { unreachable!("top_aggregate returns an aggregation") };
+    let agg = as_aggregate(&top).ok_or_else(|| DataFusionError::Internal("no aggregation found".into()))?;
     match agg.mode() {
         AggregateMode::Partial => Ok(agg.clone()),
         AggregateMode::Final | AggregateMode::FinalPartitioned | AggregateMode::PartialReduce => {

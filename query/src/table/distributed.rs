@@ -1,10 +1,9 @@
 //! A Distributed table as DataFusion reads it: one partition per shard,
 //! each streaming the shard's rows (projected columns, pushed-down filters
-//! and limit) as Arrow from one of its replicas; everything above the scan
-//! — aggregation, sorting, joins — runs here on the merged streams, planned
-//! once by the same planner as any query. (The shards do not yet run
-//! partial aggregation themselves: answers are exact, the wire carries
-//! rows.)
+//! and limit) as Arrow from one of its replicas; what runs above the scan
+//! runs here on the merged streams, planned once by the same planner as any
+//! query — except aggregations, which `plan::shard_agg` sends to the shards
+//! through the same per-shard streams ([`DistributedProvider::shard_exec`]).
 
 use std::sync::Arc;
 
